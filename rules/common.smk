@@ -1,0 +1,76 @@
+import shutil
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, f"{workflow.basedir}/src")
+from soft_tokens.config import check_config, cram_jobs, cram_settings
+
+validate(config, schema="../config/schema.yaml")
+check_config(config)
+
+TEX = shutil.which("pdflatex")
+if TEX is None:
+    logger.warning(
+        "pdflatex not found: results/report.pdf will not be built (install texlive-latex-base "
+        "texlive-latex-recommended lmodern); results/table.tex is written all the same."
+    )
+
+
+wildcard_constraints:
+    model=r"[^/]+",
+    corpus=r"[^/]+",
+    length=r"\d+",
+    n_mem=r"\d+",
+    variant=r"base|bos|2leading",
+    init=r"randn|mean|token",
+
+
+localrules:
+    download_corpus,
+    summarize_cramming,
+    plot_cramming,
+    render_report,
+    compile_report,
+
+
+def cram_results(ext):
+    """Every cram job's output file with extension `ext`, over the configured grid."""
+    return [
+        "results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}{ext}".format(
+            ext=ext, **job
+        )
+        for job in cram_jobs(config)
+    ]
+
+
+def cram_params(wildcards):
+    """Everything a cram job needs besides its files: wildcards, the cramming section, device."""
+    settings = cram_settings(config, wildcards.model)
+    return {
+        **settings,
+        "model": wildcards.model,
+        "corpus": wildcards.corpus,
+        "length": int(wildcards.length),
+        "n_mem": int(wildcards.n_mem),
+        "variant": wildcards.variant,
+        "init": wildcards.init,
+        "draw_length": config["corpora"][wildcards.corpus]["draw_length"],
+        "seed": config["seed"],
+        "device": config["device"],
+        "dtype": config["dtype"],
+    }
+
+
+def cram_resource(key):
+    return lambda wildcards: cram_settings(config, wildcards.model)[key]
+
+
+def all_outputs():
+    outputs = ["results/table.tex", "results/cramming_summary.parquet"]
+    outputs += expand(
+        "results/figures/{fig}.png", fig=["accuracy_vs_steps", "tf_vs_greedy"]
+    )
+    if TEX:
+        outputs.append("results/report.pdf")
+    return outputs

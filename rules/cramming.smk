@@ -1,0 +1,40 @@
+rule cram:
+    input:
+        model="resources/models/{model}",
+        corpus="resources/data/{corpus}.parquet",
+    output:
+        parquet="results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}.parquet",
+        vectors="results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}.safetensors",
+    log:
+        "logs/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}.log",
+    benchmark:
+        "results/benchmarks/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=cram_resource("mem_mb"),
+        runtime=cram_resource("runtime"),
+    params:
+        cram=cram_params,
+    script:
+        "../workflow/scripts/cram.py"
+
+
+rule summarize_cramming:
+    input:
+        cram_results(".parquet"),
+    output:
+        summary="results/cramming_summary.parquet",
+        capacity="results/cramming_capacity.parquet",
+    log:
+        "logs/summarize_cramming.log",
+    benchmark:
+        "results/benchmarks/summarize_cramming.tsv"
+    conda:
+        "../envs/report.yaml"
+    params:
+        threshold=config["report"]["capacity_threshold"],
+    script:
+        "../workflow/scripts/summarize_cramming.py"

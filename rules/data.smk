@@ -1,0 +1,14 @@
+rule download_corpus:
+    output:
+        "resources/data/{corpus}.parquet",
+    log:
+        "logs/download_corpus/{corpus}.log",
+    benchmark:
+        "results/benchmarks/download_corpus/{corpus}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    params:
+        spec=lambda wildcards: config["corpora"][wildcards.corpus],
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/download_corpus.py"

@@ -1,0 +1,135 @@
+"""Corpora (one parquet schema: id, text, source) and the texts cut from them for cramming.
+
+Following the cramming protocol, each passage is split into sentences and the second half is the
+text to compress, truncated to the length under test.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from soft_tokens.models import package_dir
+
+CORPUS_COLUMNS = ["id", "text", "source"]
+STORY = "data/in_the_year_2889.txt"
+WORD_LIST = "data/words3to10.txt"
+
+
+def story_text() -> str:
+    """The Gutenberg story bundled with reasoning-gym, without the licence header and footer."""
+    text = (package_dir("reasoning_gym") / STORY).read_text(encoding="utf-8")
+    start = re.search(r"\*\*\* START OF .*?\*\*\*", text)
+    end = re.search(r"\*\*\* END OF .*?\*\*\*", text)
+    return text[start.end() if start else 0 : end.start() if end else len(text)].strip()
+
+
+def embedded_prose(passage_words: int) -> pd.DataFrame:
+    """The story cut into consecutive passages of about `passage_words` words, at sentence ends."""
+    passages, current = [], []
+    for sentence in split_sentences(story_text()):
+        current.append(sentence)
+        if sum(len(s.split()) for s in current) >= passage_words:
+            passages.append(" ".join(current))
+            current = []
+    return frame(passages, "embedded_prose:in_the_year_2889")
+
+
+def random_words(n_passages: int, words_per_passage: int, seed: int) -> pd.DataFrame:
+    """Passages of words drawn uniformly from a word list: text with no structure to exploit."""
+    vocab = (package_dir("reasoning_gym") / WORD_LIST).read_text(encoding="utf-8").split()
+    rng = np.random.default_rng(seed)
+    passages = [" ".join(rng.choice(vocab, size=words_per_passage)) for _ in range(n_passages)]
+    return frame(passages, "random_words:reasoning_gym/words3to10")
+
+
+def hub_corpus(dataset: str, split: str, text_column: str, name: str, data_files: str | None = None):
+    """A Hugging Face dataset (hub id, or a local parquet via `data_files`) in the corpus schema."""
+    import datasets
+
+    try:
+        if data_files:
+            ds = datasets.load_dataset("parquet", data_files=data_files, split=split)
+        else:
+            ds = datasets.load_dataset(dataset, split=split)
+    except (ConnectionError, OSError, FileNotFoundError) as err:
+        raise RuntimeError(
+            f"could not load dataset '{dataset}' (offline?): {err}\n"
+            f"Set config `corpora.{name}.data_files` to a local parquet, or use kind `embedded_prose`."
+        ) from err
+    if text_column not in ds.column_names:
+        raise ValueError(
+            f"corpora.{name}.text_column: '{text_column}' not in dataset columns {ds.column_names}"
+        )
+    return frame(list(ds[text_column]), f"hub:{dataset}")
+
+
+def frame(texts: list[str], source: str) -> pd.DataFrame:
+    return pd.DataFrame({"id": range(len(texts)), "text": texts, "source": source})[CORPUS_COLUMNS]
+
+
+def build_corpus(name: str, spec: dict, seed: int) -> pd.DataFrame:
+    kind = spec["kind"]
+    if kind == "embedded_prose":
+        return embedded_prose(spec["passage_words"])
+    if kind == "random_words":
+        return random_words(spec["n_passages"], spec["words_per_passage"], seed)
+    if kind == "hub":
+        return hub_corpus(spec["dataset"], spec["split"], spec["text_column"], name, spec.get("data_files"))
+    raise ValueError(f"corpora.{name}.kind: unknown kind '{kind}' (embedded_prose, random_words or hub)")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences at ., ! or ? followed by space; whitespace normalised."""
+    text = " ".join(text.split())
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+
+
+def second_half(text: str) -> str:
+    sentences = split_sentences(text)
+    return " ".join(sentences[len(sentences) // 2 :])
+
+
+def cramming_samples(
+    corpus: pd.DataFrame, tokenizer, n_samples: int, length: int, draw_length: bool, seed: int, corpus_name: str
+) -> list[dict]:
+    """The first `n_samples` passages as token ids (BOS first), each exactly `length` tokens long.
+
+    With `draw_length`, each sample's length is drawn uniformly from [2, length] instead, as in the
+    random-vocabulary baseline. A corpus that cannot supply this is an error, never a silent shortfall.
+    """
+    if len(corpus) < n_samples:
+        raise ValueError(
+            f"corpus '{corpus_name}' has {len(corpus)} passages but cramming.n_samples is {n_samples}; "
+            f"lower cramming.n_samples or give the corpus more passages"
+        )
+    rng = np.random.default_rng(seed)
+    samples, too_short = [], []
+    for row in corpus.head(n_samples).itertuples():
+        ids = with_bos(tokenizer, tokenizer(second_half(row.text), add_special_tokens=False).input_ids)
+        target = int(rng.integers(2, length + 1)) if draw_length else length
+        if len(ids) < target:
+            too_short.append((row.id, len(ids)))
+        samples.append({"sample_id": int(row.id), "input_ids": ids[:target]})
+    if too_short:
+        raise ValueError(
+            f"corpus '{corpus_name}': {len(too_short)} of {n_samples} passages are shorter than {length} "
+            f"tokens in their second half (id, tokens: {too_short[:5]}); lower cramming.lengths or "
+            f"raise corpora.{corpus_name}.passage_words / words_per_passage"
+        )
+    return samples
+
+
+def with_bos(tokenizer, ids: list[int]) -> list[int]:
+    """Token 0 of every text is BOS; prepend it where the tokenizer adds none."""
+    if tokenizer.bos_token_id is None:
+        raise ValueError("the tokenizer has no BOS token; cramming scores token 0 as BOS")
+    return ids if ids[:1] == [tokenizer.bos_token_id] else [tokenizer.bos_token_id] + ids
+
+
+def read_corpus(path: Path) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    if list(df.columns) != CORPUS_COLUMNS:
+        raise ValueError(f"{path}: columns {list(df.columns)}, expected {CORPUS_COLUMNS}")
+    return df

@@ -1,0 +1,43 @@
+"""Atomic file writes: a reader (or a rerun after a kill) never sees half a file."""
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary sibling of `path`; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj))
+
+
+def write_parquet(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
+    """Parquet with string key/value metadata (e.g. the token-position convention) in the schema."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{
+            k.encode(): str(v).encode() for k, v in metadata.items()}})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def parquet_metadata(path) -> dict:
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"pandas")}

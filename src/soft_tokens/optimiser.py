@@ -1,0 +1,202 @@
+"""Batched soft-prefix optimisation: many samples, each with its own vectors and AdamW state.
+
+Each sample owns N trainable vectors placed before its target tokens in a frozen LM. The batch loss
+is the *sum* of per-sample losses, so each sample's gradient is exactly its own; AdamW is applied
+row-wise with a step count per row, so a sample that joins the batch late is optimised exactly as if
+it ran alone. Finished samples leave the batch and queued ones take their place.
+"""
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrefixTask:
+    key: int
+    target_ids: torch.Tensor  # [L] long: the tokens the prefix must make the model produce
+    weights: torch.Tensor  # [L] float: per-position loss weight, 0 = not scored
+    init: torch.Tensor  # [N, d] float32: starting vectors
+
+
+@dataclass
+class PrefixResult:
+    key: int
+    vectors: torch.Tensor  # [N, d] the vectors that reached the best accuracy
+    best_accuracy: float
+    best_loss: float
+    steps: int
+    status: str  # converged | patience | max_steps | failed
+    reason: str
+    seconds: float
+    loss_curve: list[float] = field(default_factory=list)
+    accuracy_curve: list[float] = field(default_factory=list)
+
+
+@dataclass
+class OptimSettings:
+    lr: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.9)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    max_steps: int = 5000
+    patience: int = 2000
+    batch_size: int = 1
+
+
+def adamw_rows(p, g, m, v, t, s: OptimSettings) -> None:
+    """torch.optim.AdamW's update, in place, with a separate step count `t[i]` for each row i."""
+    b1, b2 = s.betas
+    t += 1
+    shape = (-1,) + (1,) * (p.dim() - 1)
+    bc1 = (1 - b1 ** t.double()).float().view(shape)
+    bc2 = (1 - b2 ** t.double()).float().view(shape)
+    p.mul_(1 - s.lr * s.weight_decay)
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    denom = (v.sqrt() / bc2.sqrt()).add_(s.eps)
+    p.sub_((s.lr / bc1) * m / denom)
+
+
+class _Batch:
+    """The rows currently being optimised, stacked; rows are added and dropped between steps."""
+
+    def __init__(self, n_vectors: int, dim: int, max_len: int, device):
+        self.keys: list[int] = []
+        self.curves: list[tuple[list, list]] = []
+        self.started: list[float] = []
+        z = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        self.vec, self.m, self.v, self.best_vec = (z(0, n_vectors, dim) for _ in range(4))
+        self.ids = z(0, max_len, dtype=torch.long)
+        self.w = z(0, max_len)
+        self.lengths, self.t, self.since = (z(0, dtype=torch.long) for _ in range(3))
+        self.best_acc, self.best_loss = z(0), z(0)
+
+    def __len__(self):
+        return len(self.keys)
+
+    def add(self, task: PrefixTask) -> None:
+        dev = self.vec.device
+        L = len(task.target_ids)
+        pad = self.ids.shape[1] - L
+        self.keys.append(task.key)
+        self.curves.append(([], []))
+        self.started.append(time.perf_counter())
+        row = lambda x: x.to(dev).unsqueeze(0)  # noqa: E731
+        self.vec = torch.cat([self.vec, row(task.init.float())])
+        self.best_vec = torch.cat([self.best_vec, row(task.init.float())])
+        self.m = torch.cat([self.m, torch.zeros_like(row(task.init.float()))])
+        self.v = torch.cat([self.v, torch.zeros_like(row(task.init.float()))])
+        self.ids = torch.cat([self.ids, row(F.pad(task.target_ids, (0, pad)))])
+        self.w = torch.cat([self.w, row(F.pad(task.weights.float(), (0, pad)))])
+        one = lambda value, dtype: torch.tensor([value], dtype=dtype, device=dev)  # noqa: E731
+        self.lengths = torch.cat([self.lengths, one(L, torch.long)])
+        self.t = torch.cat([self.t, one(0, torch.long)])
+        self.since = torch.cat([self.since, one(0, torch.long)])
+        self.best_acc = torch.cat([self.best_acc, one(-1.0, torch.float32)])
+        self.best_loss = torch.cat([self.best_loss, one(math.inf, torch.float32)])
+
+    def keep(self, mask: torch.Tensor) -> None:
+        idx = mask.nonzero().flatten()
+        for name in ("vec", "m", "v", "best_vec", "ids", "w", "lengths", "t", "since", "best_acc", "best_loss"):
+            setattr(self, name, getattr(self, name)[idx])
+        keep = idx.tolist()
+        self.keys = [self.keys[i] for i in keep]
+        self.curves = [self.curves[i] for i in keep]
+        self.started = [self.started[i] for i in keep]
+
+
+def prefix_forward(model, vectors: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Logits [B, L, V] where position k predicts ids[:, k]: the last vector predicts token 0."""
+    n = vectors.shape[1]
+    embed = model.get_input_embeddings()
+    inputs = torch.cat([vectors.to(embed.weight.dtype), embed(ids[:, :-1])], dim=1)
+    mask = None
+    if bool((lengths < ids.shape[1]).any()):  # right padding: mask the pads, real positions unchanged
+        real = torch.arange(ids.shape[1] - 1, device=ids.device)[None] < lengths[:, None]
+        mask = torch.cat([torch.ones_like(real[:, :1]).expand(-1, n), real], dim=1).long()
+    return model(inputs_embeds=inputs, attention_mask=mask).logits[:, n - 1 :].float()
+
+
+def weighted_loss_and_accuracy(logits, ids, weights):
+    """Per-sample weighted mean CE and accuracy over the scored (weight > 0) positions."""
+    ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+    loss = (ce * weights).sum(1) / weights.sum(1)
+    scored = weights > 0
+    correct = (logits.argmax(-1) == ids) & scored
+    return loss, correct.sum(1) / scored.sum(1)
+
+
+def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_result, desc: str = "prefixes"):
+    """Optimise every task's vectors; call `on_result(PrefixResult)` as each sample finishes.
+
+    A sample stops at teacher-forced accuracy 1.0, after `patience` steps without a better accuracy,
+    or at `max_steps`; a non-finite loss fails that sample alone. The best-accuracy vectors are kept.
+    """
+    if not tasks:
+        return
+    device = model.get_input_embeddings().weight.device
+    n, d = tasks[0].init.shape
+    queue = deque(tasks)
+    batch = _Batch(n, d, max(len(t.target_ids) for t in tasks), device)
+    bar = tqdm(total=len(tasks), desc=desc, unit="sample", mininterval=5)
+    while queue or len(batch):
+        while queue and len(batch) < s.batch_size:
+            batch.add(queue.popleft())
+        L = int(batch.lengths.max())
+        ids, w = batch.ids[:, :L], batch.w[:, :L]
+        vec = batch.vec.detach().requires_grad_(True)
+        loss, acc = weighted_loss_and_accuracy(prefix_forward(model, vec, ids, batch.lengths), ids, w)
+        finite = torch.isfinite(loss)
+        torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
+        with torch.no_grad():
+            better = finite & (acc > batch.best_acc)
+            batch.best_vec[better] = batch.vec[better]
+            batch.best_acc = torch.where(better, acc, batch.best_acc)
+            batch.best_loss = torch.where(better, loss.detach(), batch.best_loss)
+            batch.since = torch.where(better, 0, batch.since + 1)
+            adamw_rows(batch.vec, torch.nan_to_num(vec.grad), batch.m, batch.v, batch.t, s)
+        for (losses, accs), l_i, a_i in zip(batch.curves, loss.tolist(), acc.tolist()):
+            losses.append(l_i)
+            accs.append(a_i)
+        done = ~finite | (batch.best_acc >= 1.0) | (batch.since >= s.patience) | (batch.t >= s.max_steps)
+        for i in done.nonzero().flatten().tolist():
+            on_result(_result(batch, i, bool(finite[i]), s))
+            bar.update(1)
+        if bool(done.any()):
+            batch.keep(~done)
+        if len(batch):
+            bar.set_postfix(active=len(batch), step=int(batch.t.max()), best_acc=f"{float(batch.best_acc.mean()):.3f}")
+    bar.close()
+
+
+def _result(batch: _Batch, i: int, finite: bool, s: OptimSettings) -> PrefixResult:
+    steps = int(batch.t[i])
+    if not finite:
+        status, reason = "failed", f"non-finite loss at step {steps}"
+    elif batch.best_acc[i] >= 1.0:
+        status, reason = "converged", ""
+    elif batch.since[i] >= s.patience:
+        status, reason = "patience", f"no better accuracy for {s.patience} steps"
+    else:
+        status, reason = "max_steps", f"stopped at max_steps={s.max_steps}"
+    return PrefixResult(
+        key=batch.keys[i],
+        vectors=batch.best_vec[i].detach().cpu().clone(),
+        best_accuracy=float(batch.best_acc[i]),
+        best_loss=float(batch.best_loss[i]),
+        steps=steps,
+        status=status,
+        reason=reason,
+        seconds=time.perf_counter() - batch.started[i],
+        loss_curve=batch.curves[i][0],
+        accuracy_curve=batch.curves[i][1],
+    )

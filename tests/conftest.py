@@ -1,0 +1,24 @@
+"""Shared fixtures: one tiny random Llama (with the embedded SmolLM2 tokenizer) for the session."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from soft_tokens.models import load_model, prepare_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SPEC = {"source": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    prepare_model("tiny", TINY_SPEC, path, seed=1337)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    torch.set_num_threads(2)
+    return load_model(tiny_dir, "cpu", "float32")

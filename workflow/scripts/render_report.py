@@ -1,0 +1,16 @@
+"""Snakemake entry point: results/table.tex rendered with Jinja2 from the summary parquets."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import pandas as pd
+
+from soft_tokens.report import render_table
+
+tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity))
+Path(snakemake.output[0]).write_text(tex)
