@@ -69,44 +69,41 @@ def adamw_rows(p, g, m, v, t, s: OptimSettings) -> None:
 class _Batch:
     """The rows currently being optimised, stacked; rows are added and dropped between steps."""
 
+    ROWS = ("vec", "best_vec", "m", "v", "ids", "w", "lengths", "t", "since", "best_acc", "best_loss")
+
     def __init__(self, n_vectors: int, dim: int, max_len: int, device):
         self.keys: list[int] = []
         self.curves: list[tuple[list, list]] = []
         self.started: list[float] = []
-        z = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
-        self.vec, self.m, self.v, self.best_vec = (z(0, n_vectors, dim) for _ in range(4))
-        self.ids = z(0, max_len, dtype=torch.long)
-        self.w = z(0, max_len)
-        self.lengths, self.t, self.since = (z(0, dtype=torch.long) for _ in range(3))
-        self.best_acc, self.best_loss = z(0), z(0)
+        self.max_len = max_len
+        shapes = self._row(torch.zeros(n_vectors, dim), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+        for name, value in shapes.items():
+            setattr(self, name, value.to(device)[None][:0])  # zero rows of the right shape and dtype
+
+    def _row(self, init: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> dict:
+        """One sample's optimiser state, its target padded to the longest target of the run."""
+        pad = self.max_len - len(ids)
+        return {
+            "vec": init, "best_vec": init, "m": torch.zeros_like(init), "v": torch.zeros_like(init),
+            "ids": F.pad(ids, (0, pad)), "w": F.pad(weights, (0, pad)), "lengths": torch.tensor(len(ids)),
+            "t": torch.tensor(0), "since": torch.tensor(0),
+            "best_acc": torch.tensor(-1.0), "best_loss": torch.tensor(math.inf),
+        }
 
     def __len__(self):
         return len(self.keys)
 
     def add(self, task: PrefixTask) -> None:
-        dev = self.vec.device
-        L = len(task.target_ids)
-        pad = self.ids.shape[1] - L
         self.keys.append(task.key)
         self.curves.append(([], []))
         self.started.append(time.perf_counter())
-        row = lambda x: x.to(dev).unsqueeze(0)  # noqa: E731
-        self.vec = torch.cat([self.vec, row(task.init.float())])
-        self.best_vec = torch.cat([self.best_vec, row(task.init.float())])
-        self.m = torch.cat([self.m, torch.zeros_like(row(task.init.float()))])
-        self.v = torch.cat([self.v, torch.zeros_like(row(task.init.float()))])
-        self.ids = torch.cat([self.ids, row(F.pad(task.target_ids, (0, pad)))])
-        self.w = torch.cat([self.w, row(F.pad(task.weights.float(), (0, pad)))])
-        one = lambda value, dtype: torch.tensor([value], dtype=dtype, device=dev)  # noqa: E731
-        self.lengths = torch.cat([self.lengths, one(L, torch.long)])
-        self.t = torch.cat([self.t, one(0, torch.long)])
-        self.since = torch.cat([self.since, one(0, torch.long)])
-        self.best_acc = torch.cat([self.best_acc, one(-1.0, torch.float32)])
-        self.best_loss = torch.cat([self.best_loss, one(math.inf, torch.float32)])
+        for name, value in self._row(task.init.float(), task.target_ids, task.weights.float()).items():
+            current = getattr(self, name)
+            setattr(self, name, torch.cat([current, value.to(current.device)[None]]))
 
     def keep(self, mask: torch.Tensor) -> None:
         idx = mask.nonzero().flatten()
-        for name in ("vec", "m", "v", "best_vec", "ids", "w", "lengths", "t", "since", "best_acc", "best_loss"):
+        for name in self.ROWS:
             setattr(self, name, getattr(self, name)[idx])
         keep = idx.tolist()
         self.keys = [self.keys[i] for i in keep]

@@ -114,10 +114,10 @@ def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
         tf, greedy = r["mean_teacher_forcing_convergence"], r["mean_greedy_convergence"]
         early = [k for k in (0, 1) if r[f"greedy_mismatch@{k}"] >= 0.5]
         where = f"{row_name(r)} at {r['length']} tokens ({r['corpus']})"
-        if tf >= 0.9 and greedy <= 0.5 and early:
+        if tf - greedy >= 0.3 and early:
             out.append(
                 f"For {where}, teacher forcing reaches {tf:.2f} but greedy decoding only {greedy:.2f}: "
-                f"the greedy errors sit at token{'s' if len(early) > 1 else ''} "
+                f"the greedy decode already misses token{'s' if len(early) > 1 else ''} "
                 f"{'--'.join(map(str, early))} (mismatch@0 = {fmt(r['greedy_mismatch@0'], 2)}, "
                 f"mismatch@1 = {fmt(r['greedy_mismatch@1'], 2)}), so one early miss derails the decode."
             )
@@ -223,6 +223,7 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     panels = list(ordered(summary).groupby(["model", "corpus"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False, sharey=True)
@@ -231,10 +232,15 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
             name = row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))
             ax.plot(g["length"], g["mean_teacher_forcing_convergence"], "o-", color=f"C{i % 10}", label=name)
             ax.plot(g["length"], g["mean_greedy_convergence"], "s--", color=f"C{i % 10}")
-        ax.set(title=f"{model} / {corpus}", xlabel="text length (tokens)", xscale="log", ylim=(-0.02, 1.02))
+        ax.set(title=f"{model} / {corpus}", xlabel="text length (tokens)", ylim=(-0.02, 1.02))
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
         ax.set_xticks(sorted(group["length"].unique()), labels=[str(x) for x in sorted(group["length"].unique())])
-    axes[0][0].set_ylabel("mean accuracy (solid: teacher forcing, dashed: greedy)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    axes[0][0].set_ylabel("mean accuracy")
+    handles, _ = axes[0][-1].get_legend_handles_labels()
+    styles = [Line2D([], [], color="k", marker="o", label="teacher forcing"),
+              Line2D([], [], color="k", marker="s", linestyle="--", label="greedy")]
+    axes[0][-1].legend(handles=handles + styles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths)
 
 
