@@ -10,6 +10,7 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/cramming.smk"
+include: "rules/converter.smk"
 include: "rules/report.smk"
 
 

@@ -24,11 +24,14 @@ wildcard_constraints:
     n_mem=r"\d+",
     variant=r"base|bos|2leading",
     init=r"randn|mean|token",
+    layer=r"-?\d+",
+    arch=r"linear|mlp",
 
 
 localrules:
     download_corpus,
     summarize_cramming,
+    summarize_converter,
     plot_cramming,
     render_report,
     compile_report,
@@ -66,11 +69,34 @@ def cram_resource(key):
     return lambda wildcards: cram_settings(config, wildcards.model)[key]
 
 
+def converter_results():
+    """Every converter evaluation: model x layer x arch."""
+    return expand(
+        "results/converter/{model}/eval_layer{layer}_{arch}.parquet",
+        model=config["converter"]["models"],
+        layer=config["converter"]["layers"],
+        arch=config["converter"]["archs"],
+    )
+
+
+def report_inputs():
+    """What the report renders: cramming always, the converter track when it has models."""
+    inputs = {
+        "summary": "results/cramming_summary.parquet",
+        "capacity": "results/cramming_capacity.parquet",
+    }
+    if config["converter"]["models"]:
+        inputs["converter"] = "results/converter_summary.parquet"
+    return inputs
+
+
 def all_outputs():
     outputs = ["results/table.tex", "results/cramming_summary.parquet"]
     outputs += expand(
         "results/figures/{fig}.png", fig=["accuracy_vs_steps", "tf_vs_greedy"]
     )
+    if config["converter"]["models"]:
+        outputs.append("results/converter_summary.parquet")
     if TEX:
         outputs.append("results/report.pdf")
     return outputs

@@ -27,8 +27,7 @@ rule plot_cramming:
 
 rule render_report:
     input:
-        summary="results/cramming_summary.parquet",
-        capacity="results/cramming_capacity.parquet",
+        unpack(lambda wildcards: report_inputs()),
     output:
         "results/table.tex",
     log:

@@ -9,12 +9,13 @@ OVERRIDABLE = ("lengths", "n_mem", "batch_size", "n_samples", "max_steps", "pati
 def check_config(config: dict) -> None:
     """Every name the grid uses must be defined; raise one error naming the key to fix."""
     cram = config["cramming"]
-    for section, names in (("models", cram["models"]), ("corpora", cram["corpora"])):
+    references = (("cramming.models", cram["models"], "models"), ("cramming.corpora", cram["corpora"], "corpora"),
+                  ("converter.models", config["converter"]["models"], "models"))
+    for key, names, section in references:
         unknown = [n for n in names if n not in config[section]]
         if unknown:
             raise ValueError(
-                f"cramming.{section} names {unknown}, which are not defined under `{section}:` "
-                f"(defined: {sorted(config[section])})"
+                f"{key} names {unknown}, which are not defined under `{section}:` (defined: {sorted(config[section])})"
             )
     for model, override in cram.get("overrides", {}).items():
         if model not in cram["models"]:

@@ -168,7 +168,16 @@ def latex_escape_text(sentence: str) -> str:
     return latex_escape(sentence.replace("\\%", "\x00")).replace("\x00", r"\%")
 
 
-def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
+def converter_rows(converter: pd.DataFrame | None) -> list[dict]:
+    if converter is None:
+        return []
+    return [{
+        "model": latex_escape(r["model"]), "layer": int(r["layer"]), "arch": r["arch"], "k": int(r["k"]),
+        "mse": fmt(r["mse"], 4), "cosine": fmt(r["cosine"]), "top1": fmt(r["top1"]), "topk": fmt(r["topk"]),
+    } for _, r in converter.sort_values(["model", "layer", "arch"]).iterrows()]
+
+
+def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd.DataFrame | None = None) -> str:
     tables = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
         rows = [{
@@ -185,7 +194,8 @@ def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
     } for _, c in ordered(capacity_df).iterrows()]
     threshold = fmt(float(capacity_df["threshold"].iloc[0]), 2)
     return TEMPLATES.get_template("table.tex.j2").render(
-        tables=tables, capacity=capacity_rows, threshold=threshold, findings=findings(summary, capacity_df)
+        tables=tables, capacity=capacity_rows, threshold=threshold, findings=findings(summary, capacity_df),
+        converter=converter_rows(converter),
     )
 
 

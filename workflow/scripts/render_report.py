@@ -12,5 +12,6 @@ import pandas as pd
 
 from soft_tokens.report import render_table
 
-tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity))
+converter = pd.read_parquet(snakemake.input.converter) if "converter" in snakemake.input.keys() else None
+tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity), converter)
 Path(snakemake.output[0]).write_text(tex)

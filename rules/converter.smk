@@ -1,0 +1,87 @@
+rule extract_pairs:
+    input:
+        model="resources/models/{model}",
+    output:
+        expand(
+            "results/converter/{{model}}/pairs_layer{layer}.safetensors",
+            layer=config["converter"]["layers"],
+        ),
+    log:
+        "logs/converter/{model}/extract_pairs.log",
+    benchmark:
+        "results/benchmarks/converter/{model}/extract_pairs.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    params:
+        settings=config["converter"],
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+    script:
+        "../workflow/scripts/extract_pairs.py"
+
+
+rule train_converter:
+    input:
+        pairs="results/converter/{model}/pairs_layer{layer}.safetensors",
+    output:
+        "results/converter/{model}/converter_layer{layer}_{arch}.pt",
+    log:
+        "logs/converter/{model}/train_layer{layer}_{arch}.log",
+    benchmark:
+        "results/benchmarks/converter/{model}/train_layer{layer}_{arch}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=config["converter"],
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/train_converter.py"
+
+
+rule eval_converter:
+    input:
+        model="resources/models/{model}",
+        pairs="results/converter/{model}/pairs_layer{layer}.safetensors",
+        converter="results/converter/{model}/converter_layer{layer}_{arch}.pt",
+    output:
+        "results/converter/{model}/eval_layer{layer}_{arch}.parquet",
+    log:
+        "logs/converter/{model}/eval_layer{layer}_{arch}.log",
+    benchmark:
+        "results/benchmarks/converter/{model}/eval_layer{layer}_{arch}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    params:
+        settings=config["converter"],
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+    script:
+        "../workflow/scripts/eval_converter.py"
+
+
+rule summarize_converter:
+    input:
+        converter_results(),
+    output:
+        "results/converter_summary.parquet",
+    log:
+        "logs/summarize_converter.log",
+    benchmark:
+        "results/benchmarks/summarize_converter.tsv"
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/summarize_converter.py"

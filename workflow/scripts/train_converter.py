@@ -1,0 +1,26 @@
+"""Snakemake entry point: fit one converter (linear or MLP) on the training split of a pair file."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import torch
+
+from soft_tokens.converter import load_pairs, save_converter, split, train_converter
+
+torch.set_num_threads(snakemake.threads)
+s = {**snakemake.params.settings, "seed": snakemake.params.seed}
+pairs = load_pairs(Path(snakemake.input.pairs))
+train, _ = split(len(pairs["X"]), s["val_fraction"], s["seed"])
+out = Path(snakemake.output[0])
+checkpoint = out.with_name(out.name + ".partial")
+arch = snakemake.wildcards.arch
+net = train_converter(pairs["X"][train], pairs["Y"][train], arch, s, checkpoint)
+meta = {"model": snakemake.wildcards.model, "layer": int(snakemake.wildcards.layer), "arch": arch,
+        "in_dim": pairs["X"].shape[1], "out_dim": pairs["Y"].shape[1], "hidden_dim": s["hidden_dim"]}
+save_converter(net, out, meta)
+checkpoint.unlink()
