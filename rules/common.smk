@@ -87,7 +87,15 @@ def report_inputs():
     }
     if config["converter"]["models"]:
         inputs["converter"] = "results/converter_summary.parquet"
+        inputs["demo"] = demo_results()
     return inputs
+
+
+def demo_results():
+    return expand(
+        "results/converter/{model}/recursive_demo.parquet",
+        model=config["converter"]["models"],
+    )
 
 
 def all_outputs():
@@ -97,6 +105,7 @@ def all_outputs():
     )
     if config["converter"]["models"]:
         outputs.append("results/converter_summary.parquet")
+        outputs += demo_results()
     if TEX:
         outputs.append("results/report.pdf")
     return outputs

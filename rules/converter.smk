@@ -85,3 +85,33 @@ rule summarize_converter:
         "../envs/report.yaml"
     script:
         "../workflow/scripts/summarize_converter.py"
+
+
+rule recursive_demo:
+    input:
+        model="resources/models/{model}",
+        corpus=f"resources/data/{config['recursive_demo']['corpus']}.parquet",
+        converter=(
+            f"results/converter/{{model}}/converter_layer{config['recursive_demo']['layer']}"
+            f"_{config['recursive_demo']['arch']}.pt"
+        ),
+    output:
+        ce="results/converter/{model}/recursive_demo.parquet",
+        generations="results/converter/{model}/recursive_demo.jsonl",
+    log:
+        "logs/converter/{model}/recursive_demo.log",
+    benchmark:
+        "results/benchmarks/converter/{model}/recursive_demo.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    params:
+        settings=config["recursive_demo"],
+        device=config["device"],
+        dtype=config["dtype"],
+    script:
+        "../workflow/scripts/recursive_demo.py"

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 FAKE_BIN = REPO / "tests" / "fake_slurm"
 PARTITION, ACCOUNT = "fakepart", "fake_account"
-GPU_RULES = {"cram", "extract_pairs", "train_converter"}
+GPU_RULES = {"cram", "extract_pairs", "train_converter", "recursive_demo"}
 LOCAL_RULES = {"all", "download_corpus", "summarize_cramming", "summarize_converter",
                "plot_cramming", "render_report", "compile_report"}
 RUN_TIMEOUT = 540

@@ -29,12 +29,15 @@ def test_snakefmt_is_clean():
 @pytest.mark.timeout(900)
 def test_smoke_dag_writes_the_tables_with_all_variants(tmp_path):
     run = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
-                    str(tmp_path), "results/table.tex", "results/figures/tf_vs_greedy.png", timeout=900)
+                    str(tmp_path), "all", timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     tex = (tmp_path / "results" / "table.tex").read_text()
     for variant in ("base", "bos", "2leading"):
         assert f"tiny-llama\\_{variant} & 8 &" in tex
     assert r"tiny-llama & -1 & linear &" in tex and r"tiny-llama & 1 & mlp &" in tex  # the converter table
+    assert r"tiny-llama & 1 & mlp & 2 &" in tex  # the recursive demo, two passages
+    generations = (tmp_path / "results" / "converter" / "tiny-llama" / "recursive_demo.jsonl").read_text()
+    assert len(generations.splitlines()) == 2 * 3
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
     assert len(summary) == 18 and (summary["n_samples"] == 2).all()
     assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_mean.log").exists()

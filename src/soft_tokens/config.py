@@ -17,6 +17,13 @@ def check_config(config: dict) -> None:
             raise ValueError(
                 f"{key} names {unknown}, which are not defined under `{section}:` (defined: {sorted(config[section])})"
             )
+    demo, conv = config["recursive_demo"], config["converter"]
+    if conv["models"]:
+        for key, value, allowed in (("layer", demo["layer"], conv["layers"]), ("arch", demo["arch"], conv["archs"]),
+                                    ("corpus", demo["corpus"], list(config["corpora"]))):
+            if value not in allowed:
+                raise ValueError(f"recursive_demo.{key}: {value!r} is not among {allowed} (converter.layers, "
+                                 "converter.archs or corpora)")
     for model, override in cram.get("overrides", {}).items():
         if model not in cram["models"]:
             raise ValueError(f"cramming.overrides.{model}: not a model listed in cramming.models")

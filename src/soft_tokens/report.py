@@ -177,7 +177,19 @@ def converter_rows(converter: pd.DataFrame | None) -> list[dict]:
     } for _, r in converter.sort_values(["model", "layer", "arch"]).iterrows()]
 
 
-def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd.DataFrame | None = None) -> str:
+def demo_rows(demo: pd.DataFrame | None) -> list[dict]:
+    """Mean continuation CE per model and condition, conditions as columns."""
+    if demo is None:
+        return []
+    wide = demo.pivot_table(index=["model", "layer", "arch"], columns="condition", values="ce_nats", aggfunc="mean")
+    counts = demo.groupby(["model", "layer", "arch"])["passage_id"].nunique()
+    return [{"model": latex_escape(model), "layer": layer, "arch": arch, "n": int(counts[(model, layer, arch)]),
+             **{c: fmt(r[c]) for c in ("none", "converter", "full_text")}}
+            for (model, layer, arch), r in wide.iterrows()]
+
+
+def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd.DataFrame | None = None,
+                 demo: pd.DataFrame | None = None) -> str:
     tables = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
         rows = [{
@@ -195,7 +207,7 @@ def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd
     threshold = fmt(float(capacity_df["threshold"].iloc[0]), 2)
     return TEMPLATES.get_template("table.tex.j2").render(
         tables=tables, capacity=capacity_rows, threshold=threshold, findings=findings(summary, capacity_df),
-        converter=converter_rows(converter),
+        converter=converter_rows(converter), demo=demo_rows(demo),
     )
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 
 from soft_tokens.report import render_table
 
-converter = pd.read_parquet(snakemake.input.converter) if "converter" in snakemake.input.keys() else None
-tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity), converter)
+has_converter = "converter" in snakemake.input.keys()
+converter = pd.read_parquet(snakemake.input.converter) if has_converter else None
+demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo]) if has_converter else None
+tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity), converter, demo)
 Path(snakemake.output[0]).write_text(tex)

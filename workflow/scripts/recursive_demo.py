@@ -1,0 +1,40 @@
+"""Snakemake entry point: continuation CE with no prefix, one converter vector, or the full earlier text."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import json
+
+import pandas as pd
+import torch
+
+from soft_tokens.converter import load_converter
+from soft_tokens.data import read_corpus
+from soft_tokens.io import atomic_path, write_parquet
+from soft_tokens.models import load_model
+from soft_tokens.recursive import CONDITIONS, continuation_ce, demo_items, generate_batch, pooled_vector, prefix_embeds
+
+torch.set_num_threads(snakemake.threads)
+s = snakemake.params.settings
+model, tokenizer = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
+converter = load_converter(Path(snakemake.input.converter), model.config.hidden_size)
+items = demo_items(read_corpus(snakemake.input.corpus), tokenizer, s["n_passages"], s["context_tokens"],
+                   s["continuation_tokens"])
+rows, generations = [], []
+for item in items:
+    vector = pooled_vector(model, tokenizer, converter, item["earlier"], s["layer"])
+    prefixes = {c: prefix_embeds(model, tokenizer, c, item, vector, s["prompt"]) for c in CONDITIONS}
+    rows += [{"model": snakemake.wildcards.model, "layer": s["layer"], "arch": s["arch"], "passage_id": item["id"],
+              "condition": c, "ce_nats": continuation_ce(model, p, item["continuation"])} for c, p in prefixes.items()]
+    texts = generate_batch(model, tokenizer, list(prefixes.values()), s["max_new_tokens"])
+    reference = tokenizer.decode(item["continuation"])
+    generations += [{"passage_id": item["id"], "condition": c, "prompt": s["prompt"], "generated": t,
+                     "reference": reference} for c, t in zip(CONDITIONS, texts)]
+write_parquet(pd.DataFrame(rows), snakemake.output.ce)
+with atomic_path(snakemake.output.generations) as tmp:
+    tmp.write_text("".join(json.dumps(g) + "\n" for g in generations))
