@@ -11,6 +11,7 @@ include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/cramming.smk"
 include: "rules/converter.smk"
+include: "rules/compressor.smk"
 include: "rules/report.smk"
 
 

@@ -26,12 +26,14 @@ wildcard_constraints:
     init=r"randn|mean|token",
     layer=r"-?\d+",
     arch=r"linear|mlp",
+    carch=r"hyper|qattn",
 
 
 localrules:
     download_corpus,
     summarize_cramming,
     summarize_converter,
+    summarize_compressor,
     plot_cramming,
     render_report,
     compile_report,
@@ -88,7 +90,18 @@ def report_inputs():
     if config["converter"]["models"]:
         inputs["converter"] = "results/converter_summary.parquet"
         inputs["demo"] = demo_results()
+    if config["estar"]["models"]:
+        inputs["compressor"] = "results/compressor_summary.parquet"
     return inputs
+
+
+def compressor_results():
+    """Every compressor evaluation: e* model x compressor arch."""
+    return expand(
+        "results/compressor/{model}/eval_{carch}.parquet",
+        model=config["estar"]["models"],
+        carch=config["compressor"]["archs"],
+    )
 
 
 def demo_results():
@@ -106,6 +119,11 @@ def all_outputs():
     if config["converter"]["models"]:
         outputs.append("results/converter_summary.parquet")
         outputs += demo_results()
+    if config["estar"]["models"]:
+        outputs += [
+            "results/compressor_summary.parquet",
+            "results/figures/compressor_ce.png",
+        ]
     if TEX:
         outputs.append("results/report.pdf")
     return outputs

@@ -74,7 +74,7 @@ def test_best_vectors_reproduce_the_best_accuracy(tiny):
     tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [6, 6], seed=3)
     for r in run(model, tasks, lr=0.1, max_steps=30, patience=30, batch_size=2).values():
         task = tasks[r.key]
-        logits = prefix_forward(model, r.vectors[None], task.target_ids[None], torch.tensor([6]))
+        logits, _ = prefix_forward(model, r.vectors[None], task.target_ids[None], torch.tensor([6]))
         _, acc = weighted_loss_and_accuracy(logits, task.target_ids[None], task.weights[None])
         assert float(acc) == r.best_accuracy == max(r.accuracy_curve)
         assert r.steps == len(r.loss_curve) == len(r.accuracy_curve)
@@ -99,3 +99,22 @@ def test_a_sample_with_infinite_vectors_fails_alone(tiny):
     assert mixed[2].status == "failed" and "non-finite loss" in mixed[2].reason
     for key in clean:
         torch.testing.assert_close(clean[key].vectors, mixed[key].vectors, atol=1e-6, rtol=1e-5)
+
+
+def test_hidden_matching_adds_its_term_and_pulls_the_states_together(tiny):
+    model, tokenizer = tiny
+    tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [5, 5])
+    target = torch.randn(5, model.config.hidden_size)
+    for t in tasks:
+        t.target_hidden = target
+    plain = run(model, tasks, lr=0.05, max_steps=1, batch_size=2)
+    matched = run(model, tasks, lr=0.05, max_steps=1, batch_size=2, hidden_weight=2.0)
+    for key in plain:
+        task = tasks[key]
+        _, hidden = prefix_forward(model, task.init[None], task.target_ids[None], torch.tensor([5]), -1)
+        extra = 2.0 * (1 - torch.nn.functional.cosine_similarity(hidden[0], target, dim=-1)).mean()
+        assert matched[key].loss_curve[0] == pytest.approx(plain[key].loss_curve[0] + float(extra), rel=1e-5)
+    before = run(model, tasks, lr=0.05, max_steps=1, batch_size=2, hidden_weight=1.0, hidden_loss="mse")
+    after = run(model, tasks, lr=0.05, max_steps=30, patience=30, batch_size=2, hidden_weight=1.0, hidden_loss="mse")
+    for key in before:
+        assert after[key].loss_curve[-1] < before[key].loss_curve[0]

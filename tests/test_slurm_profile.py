@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 FAKE_BIN = REPO / "tests" / "fake_slurm"
 PARTITION, ACCOUNT = "fakepart", "fake_account"
-GPU_RULES = {"cram", "extract_pairs", "train_converter", "recursive_demo"}
-LOCAL_RULES = {"all", "download_corpus", "summarize_cramming", "summarize_converter",
+GPU_RULES = {"cram", "extract_pairs", "train_converter", "recursive_demo", "build_estar", "train_compressor",
+             "eval_compressor"}
+LOCAL_RULES = {"all", "download_corpus", "summarize_cramming", "summarize_converter", "summarize_compressor",
                "plot_cramming", "render_report", "compile_report"}
 RUN_TIMEOUT = 540
 

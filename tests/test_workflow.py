@@ -38,6 +38,8 @@ def test_smoke_dag_writes_the_tables_with_all_variants(tmp_path):
     assert r"tiny-llama & 1 & mlp & 2 &" in tex  # the recursive demo, two passages
     generations = (tmp_path / "results" / "converter" / "tiny-llama" / "recursive_demo.jsonl").read_text()
     assert len(generations.splitlines()) == 2 * 3
+    assert r"tiny-llama & hyper & 2 & 2 &" in tex and r"tiny-llama & qattn & 2 & 2 &" in tex  # the compressor table
+    assert (tmp_path / "results" / "figures" / "compressor_ce.png").exists()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
     assert len(summary) == 18 and (summary["n_samples"] == 2).all()
     assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_mean.log").exists()

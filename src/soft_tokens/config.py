@@ -10,7 +10,9 @@ def check_config(config: dict) -> None:
     """Every name the grid uses must be defined; raise one error naming the key to fix."""
     cram = config["cramming"]
     references = (("cramming.models", cram["models"], "models"), ("cramming.corpora", cram["corpora"], "corpora"),
-                  ("converter.models", config["converter"]["models"], "models"))
+                  ("converter.models", config["converter"]["models"], "models"),
+                  ("estar.models", config["estar"]["models"], "models"),
+                  ("estar.corpus", [config["estar"]["corpus"]] if config["estar"]["models"] else [], "corpora"))
     for key, names, section in references:
         unknown = [n for n in names if n not in config[section]]
         if unknown:

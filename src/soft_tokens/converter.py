@@ -19,11 +19,11 @@ from soft_tokens.io import atomic_path
 log = logging.getLogger(__name__)
 
 
-def check_layer(model, layer: int) -> int:
+def check_layer(model, layer: int, key: str = "converter.layers") -> int:
     """`layer` indexes hidden_states (0 = embeddings, -1 = last); out of range is a config error."""
     n = model.config.num_hidden_layers + 1
     if not -n <= layer < n:
-        raise ValueError(f"converter.layers: layer {layer} is out of range for a model with {n - 1} layers "
+        raise ValueError(f"{key}: layer {layer} is out of range for a model with {n - 1} layers "
                          f"(use {-n}..{n - 1}; 0 is the embedding output, -1 the last layer)")
     return layer
 

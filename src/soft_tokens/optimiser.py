@@ -25,6 +25,7 @@ class PrefixTask:
     target_ids: torch.Tensor  # [L] long: the tokens the prefix must make the model produce
     weights: torch.Tensor  # [L] float: per-position loss weight, 0 = not scored
     init: torch.Tensor  # [N, d] float32: starting vectors
+    target_hidden: torch.Tensor | None = None  # [L, d]: states to match at OptimSettings.hidden_layer
 
 
 @dataclass
@@ -50,6 +51,9 @@ class OptimSettings:
     max_steps: int = 5000
     patience: int = 2000
     batch_size: int = 1
+    hidden_layer: int = -1  # hidden_states index matched against PrefixTask.target_hidden
+    hidden_weight: float = 0.0  # 0 = no hidden-state matching term
+    hidden_loss: str = "cosine"  # cosine | mse
 
 
 def adamw_rows(p, g, m, v, t, s: OptimSettings) -> None:
@@ -69,23 +73,25 @@ def adamw_rows(p, g, m, v, t, s: OptimSettings) -> None:
 class _Batch:
     """The rows currently being optimised, stacked; rows are added and dropped between steps."""
 
-    ROWS = ("vec", "best_vec", "m", "v", "ids", "w", "lengths", "t", "since", "best_acc", "best_loss")
+    ROWS = ("vec", "best_vec", "m", "v", "ids", "w", "hidden", "lengths", "t", "since", "best_acc", "best_loss")
 
     def __init__(self, n_vectors: int, dim: int, max_len: int, device):
         self.keys: list[int] = []
         self.curves: list[tuple[list, list]] = []
         self.started: list[float] = []
         self.max_len = max_len
-        shapes = self._row(torch.zeros(n_vectors, dim), torch.zeros(0, dtype=torch.long), torch.zeros(0))
+        shapes = self._row(torch.zeros(n_vectors, dim), torch.zeros(0, dtype=torch.long), torch.zeros(0), None)
         for name, value in shapes.items():
             setattr(self, name, value.to(device)[None][:0])  # zero rows of the right shape and dtype
 
-    def _row(self, init: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> dict:
+    def _row(self, init: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, hidden) -> dict:
         """One sample's optimiser state, its target padded to the longest target of the run."""
         pad = self.max_len - len(ids)
+        hidden = torch.zeros(len(ids), init.shape[1]) if hidden is None else hidden.float()
         return {
             "vec": init, "best_vec": init, "m": torch.zeros_like(init), "v": torch.zeros_like(init),
-            "ids": F.pad(ids, (0, pad)), "w": F.pad(weights, (0, pad)), "lengths": torch.tensor(len(ids)),
+            "ids": F.pad(ids, (0, pad)), "w": F.pad(weights, (0, pad)), "hidden": F.pad(hidden, (0, 0, 0, pad)),
+            "lengths": torch.tensor(len(ids)),
             "t": torch.tensor(0), "since": torch.tensor(0),
             "best_acc": torch.tensor(-1.0), "best_loss": torch.tensor(math.inf),
         }
@@ -97,7 +103,8 @@ class _Batch:
         self.keys.append(task.key)
         self.curves.append(([], []))
         self.started.append(time.perf_counter())
-        for name, value in self._row(task.init.float(), task.target_ids, task.weights.float()).items():
+        row = self._row(task.init.float(), task.target_ids, task.weights.float(), task.target_hidden)
+        for name, value in row.items():
             current = getattr(self, name)
             setattr(self, name, torch.cat([current, value.to(current.device)[None]]))
 
@@ -111,8 +118,9 @@ class _Batch:
         self.started = [self.started[i] for i in keep]
 
 
-def prefix_forward(model, vectors: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Logits [B, L, V] where position k predicts ids[:, k]: the last vector predicts token 0."""
+def prefix_forward(model, vectors: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, hidden_layer=None):
+    """Logits [B, L, V] where position k predicts ids[:, k] (the last vector predicts token 0), and the
+    hidden states [B, L, d] of those positions at `hidden_layer` (None when not asked for)."""
     n = vectors.shape[1]
     embed = model.get_input_embeddings()
     inputs = torch.cat([vectors.to(embed.weight.dtype), embed(ids[:, :-1])], dim=1)
@@ -120,7 +128,20 @@ def prefix_forward(model, vectors: torch.Tensor, ids: torch.Tensor, lengths: tor
     if bool((lengths < ids.shape[1]).any()):  # right padding: mask the pads, real positions unchanged
         real = torch.arange(ids.shape[1] - 1, device=ids.device)[None] < lengths[:, None]
         mask = torch.cat([torch.ones_like(real[:, :1]).expand(-1, n), real], dim=1).long()
-    return model(inputs_embeds=inputs, attention_mask=mask).logits[:, n - 1 :].float()
+    out = model(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=hidden_layer is not None)
+    hidden = None if hidden_layer is None else out.hidden_states[hidden_layer][:, n - 1 :].float()
+    return out.logits[:, n - 1 :].float(), hidden
+
+
+def hidden_match(hidden: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample mean over scored positions of (1 - cosine) or the MSE between hidden states."""
+    if kind == "cosine":
+        per_position = 1 - F.cosine_similarity(hidden, target, dim=-1)
+    elif kind == "mse":
+        per_position = (hidden - target).pow(2).mean(-1)
+    else:
+        raise ValueError(f"hidden loss '{kind}' is neither cosine nor mse")
+    return (per_position * scored).sum(1) / scored.sum(1)
 
 
 def weighted_loss_and_accuracy(logits, ids, weights):
@@ -151,7 +172,10 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
         L = int(batch.lengths.max())
         ids, w = batch.ids[:, :L], batch.w[:, :L]
         vec = batch.vec.detach().requires_grad_(True)
-        loss, acc = weighted_loss_and_accuracy(prefix_forward(model, vec, ids, batch.lengths), ids, w)
+        logits, hidden = prefix_forward(model, vec, ids, batch.lengths, s.hidden_layer if s.hidden_weight else None)
+        loss, acc = weighted_loss_and_accuracy(logits, ids, w)
+        if hidden is not None:
+            loss = loss + s.hidden_weight * hidden_match(hidden, batch.hidden[:, :L], (w > 0).float(), s.hidden_loss)
         finite = torch.isfinite(loss)
         torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
         with torch.no_grad():

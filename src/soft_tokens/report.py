@@ -188,8 +188,55 @@ def demo_rows(demo: pd.DataFrame | None) -> list[dict]:
             for (model, layer, arch), r in wide.iterrows()]
 
 
+COMPRESSOR_CONDITIONS = ["no_context", "full_context", "estar", "compressor"]
+
+
+def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:
+    """Means per model x arch x k x condition over the held-out contexts."""
+    metrics = [c for c in ("ce_nats", "topk_agreement", "mse", "cosine", "norm_rmse") if c in evals]
+    keys = ["model", "arch", "k", "condition"]
+    out = evals.groupby(keys, sort=False)[metrics].mean()
+    out["n_contexts"] = evals.groupby(keys, sort=False).size()
+    return out.reset_index()
+
+
+def compressor_rows(summary: pd.DataFrame | None) -> list[dict]:
+    if summary is None:
+        return []
+    rows = []
+    for (model, arch, k), g in summary.groupby(["model", "arch", "k"], sort=False):
+        by = g.set_index("condition")
+        rows.append({
+            "model": latex_escape(model), "arch": arch, "k": int(k), "n": int(by["n_contexts"].iloc[0]),
+            "ce": [fmt(by.loc[c, "ce_nats"]) for c in COMPRESSOR_CONDITIONS],
+            "agree": [fmt(by.loc[c, "topk_agreement"]) for c in COMPRESSOR_CONDITIONS],
+            "cosine": fmt(by.loc["compressor", "cosine"]), "mse": fmt(by.loc["compressor", "mse"], 4),
+            "norm_rmse": fmt(by.loc["compressor", "norm_rmse"]),
+        })
+    return rows
+
+
+def plot_compressor_ce(summary: pd.DataFrame, paths: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(summary.groupby(["model", "arch", "k"], sort=False))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.2))
+    width = 0.8 / len(COMPRESSOR_CONDITIONS)
+    for i, condition in enumerate(COMPRESSOR_CONDITIONS):
+        values = [g.set_index("condition").loc[condition, "ce_nats"] for _, g in groups]
+        ax.bar([j + i * width for j in range(len(groups))], values, width, label=condition.replace("_", " "))
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))],
+                  labels=[f"{m}\n{a}, k={k}" for (m, a, k), _ in groups], fontsize=8)
+    ax.set_ylabel("CE of follow_text (nats/token)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    save_figure(fig, paths)
+
+
 def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd.DataFrame | None = None,
-                 demo: pd.DataFrame | None = None) -> str:
+                 demo: pd.DataFrame | None = None, compressor: pd.DataFrame | None = None) -> str:
     tables = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
         rows = [{
@@ -207,7 +254,7 @@ def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd
     threshold = fmt(float(capacity_df["threshold"].iloc[0]), 2)
     return TEMPLATES.get_template("table.tex.j2").render(
         tables=tables, capacity=capacity_rows, threshold=threshold, findings=findings(summary, capacity_df),
-        converter=converter_rows(converter), demo=demo_rows(demo),
+        converter=converter_rows(converter), demo=demo_rows(demo), compressor=compressor_rows(compressor),
     )
 
 

@@ -15,5 +15,7 @@ from soft_tokens.report import render_table
 has_converter = "converter" in snakemake.input.keys()
 converter = pd.read_parquet(snakemake.input.converter) if has_converter else None
 demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo]) if has_converter else None
-tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity), converter, demo)
+compressor = pd.read_parquet(snakemake.input.compressor) if "compressor" in snakemake.input.keys() else None
+tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity), converter, demo,
+                   compressor)
 Path(snakemake.output[0]).write_text(tex)

@@ -1,0 +1,99 @@
+rule build_estar:
+    input:
+        model="resources/models/{model}",
+        corpus=f"resources/data/{config['estar']['corpus']}.parquet",
+    output:
+        vectors="results/estar/{model}/estar.safetensors",
+        table="results/estar/{model}/estar.parquet",
+    log:
+        "logs/estar/{model}/build_estar.log",
+    benchmark:
+        "results/benchmarks/estar/{model}/build_estar.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        settings=config["estar"],
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+    script:
+        "../workflow/scripts/build_estar.py"
+
+
+rule train_compressor:
+    input:
+        model="resources/models/{model}",
+        estar="results/estar/{model}/estar.safetensors",
+    output:
+        "results/compressor/{model}/{carch}.pt",
+    log:
+        "logs/compressor/{model}/train_{carch}.log",
+    benchmark:
+        "results/benchmarks/compressor/{model}/train_{carch}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        settings=config["compressor"],
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+    script:
+        "../workflow/scripts/train_compressor.py"
+
+
+rule eval_compressor:
+    input:
+        model="resources/models/{model}",
+        estar="results/estar/{model}/estar.safetensors",
+        compressor="results/compressor/{model}/{carch}.pt",
+    output:
+        "results/compressor/{model}/eval_{carch}.parquet",
+    log:
+        "logs/compressor/{model}/eval_{carch}.log",
+    benchmark:
+        "results/benchmarks/compressor/{model}/eval_{carch}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    params:
+        settings=config["compressor"],
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+    script:
+        "../workflow/scripts/eval_compressor.py"
+
+
+rule summarize_compressor:
+    input:
+        compressor_results(),
+    output:
+        summary="results/compressor_summary.parquet",
+        figure=report(
+            "results/figures/compressor_ce.png",
+            caption="../report/compressor_ce.rst",
+            category="Compressor",
+        ),
+        figure_pdf="results/figures/compressor_ce.pdf",
+    log:
+        "logs/summarize_compressor.log",
+    benchmark:
+        "results/benchmarks/summarize_compressor.tsv"
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/summarize_compressor.py"

@@ -1,0 +1,38 @@
+"""Snakemake entry point: e* for (context, follow_text) pairs, with the contexts' hidden states beside them."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from soft_tokens.cramming import init_vectors, sample_generator
+from soft_tokens.data import read_corpus
+from soft_tokens.estar import build_estar, context_pairs
+from soft_tokens.io import atomic_path, write_parquet
+from soft_tokens.models import load_model
+
+torch.set_num_threads(snakemake.threads)
+s, seed = snakemake.params.settings, snakemake.params.seed
+model, tokenizer = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
+pairs = context_pairs(read_corpus(snakemake.input.corpus), tokenizer, s["n_contexts"], s["ctx_len"], s["follow_len"])
+embedding = model.get_input_embeddings().weight
+inits = [init_vectors("randn", embedding, s["k"], sample_generator(seed, p["id"])) for p in pairs]
+built = build_estar(model, pairs, s, inits)
+tensors = {
+    "estar": torch.stack([b["estar"] for b in built]),
+    "context_hidden": torch.stack([b["context_hidden"] for b in built]),
+    "context": torch.tensor([b["context"] for b in built]),
+    "follow": torch.tensor([b["follow"] for b in built]),
+}
+meta = {"model": snakemake.wildcards.model, "k": s["k"], "context_layer": s["context_layer"]}
+with atomic_path(snakemake.output.vectors) as tmp:
+    save_file(tensors, tmp, metadata={k: str(v) for k, v in meta.items()})
+table = pd.DataFrame([{"id": b["id"], "accuracy": b["accuracy"], "loss": b["loss"], "steps": b["steps"]} for b in built])
+write_parquet(table.assign(**meta), snakemake.output.table)
