@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from soft_tokens.io import atomic_path
+from soft_tokens.training import resume, save_epoch
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +128,7 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, s: dict, c
     device = model.get_input_embeddings().weight.device
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    first_epoch = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        first_epoch = state["epoch"] + 1
-        log.info("resuming compressor training at epoch %d", first_epoch)
+    first_epoch = resume(checkpoint, net, opt)
     for epoch in tqdm(range(first_epoch, s["epochs"]), desc="compressor", mininterval=5):
         order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(s["seed"] + epoch))]
         for batch in batches(data, order, s["batch_size"], device):
@@ -143,8 +137,7 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, s: dict, c
             loss.backward()
             opt.step()
         log.info("epoch %d: loss %.4f %s", epoch, loss.item(), {k: round(v, 4) for k, v in terms.items()})
-        with atomic_path(checkpoint) as tmp:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, tmp)
+        save_epoch(checkpoint, net, opt, epoch)
     return net.eval()
 
 

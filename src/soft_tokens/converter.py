@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from soft_tokens.io import atomic_path
+from soft_tokens.training import resume, save_epoch
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +106,7 @@ def train_converter(x: torch.Tensor, y: torch.Tensor, arch: str, s: dict, checkp
     net = build_converter(arch, x.shape[1], y.shape[1], s["hidden_dim"])
     net[0].fit(x)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    first_epoch = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        first_epoch = state["epoch"] + 1
-        log.info("resuming converter training at epoch %d from %s", first_epoch, checkpoint)
+    first_epoch = resume(checkpoint, net, opt)
     for epoch in tqdm(range(first_epoch, s["epochs"]), desc=f"converter {arch}", mininterval=5):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(s["seed"] + epoch))
         total = 0.0
@@ -123,8 +118,7 @@ def train_converter(x: torch.Tensor, y: torch.Tensor, arch: str, s: dict, checkp
             opt.step()
             total += loss.item() * len(idx)
         log.info("epoch %d: train MSE %.6f", epoch, total / len(x))
-        with atomic_path(checkpoint) as tmp:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, tmp)
+        save_epoch(checkpoint, net, opt, epoch)
     return net
 
 
