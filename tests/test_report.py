@@ -10,6 +10,7 @@ from soft_tokens.report import (
     latex_escape,
     render_table,
     summarize,
+    summarize_compressor,
     theoretical_capacity,
 )
 
@@ -89,3 +90,20 @@ def test_render_table_has_the_seed_columns_and_escaped_names():
     assert [r.split(" & ")[0] for r in rows[:4]] == [
         r"SmolLM2-135M\_base", r"SmolLM2-135M\_bos", r"SmolLM2-135M\_bos\_mean\_mem2", r"SmolLM2-135M\_2leading"]
     assert rows[0].endswith(r"& 1.000 & 0.000 \\")
+
+
+def test_compressor_summary_is_one_row_per_model_arch_k_by_hand():
+    rows = []
+    for context, ce in ((0, 2.0), (1, 4.0)):
+        for condition in ("no_context", "full_context", "estar", "compressor"):
+            row = dict(model="m", arch="hyper", k=2, condition=condition, ce_nats=ce + len(condition),
+                       topk_agreement=0.5 * context)
+            if condition == "compressor":
+                row.update(mse=0.1 * (context + 1), cosine=0.5, norm_rmse=1.0)
+            rows.append(row)
+    s = summarize_compressor(pd.DataFrame(rows))
+    assert len(s) == 1
+    r = s.iloc[0]
+    assert r["ce_estar"] == pytest.approx(3.0 + 5) and r["ce_compressor"] == pytest.approx(3.0 + 10)
+    assert r["topk_full_context"] == pytest.approx(0.25) and r["mse"] == pytest.approx(0.15)
+    assert r["n_contexts"] == 2

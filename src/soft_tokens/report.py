@@ -192,28 +192,24 @@ COMPRESSOR_CONDITIONS = ["no_context", "full_context", "estar", "compressor"]
 
 
 def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:
-    """Means per model x arch x k x condition over the held-out contexts."""
-    metrics = [c for c in ("ce_nats", "topk_agreement", "mse", "cosine", "norm_rmse") if c in evals]
-    keys = ["model", "arch", "k", "condition"]
-    out = evals.groupby(keys, sort=False)[metrics].mean()
-    out["n_contexts"] = evals.groupby(keys, sort=False).size()
-    return out.reset_index()
+    """One row per model x arch x k: per-condition means over the held-out contexts, side by side."""
+    keys = ["model", "arch", "k"]
+    wide = evals.pivot_table(index=keys, columns="condition", values=["ce_nats", "topk_agreement"], aggfunc="mean")
+    wide.columns = [f"{metric.split('_')[0]}_{condition}" for metric, condition in wide.columns]
+    own = evals[evals["condition"] == "compressor"].groupby(keys)[["mse", "cosine", "norm_rmse"]].mean()
+    counts = evals[evals["condition"] == "compressor"].groupby(keys).size().rename("n_contexts")
+    return wide.join(own).join(counts).reset_index()
 
 
 def compressor_rows(summary: pd.DataFrame | None) -> list[dict]:
     if summary is None:
         return []
-    rows = []
-    for (model, arch, k), g in summary.groupby(["model", "arch", "k"], sort=False):
-        by = g.set_index("condition")
-        rows.append({
-            "model": latex_escape(model), "arch": arch, "k": int(k), "n": int(by["n_contexts"].iloc[0]),
-            "ce": [fmt(by.loc[c, "ce_nats"]) for c in COMPRESSOR_CONDITIONS],
-            "agree": [fmt(by.loc[c, "topk_agreement"]) for c in COMPRESSOR_CONDITIONS],
-            "cosine": fmt(by.loc["compressor", "cosine"]), "mse": fmt(by.loc["compressor", "mse"], 4),
-            "norm_rmse": fmt(by.loc["compressor", "norm_rmse"]),
-        })
-    return rows
+    return [{
+        "model": latex_escape(r["model"]), "arch": r["arch"], "k": int(r["k"]), "n": int(r["n_contexts"]),
+        "ce": [fmt(r[f"ce_{c}"]) for c in COMPRESSOR_CONDITIONS],
+        "agree": [fmt(r[f"topk_{c}"]) for c in COMPRESSOR_CONDITIONS],
+        "cosine": fmt(r["cosine"]), "norm_rmse": fmt(r["norm_rmse"]),
+    } for _, r in summary.iterrows()]
 
 
 def plot_compressor_ce(summary: pd.DataFrame, paths: list) -> None:
@@ -222,14 +218,13 @@ def plot_compressor_ce(summary: pd.DataFrame, paths: list) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(summary.groupby(["model", "arch", "k"], sort=False))
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.2))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(summary), 3.2))
     width = 0.8 / len(COMPRESSOR_CONDITIONS)
     for i, condition in enumerate(COMPRESSOR_CONDITIONS):
-        values = [g.set_index("condition").loc[condition, "ce_nats"] for _, g in groups]
-        ax.bar([j + i * width for j in range(len(groups))], values, width, label=condition.replace("_", " "))
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))],
-                  labels=[f"{m}\n{a}, k={k}" for (m, a, k), _ in groups], fontsize=8)
+        ax.bar([j + i * width for j in range(len(summary))], summary[f"ce_{condition}"], width,
+               label=condition.replace("_", " "))
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(summary))],
+                  labels=[f"{r.model}\n{r.arch}, k={r.k}" for r in summary.itertuples()], fontsize=8)
     ax.set_ylabel("CE of follow_text (nats/token)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths)
