@@ -73,7 +73,8 @@ def evaluate(model, vectors: torch.Tensor, ids: torch.Tensor, weights: torch.Ten
     dev = model.get_input_embeddings().weight.device
     ids, vec = ids.to(dev), vectors.to(dev)[None]
     scored = (weights > 0).to(dev)
-    logits = prefix_forward(model, vec, ids[None], torch.tensor([len(ids)], device=dev))[0][0]
+    logits, _ = prefix_forward(model, vec, ids[None], torch.tensor([len(ids)], device=dev))
+    logits = logits[0]
     tf_pred = logits.argmax(-1)
     if variant == "bos":  # BOS is known, not reconstructed: decode the rest after it
         prefix = torch.cat([vec, model.get_input_embeddings()(ids[None, :1]).float()], dim=1)

@@ -75,19 +75,21 @@ class _Batch:
 
     ROWS = ("vec", "best_vec", "m", "v", "ids", "w", "hidden", "lengths", "t", "since", "best_acc", "best_loss")
 
-    def __init__(self, n_vectors: int, dim: int, max_len: int, device):
+    def __init__(self, n_vectors: int, dim: int, max_len: int, hidden_dim: int, device):
         self.keys: list[int] = []
         self.curves: list[tuple[list, list]] = []
         self.started: list[float] = []
         self.max_len = max_len
-        shapes = self._row(torch.zeros(n_vectors, dim), torch.zeros(0, dtype=torch.long), torch.zeros(0), None)
+        empty = torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, hidden_dim)
+        shapes = self._row(torch.zeros(n_vectors, dim), *empty)
         for name, value in shapes.items():
             setattr(self, name, value.to(device)[None][:0])  # zero rows of the right shape and dtype
 
     def _row(self, init: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, hidden) -> dict:
         """One sample's optimiser state, its target padded to the longest target of the run."""
         pad = self.max_len - len(ids)
-        hidden = torch.zeros(len(ids), init.shape[1]) if hidden is None else hidden.float()
+        # Without target states the row holds an empty [L, 0] block, not [L, d] zeros on every step.
+        hidden = torch.zeros(len(ids), 0) if hidden is None else hidden.float()
         return {
             "vec": init, "best_vec": init, "m": torch.zeros_like(init), "v": torch.zeros_like(init),
             "ids": F.pad(ids, (0, pad)), "w": F.pad(weights, (0, pad)), "hidden": F.pad(hidden, (0, 0, 0, pad)),
@@ -164,7 +166,8 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
     device = model.get_input_embeddings().weight.device
     n, d = tasks[0].init.shape
     queue = deque(tasks)
-    batch = _Batch(n, d, max(len(t.target_ids) for t in tasks), device)
+    hidden_dim = 0 if tasks[0].target_hidden is None else tasks[0].target_hidden.shape[1]
+    batch = _Batch(n, d, max(len(t.target_ids) for t in tasks), hidden_dim, device)
     bar = tqdm(total=len(tasks), desc=desc, unit="sample", mininterval=5)
     while queue or len(batch):
         while queue and len(batch) < s.batch_size:
