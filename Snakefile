@@ -12,6 +12,8 @@ include: "rules/data.smk"
 include: "rules/cramming.smk"
 include: "rules/converter.smk"
 include: "rules/compressor.smk"
+include: "rules/reasoning_data.smk"
+include: "rules/coconut.smk"
 include: "rules/report.smk"
 
 

@@ -4,7 +4,9 @@ import sys
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/src")
-from soft_tokens.config import check_config, cram_jobs, cram_settings
+from soft_tokens.coconut import STARTS_FROM_COT
+from soft_tokens.config import check_config, coconut_settings, cram_jobs, cram_settings
+from soft_tokens.reasoning import SPLITS as REASONING_SPLITS
 
 validate(config, schema="../config/schema.yaml")
 check_config(config)
@@ -27,13 +29,17 @@ wildcard_constraints:
     layer=r"-?\d+",
     arch=r"linear|mlp",
     carch=r"hyper|qattn",
+    dataset=r"[^/]+",
+    method=r"nocot|cot|pause|coconut|coconut_nocurriculum",
 
 
 localrules:
     download_corpus,
+    build_reasoning_data,
     summarize_cramming,
     summarize_converter,
     summarize_compressor,
+    summarize_coconut,
     plot_cramming,
     render_report,
     compile_report,
@@ -92,7 +98,41 @@ def report_inputs():
         inputs["demo"] = demo_results()
     if config["estar"]["models"]:
         inputs["compressor"] = "results/compressor_summary.parquet"
+    if config["coconut"]["models"]:
+        inputs["coconut"] = "results/coconut_summary.parquet"
     return inputs
+
+
+def report_figures():
+    """The figures report.pdf shows: cramming's, and those of every track that is on."""
+    figures = ["accuracy_vs_steps", "tf_vs_greedy"]
+    if config["estar"]["models"]:
+        figures.append("compressor_ce")
+    if config["coconut"]["models"]:
+        figures.append("coconut_accuracy_by_stage")
+    return expand("results/figures/{fig}.pdf", fig=figures)
+
+
+def coconut_train_inputs(wildcards):
+    """The base model and the data; methods that continue from CoT also get the CoT run."""
+    inputs = {
+        "model": f"resources/models/{wildcards.model}",
+        "train": f"resources/reasoning/{wildcards.dataset}/train.parquet",
+        "val": f"resources/reasoning/{wildcards.dataset}/val.parquet",
+    }
+    if wildcards.method in STARTS_FROM_COT:
+        inputs["cot"] = f"results/coconut/{wildcards.model}/{wildcards.dataset}/cot"
+    return inputs
+
+
+def coconut_results():
+    """Every Coconut evaluation: model x dataset x method."""
+    return expand(
+        "results/coconut/{model}/{dataset}/eval_{method}.parquet",
+        model=config["coconut"]["models"],
+        dataset=config["coconut"]["datasets"],
+        method=config["coconut"]["methods"],
+    )
 
 
 def compressor_results():
@@ -123,6 +163,11 @@ def all_outputs():
         outputs += [
             "results/compressor_summary.parquet",
             "results/figures/compressor_ce.png",
+        ]
+    if config["coconut"]["models"]:
+        outputs += [
+            "results/coconut_summary.parquet",
+            "results/figures/coconut_accuracy_by_stage.png",
         ]
     if TEX:
         outputs.append("results/report.pdf")

@@ -43,9 +43,7 @@ rule render_report:
 rule compile_report:
     input:
         table="results/table.tex",
-        figures=expand(
-            "results/figures/{fig}.pdf", fig=["accuracy_vs_steps", "tf_vs_greedy"]
-        ),
+        figures=report_figures(),
     output:
         report(
             "results/report.pdf", caption="../report/report_pdf.rst", category="Report"

@@ -5,7 +5,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from soft_tokens.config import check_config, cram_jobs, cram_settings
+from soft_tokens.config import check_config, coconut_settings, cram_jobs, cram_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -64,3 +64,26 @@ def test_conda_envs_match_the_pins():
         for entry in pip:
             name, version = entry.split("==")
             assert pins.get(name) == version, f"{env.name}: {entry}, requirements pin {pins.get(name)}"
+
+
+def test_coconut_names_overrides_and_c_are_checked():
+    config = load("smoke.yaml")
+    config["coconut"]["datasets"] = ["prosqa", "gsm8k"]
+    with pytest.raises(ValueError, match=r"coconut.datasets names \['gsm8k'\], which are not defined under `reasoning:`"):
+        check_config(config)
+    config = load("smoke.yaml")
+    config["coconut"]["overrides"]["prosqa"] = {"init_token": "x"}
+    with pytest.raises(ValueError, match=r"coconut.overrides.prosqa: keys \['init_token'\] cannot be overridden"):
+        check_config(config)
+    config = load("smoke.yaml")
+    config["coconut"]["c_thought"] = 0
+    with pytest.raises(WorkflowError, match="c_thought"):
+        validate(config, SCHEMA)
+
+
+def test_coconut_settings_apply_per_dataset_overrides():
+    paper = load("paper.yaml")
+    gsm, prosqa = coconut_settings(paper, "gsm8k_aug"), coconut_settings(paper, "prosqa")
+    assert (gsm["c_thought"], gsm["max_latent_stage"], gsm["epochs_per_stage"]) == (2, 3, 3)
+    assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"]) == (1, 6, 5)
+    assert gsm["lr"] == 1e-4 and gsm["seed"] == 1337 and "models" not in gsm

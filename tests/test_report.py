@@ -10,6 +10,7 @@ from soft_tokens.report import (
     latex_escape,
     render_table,
     summarize,
+    summarize_coconut,
     summarize_compressor,
     theoretical_capacity,
 )
@@ -107,3 +108,30 @@ def test_compressor_summary_is_one_row_per_model_arch_k_by_hand():
     assert r["ce_estar"] == pytest.approx(3.0 + 5) and r["ce_compressor"] == pytest.approx(3.0 + 10)
     assert r["topk_full_context"] == pytest.approx(0.25) and r["mse"] == pytest.approx(0.15)
     assert r["n_contexts"] == 2
+
+
+def coconut_eval(method, stage, correct, generated, latent):
+    return [dict(model="m", dataset="prosqa", method=method, stage=stage, id=i, answer="a", generated="",
+                 predicted="", correct=c, latent_tokens=latent, generated_tokens=g, truncated=g == 12,
+                 final_train_loss=0.5)
+            for i, (c, g) in enumerate(zip(correct, generated))]
+
+
+def test_coconut_summary_and_table_by_hand():
+    evals = pd.DataFrame(coconut_eval("cot", 0, [True, False], [10, 12], 0)
+                         + coconut_eval("coconut", 1, [False, False], [6, 6], 1)
+                         + coconut_eval("coconut", 2, [True, True], [4, 6], 2)
+                         + coconut_eval("nocot", 0, [False, True], [3, 3], 0))
+    s = summarize_coconut(evals).set_index(["method", "stage"])
+    assert s.loc[("cot", 0), "accuracy"] == 0.5 and s.loc[("cot", 0), "mean_tokens"] == 11
+    assert s.loc[("cot", 0), "truncated_rate"] == 0.5 and s.loc[("nocot", 0), "truncated_rate"] == 0
+    assert s.loc[("coconut", 2), "accuracy"] == 1.0 and s.loc[("coconut", 2), "mean_tokens"] == 5 + 2
+    assert s["final"].to_dict() == {("coconut", 1): False, ("coconut", 2): True, ("cot", 0): True,
+                                    ("nocot", 0): True}
+    tex = render_table(summarize(pd.DataFrame([sample()])), capacity_table(summarize(pd.DataFrame([sample()])), 0.99),
+                       coconut=summarize_coconut(evals))
+    rows = tex[tex.index("Coconut: reasoning"):].splitlines()
+    body = [r for r in rows if " & " in r and not r.startswith((" &", "method"))]
+    # Table 1's order; Coconut at its last stage; methods not run are left out.
+    assert body == [r"No-CoT & 50.0 & 3.0 \\", r"CoT & 50.0 & 11.0 \\", r"Coconut & 100.0 & 7.0 \\"]
+    assert r"\multicolumn{2}{c}{prosqa}" in tex and "on 2 held-out problems" in tex

@@ -40,6 +40,16 @@ def test_smoke_dag_writes_the_tables_with_all_variants(tmp_path):
     assert len(generations.splitlines()) == 2 * 3
     assert r"tiny-llama & hyper & 2 & 2 &" in tex and r"tiny-llama & qattn & 2 & 2 &" in tex  # the compressor table
     assert (tmp_path / "results" / "figures" / "compressor_ce.png").exists()
+    # Coconut: Table 1's five rows over both datasets, every stage evaluated, the stage figure.
+    coconut = tex[tex.index("Coconut: reasoning"):]
+    for method in ("No-CoT", "CoT", "Pause as thought", "Coconut w/o curriculum", "Coconut"):
+        assert len([r for r in coconut.splitlines() if r.startswith(f"{method} & ")]) == 1
+    assert r"\multicolumn{2}{c}{gsm\_symbolic} & \multicolumn{2}{c}{prosqa}" in coconut
+    stages = pd.read_parquet(tmp_path / "results" / "coconut_summary.parquet").groupby("method")["stage"].apply(list)
+    assert stages.to_dict() == {"coconut": [1, 2, 1, 2], "coconut_nocurriculum": [2, 2], "cot": [0, 0],
+                                "nocot": [0, 0], "pause": [1, 2, 1, 2]}
+    assert (tmp_path / "results" / "figures" / "coconut_accuracy_by_stage.png").exists()
+    assert (tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / "coconut" / "stage2" / "history.json").exists()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
     assert len(summary) == 18 and (summary["n_samples"] == 2).all()
     assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_mean.log").exists()

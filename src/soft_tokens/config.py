@@ -4,6 +4,9 @@ from itertools import product
 
 # Keys of the `cramming` section a model may override (e.g. the paper's length per model).
 OVERRIDABLE = ("lengths", "n_mem", "batch_size", "n_samples", "max_steps", "patience", "mem_mb", "runtime")
+# Keys of the `coconut` section a dataset may override (the paper's c and stages differ per dataset).
+COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay", "batch_size",
+                       "max_new_tokens")
 
 
 def check_config(config: dict) -> None:
@@ -12,7 +15,9 @@ def check_config(config: dict) -> None:
     references = (("cramming.models", cram["models"], "models"), ("cramming.corpora", cram["corpora"], "corpora"),
                   ("converter.models", config["converter"]["models"], "models"),
                   ("estar.models", config["estar"]["models"], "models"),
-                  ("estar.corpus", [config["estar"]["corpus"]] if config["estar"]["models"] else [], "corpora"))
+                  ("estar.corpus", [config["estar"]["corpus"]] if config["estar"]["models"] else [], "corpora"),
+                  ("coconut.models", config["coconut"]["models"], "models"),
+                  ("coconut.datasets", config["coconut"]["datasets"], "reasoning"))
     for key, names, section in references:
         unknown = [n for n in names if n not in config[section]]
         if unknown:
@@ -26,12 +31,19 @@ def check_config(config: dict) -> None:
             if value not in allowed:
                 raise ValueError(f"recursive_demo.{key}: {value!r} is not among {allowed} (converter.layers, "
                                  "converter.archs or corpora)")
-    for model, override in cram.get("overrides", {}).items():
-        if model not in cram["models"]:
-            raise ValueError(f"cramming.overrides.{model}: not a model listed in cramming.models")
-        bad = sorted(set(override) - set(OVERRIDABLE))
+    check_overrides("cramming", cram, "models", OVERRIDABLE)
+    check_overrides("coconut", config["coconut"], "datasets", COCONUT_OVERRIDABLE)
+    if config["coconut"]["models"] and not config["coconut"]["datasets"]:
+        raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
+
+
+def check_overrides(section: str, settings: dict, listed: str, allowed: tuple) -> None:
+    for name, override in settings.get("overrides", {}).items():
+        if name not in settings[listed]:
+            raise ValueError(f"{section}.overrides.{name}: not listed in {section}.{listed}")
+        bad = sorted(set(override) - set(allowed))
         if bad:
-            raise ValueError(f"cramming.overrides.{model}: keys {bad} cannot be overridden (allowed: {OVERRIDABLE})")
+            raise ValueError(f"{section}.overrides.{name}: keys {bad} cannot be overridden (allowed: {allowed})")
 
 
 def cram_settings(config: dict, model: str) -> dict:
@@ -39,6 +51,13 @@ def cram_settings(config: dict, model: str) -> dict:
     cram = dict(config["cramming"])
     cram.update(cram.pop("overrides", {}).get(model, {}))
     return cram
+
+
+def coconut_settings(config: dict, dataset: str) -> dict:
+    """The `coconut` section as it applies to one dataset, with seed, device and dtype."""
+    s = {k: v for k, v in config["coconut"].items() if k not in ("models", "datasets", "methods", "overrides")}
+    s.update(config["coconut"]["overrides"].get(dataset, {}))
+    return {**s, "seed": config["seed"], "device": config["device"], "dtype": config["dtype"]}
 
 
 def cram_jobs(config: dict) -> list[dict]:

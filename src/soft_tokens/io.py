@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,3 +42,17 @@ def write_parquet(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
 def parquet_metadata(path) -> dict:
     meta = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"pandas")}
+
+
+@contextmanager
+def atomic_dir(path):
+    """Yield a temporary sibling folder of `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

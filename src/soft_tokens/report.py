@@ -231,7 +231,8 @@ def plot_compressor_ce(summary: pd.DataFrame, paths: list) -> None:
 
 
 def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd.DataFrame | None = None,
-                 demo: pd.DataFrame | None = None, compressor: pd.DataFrame | None = None) -> str:
+                 demo: pd.DataFrame | None = None, compressor: pd.DataFrame | None = None,
+                 coconut: pd.DataFrame | None = None) -> str:
     tables = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
         rows = [{
@@ -250,6 +251,7 @@ def render_table(summary: pd.DataFrame, capacity_df: pd.DataFrame, converter: pd
     return TEMPLATES.get_template("table.tex.j2").render(
         tables=tables, capacity=capacity_rows, threshold=threshold, findings=findings(summary, capacity_df),
         converter=converter_rows(converter), demo=demo_rows(demo), compressor=compressor_rows(compressor),
+        coconut=coconut_rows(coconut),
     )
 
 
@@ -331,3 +333,75 @@ def compile_pdf(table: Path, figures: list[Path], out: Path) -> None:
         if run.returncode != 0:
             raise RuntimeError(f"pdflatex failed (exit {run.returncode}); see the log above")
         shutil.copy(Path(tmp) / "report.pdf", out)
+
+
+# Coconut's Table 1 order and names; the methods are those of soft_tokens.coconut.METHODS.
+COCONUT_METHODS = {"nocot": "No-CoT", "cot": "CoT", "pause": "Pause as thought",
+                   "coconut_nocurriculum": "Coconut w/o curriculum", "coconut": "Coconut"}
+
+
+def summarize_coconut(evals: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x dataset x method x stage: test accuracy and tokens per answer.
+
+    `tokens` counts what the model produces after the question, as Coconut's "# tokens" does:
+    continuous thoughts plus generated tokens (EOS included); `truncated_rate` is the share of answers
+    cut off at max_new_tokens. `final` marks each method's last stage.
+    """
+    keys = ["model", "dataset", "method", "stage"]
+    df = evals.assign(tokens=evals["latent_tokens"] + evals["generated_tokens"],
+                      correct=evals["correct"].astype(float), truncated=evals["truncated"].astype(float))
+    out = df.groupby(keys).agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
+                               truncated_rate=("truncated", "mean"),
+                               mean_latent_tokens=("latent_tokens", "mean"),
+                               mean_generated_tokens=("generated_tokens", "mean"),
+                               n_problems=("id", "nunique"), final_train_loss=("final_train_loss", "first"))
+    out = out.reset_index()
+    out["final"] = out["stage"] == out.groupby(keys[:3])["stage"].transform("max")
+    return out
+
+
+def coconut_rows(summary: pd.DataFrame | None) -> list[dict]:
+    """Per model: one row per method (final stage), accuracy and tokens per dataset, as in Table 1."""
+    if summary is None:
+        return []
+    final = summary[summary["final"]]
+    datasets = list(dict.fromkeys(final["dataset"]))
+    tables = []
+    for model, group in final.groupby("model", sort=False):
+        by = group.set_index(["method", "dataset"])
+        rows = [{"method": name, "cells": [
+            (fmt(100 * by.loc[(method, d), "accuracy"], 1), fmt(by.loc[(method, d), "mean_tokens"], 1))
+            if (method, d) in by.index else ("--", "--") for d in datasets]}
+            for method, name in COCONUT_METHODS.items() if method in set(group["method"])]
+        tables.append({"model": latex_escape(model), "datasets": [latex_escape(d) for d in datasets],
+                       "n": int(group["n_problems"].max()), "rows": rows})
+    return tables
+
+
+def plot_coconut_stages(summary: pd.DataFrame, paths: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(summary.groupby(["model", "dataset"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False, sharey=True)
+    for ax, ((model, dataset), group) in zip(axes[0], panels):
+        by_method = {m: g.sort_values("stage") for m, g in group.groupby("method")}
+        cot = by_method.get("cot")
+        for i, method in enumerate(("coconut", "pause")):
+            if method not in by_method:
+                continue
+            g = pd.concat([cot, by_method[method]]) if cot is not None else by_method[method]
+            ax.plot(g["stage"], 100 * g["accuracy"], "o-", color=f"C{i}", label=COCONUT_METHODS[method])
+        if "coconut_nocurriculum" in by_method:
+            g = by_method["coconut_nocurriculum"]
+            ax.plot(g["stage"], 100 * g["accuracy"], "D", color="C2", label=COCONUT_METHODS["coconut_nocurriculum"])
+        if "nocot" in by_method:
+            ax.axhline(100 * by_method["nocot"]["accuracy"].iloc[0], color="gray", linestyle="--",
+                       label=COCONUT_METHODS["nocot"])
+        ax.set(title=f"{model} / {dataset}", xlabel="curriculum stage (0 = CoT)", ylim=(-2, 102))
+        ax.set_xticks(sorted(group["stage"].unique()))
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    save_figure(fig, paths)

@@ -16,6 +16,7 @@ has_converter = "converter" in snakemake.input.keys()
 converter = pd.read_parquet(snakemake.input.converter) if has_converter else None
 demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo]) if has_converter else None
 compressor = pd.read_parquet(snakemake.input.compressor) if "compressor" in snakemake.input.keys() else None
+coconut = pd.read_parquet(snakemake.input.coconut) if "coconut" in snakemake.input.keys() else None
 tex = render_table(pd.read_parquet(snakemake.input.summary), pd.read_parquet(snakemake.input.capacity), converter, demo,
-                   compressor)
+                   compressor, coconut)
 Path(snakemake.output[0]).write_text(tex)

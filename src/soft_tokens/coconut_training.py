@@ -1,0 +1,185 @@
+"""Training and evaluating the Coconut methods stage by stage, each stage saved as a checkpoint.
+
+A run works in `<out>.partial/`: every finished stage is a full model folder `stage<k>/`, so a
+killed run resumes after its last finished stage; the folder is renamed to `<out>` at the end.
+The optimiser is reset at every stage. With `finetune: lora`, each stage trains a fresh LoRA
+(plus the latent-token embeddings) that is merged into the weights before the stage is saved.
+"""
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from soft_tokens.answers import extract_answer, is_correct
+from soft_tokens.coconut import (FEEDBACK, STARTS_FROM_COT, add_latent_tokens, collate, curriculum, generate,
+                                 latent_forward, latent_ids, layout, lm_loss, to_device, tokenize_problem)
+from soft_tokens.io import atomic_dir, atomic_write_json
+from soft_tokens.models import load_model, resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+def tokenize_frame(tokenizer, df: pd.DataFrame) -> list:
+    return [tokenize_problem(tokenizer, r.question, list(r.steps), r.answer) for r in df.itertuples()]
+
+
+def load_trainable(path: Path, device: str):
+    """Model (float32 master weights, train mode, on device) and tokenizer."""
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(resolve_device(device))
+    return model.train(), AutoTokenizer.from_pretrained(path)
+
+
+def autocast(device: torch.device, dtype: str):
+    """Mixed precision where the config asks for a low-precision dtype; plain float32 otherwise."""
+    low = resolve_dtype(dtype, device)
+    return torch.autocast(device.type, dtype=low) if low != torch.float32 else nullcontext()
+
+
+def with_adapters(model, s: dict, token_ids: list[int]):
+    """The model to optimise: itself (full fine-tuning) or a fresh LoRA on it (`finetune: lora`)."""
+    if s["finetune"] == "full":
+        return model.requires_grad_(True)
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                        target_modules=s["lora_target_modules"],
+                        trainable_token_indices=token_ids)
+    return get_peft_model(model, config)
+
+
+def stage_epochs(method: str, s: dict, longest_chain: int) -> int:
+    """Epochs of each stage; the no-curriculum ablation gets all the epochs Coconut's stages get."""
+    if method == "coconut_nocurriculum":
+        return s["epochs_per_stage"] * len(curriculum("coconut", s["max_latent_stage"], longest_chain))
+    return s["epochs_per_stage"]
+
+
+def train_stage(model, tokenizer, train: list, val: list, method: str, stage: int, epochs: int, s: dict):
+    """Train one stage from a fresh optimiser; return the (merged) model and per-epoch losses."""
+    ids = latent_ids(tokenizer)
+    lay = lambda problems: [layout(p, method, stage, s["c_thought"], s["max_latent_stage"], ids)  # noqa: E731
+                            for p in problems]
+    train_layouts, val_layouts = lay(train), lay(val)
+    net = with_adapters(model, s, [ids.start, ids.end, ids.latent])
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=s["weight_decay"])
+    device, feedback, bs = model.device, method in FEEDBACK, s["batch_size"]
+    order_gen = torch.Generator().manual_seed(s["seed"] * 1000 + stage)
+    history = []
+    for epoch in range(epochs):
+        start, losses = time.time(), []
+        order = torch.randperm(len(train_layouts), generator=order_gen).tolist()
+        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        for rows in tqdm(batches, desc=f"{method} stage {stage} epoch {epoch + 1}/{epochs}", mininterval=10):
+            batch = to_device(collate([train_layouts[i] for i in rows]), device)
+            with autocast(device, s["dtype"]):
+                loss = lm_loss(latent_forward(net, batch, feedback)[0], batch.labels)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses),
+                        "val_loss": mean_loss(net, val_layouts, feedback, s),
+                        "seconds": time.time() - start})
+        log.info("%s stage %d epoch %d: %s", method, stage, epoch + 1, history[-1])
+    model = net.merge_and_unload() if s["finetune"] == "lora" else net
+    return model, {"stage": stage, "n_latent": train_layouts[0].n_latent, "trainable_parameters":
+                   sum(p.numel() for p in params), "epochs": history}
+
+
+@torch.no_grad()
+def mean_loss(model, layouts: list, feedback: bool, s: dict) -> float:
+    total, count = 0.0, 0
+    for i in range(0, len(layouts), s["eval_batch_size"]):
+        batch = to_device(collate(layouts[i:i + s["eval_batch_size"]]), model.device)
+        with autocast(model.device, s["dtype"]):
+            loss = lm_loss(latent_forward(model, batch, feedback)[0], batch.labels)
+        n = int((batch.labels[:, 1:] != -100).sum())
+        total, count = total + loss.item() * n, count + n
+    return total / count
+
+
+def finished_stages(run_dir: Path) -> list[int]:
+    return sorted(int(p.name.removeprefix("stage")) for p in run_dir.glob("stage*") if (p / "history.json").exists())
+
+
+def run_fingerprint(s: dict, train_df: pd.DataFrame, val_df: pd.DataFrame, cot_dir: Path | None) -> dict:
+    """What a partial run must share with this one to be resumed: settings, data and starting model."""
+    data = hashlib.sha256((train_df.to_json(orient="records") + val_df.to_json(orient="records")).encode())
+    data = data.hexdigest()
+    start = (cot_dir / "stage0" / "history.json").read_text() if cot_dir else None
+    return {"settings": s, "data": data, "start": start}
+
+
+def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, val_df: pd.DataFrame,
+                 method: str, s: dict, out_dir: Path) -> None:
+    """Every stage of `method` into out_dir/stage<k>/, resuming after the last finished stage."""
+    torch.manual_seed(s["seed"])
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    fingerprint = run_fingerprint(s, train_df, val_df, cot_dir if method in STARTS_FROM_COT else None)
+    if partial.exists() and json.loads((partial / "fingerprint.json").read_text()) != fingerprint:
+        log.warning("%s was written with other settings, data or CoT model: starting the run over", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(partial / "fingerprint.json", fingerprint)
+    longest = int(train_df["steps"].map(len).max())
+    stages, done = curriculum(method, s["max_latent_stage"], longest), finished_stages(partial)
+    if done:
+        log.info("resuming %s after finished stage %d (%s)", method, done[-1], partial)
+        model, tokenizer = load_trainable(partial / f"stage{done[-1]}", s["device"])
+    elif method in STARTS_FROM_COT:
+        model, tokenizer = load_trainable(cot_dir / "stage0", s["device"])
+    else:
+        model, tokenizer = load_trainable(base_dir, s["device"])
+        add_latent_tokens(model, tokenizer, s["init_token"])
+    train, val = tokenize_frame(tokenizer, train_df), tokenize_frame(tokenizer, val_df)
+    for stage in [k for k in stages if k not in done]:
+        model, history = train_stage(model, tokenizer, train, val, method, stage,
+                                     stage_epochs(method, s, longest), s)
+        with atomic_dir(partial / f"stage{stage}") as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "history.json").write_text(json.dumps(history))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+
+
+def evaluate_method(run_dir: Path, test_df: pd.DataFrame, method: str, s: dict, meta: dict) -> pd.DataFrame:
+    """Greedy answers of every stage's checkpoint on the test problems: one row per stage x problem."""
+    rows = []
+    for stage in finished_stages(run_dir):
+        model, tokenizer = load_model(run_dir / f"stage{stage}", s["device"], s["dtype"])
+        ids = latent_ids(tokenizer)
+        problems = tokenize_frame(tokenizer, test_df)
+        prompts = [layout(p, method, stage, s["c_thought"], s["max_latent_stage"], ids, prompt_only=True)
+                   for p in problems]
+        outputs = []
+        bs = s["eval_batch_size"]
+        for i in tqdm(range(0, len(prompts), bs), desc=f"eval {method} stage {stage}", mininterval=10):
+            outputs += generate(model, prompts[i:i + bs], method in FEEDBACK, tokenizer.eos_token_id,
+                                s["max_new_tokens"])
+        history = json.loads((run_dir / f"stage{stage}" / "history.json").read_text())
+        for problem, prompt, out in zip(test_df.itertuples(), prompts, outputs):
+            text = tokenizer.decode(out, skip_special_tokens=True)
+            rows.append({**meta, "method": method, "stage": stage, "id": int(problem.id),
+                         "answer": problem.answer, "generated": text, "predicted": extract_answer(text),
+                         "correct": is_correct(text, problem.answer), "latent_tokens": prompt.n_latent,
+                         "generated_tokens": len(out), "truncated": out[-1] != tokenizer.eos_token_id,
+                         "final_train_loss": history["epochs"][-1]["train_loss"]})
+        stage_rows = rows[-len(outputs):]
+        log.info("%s stage %d: accuracy %.3f", method, stage, sum(r["correct"] for r in stage_rows) / len(outputs))
+        truncated = sum(r["truncated"] for r in stage_rows)
+        if truncated:
+            log.warning("%s stage %d: %d of %d answers reached coconut.max_new_tokens (%d) without EOS and are "
+                        "cut short; raise coconut.max_new_tokens if they are still reasoning", method, stage,
+                        truncated, len(outputs), s["max_new_tokens"])
+    return pd.DataFrame(rows)

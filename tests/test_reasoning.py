@@ -1,0 +1,153 @@
+"""Reasoning data: generators deterministic and right by construction, gsm_symbolic and hub
+readers, seeded splits, and the one shared answer rule."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from soft_tokens.answers import extract_answer, is_correct
+from soft_tokens.io import write_parquet
+from soft_tokens.reasoning import (REASONING_COLUMNS, build_reasoning, prontoqa_problem, prosqa_problem,
+                                   read_reasoning, reachable, reasoning_splits, split_problems)
+
+PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 8, "depth": 3, "branching": 2}
+PRONTOQA = {"kind": "prontoqa", "n_problems": 30, "hops": 5, "distractors": 2}
+
+
+def test_answer_extraction_and_exact_match():
+    assert extract_answer("Tom is a wumpus.\n### Tom is a yumpus.") == "Tom is a yumpus."
+    assert extract_answer("so 12*3=36 ### 1,234 ") == "1234"
+    assert extract_answer("no marker at all") == "no marker at all"
+    assert is_correct("steps\n### 1,234", "#### 1234") and not is_correct("### 123", "1234")
+    assert is_correct("# a # b ### True", "True")
+
+
+@pytest.mark.parametrize("spec", [PROSQA, PRONTOQA], ids=["prosqa", "prontoqa"])
+def test_generators_are_deterministic_for_a_seed(spec):
+    a, b, c = build_reasoning("d", spec, 1), build_reasoning("d", spec, 1), build_reasoning("d", spec, 2)
+    assert list(a.columns) == REASONING_COLUMNS and len(a) == 30
+    assert a.drop(columns="steps").equals(b.drop(columns="steps")) and a["steps"].tolist() == b["steps"].tolist()
+    assert a["question"].tolist() != c["question"].tolist()
+
+
+def parse_isa(question: str) -> tuple[list[tuple[str, str]], str, str]:
+    """Edges "Every X is a Y.", the entity and its concept, read back from the question text."""
+    edges = re.findall(r"Every (\w+) is a (\w+)\.", question)
+    entity, concept = re.search(r"(\w+) is a (\w+)\.\s+(?:Is|True)", question).groups()
+    return edges, entity, concept
+
+
+def test_prosqa_answers_are_correct_by_construction():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = prosqa_problem(rng, n_concepts=8, depth=3, branching=2)
+        edges, entity, start = parse_isa(p["question"])
+        names = sorted({n for e in edges for n in e} | {start})
+        index = {n: i for i, n in enumerate(names)}
+        reach = {names[i] for i in reachable([(index[a], index[b]) for a, b in edges], index[start])}
+        a, b = re.search(r"Is \w+ a (\w+) or a (\w+)\?", p["question"]).groups()
+        target = p["answer"].removeprefix(f"{entity} is a ").removesuffix(".")
+        assert {a, b} >= {target} and target in reach and ({a, b} - {target}).isdisjoint(reach)
+        # The steps walk the stated facts from the entity's concept to the answer, one hop each.
+        path = [start] + [s.removeprefix(f"{entity} is a ").removesuffix(".") for s in p["steps"]]
+        assert len(p["steps"]) == 3 and path[-1] == target
+        assert all((x, y) in edges for x, y in zip(path, path[1:]))
+
+
+def test_prontoqa_answers_are_correct_by_construction():
+    rng = np.random.default_rng(0)
+    answers = set()
+    for _ in range(50):
+        p = prontoqa_problem(rng, hops=5, distractors=2)
+        edges, entity, concept = parse_isa(p["question"])
+        claim = re.search(r"True or false: \w+ is (not )?(\w+)\.", p["question"])
+        asked, adjective = claim.group(1) is None, claim.group(2)
+        says = {c: not neg for c, neg in re.findall(rf"Every (\w+) is (not )?{adjective}\.", p["question"])}
+        # Of everything the entity is, exactly one concept speaks about the adjective asked.
+        holds = [says[c] for c in reachable(edges, concept) if c in says]
+        assert len(holds) == 1 and len(says) > 1
+        holds = holds[0]
+        assert p["answer"] == str(holds == asked) and len(p["steps"]) == 6
+        answers.add(p["answer"])
+    assert answers == {"True", "False"}
+
+
+def test_gsm_symbolic_has_steps_and_bare_answers():
+    df = build_reasoning("gsm", {"kind": "gsm_symbolic", "n_problems": 6}, seed=3)
+    assert len(df) == 6 and df["steps"].map(len).min() >= 1
+    assert df["answer"].str.fullmatch(r"-?[\d.]+").all()
+    assert not any(s.startswith("####") for steps in df["steps"] for s in steps)
+    assert df["question"].tolist() == build_reasoning("gsm", {"kind": "gsm_symbolic", "n_problems": 6}, 3)[
+        "question"].tolist()
+
+
+def gsm8k_aug_file(tmp_path, cot):
+    """A local file shaped like GSM8k-Aug: question, cot (steps in one string), answer."""
+    path = tmp_path / "gsm8k_aug.jsonl"
+    pd.DataFrame({"question": ["q1", "q2"], "cot": cot, "answer": ["1,200", "#### 7"]}).to_json(
+        path, orient="records", lines=True)
+    return {"kind": "hub", "dataset": "whynlp/gsm8k-aug", "split": "train", "data_files": str(path),
+            "question_column": "question", "steps_column": "cot", "answer_column": "answer",
+            "steps_separator": " "}
+
+
+def test_hub_reads_a_local_file_of_gsm8k_aug_shape(tmp_path):
+    df = build_reasoning("gsm8k", gsm8k_aug_file(tmp_path, ["<<600*2=1200>>", "<<3+4=7>> <<7*1=7>>"]), 0)
+    assert df["steps"].tolist() == [["<<600*2=1200>>"], ["<<3+4=7>>", "<<7*1=7>>"]]
+    assert df["answer"].tolist() == ["1200", "7"] and df["source"].iloc[0] == "hub:whynlp/gsm8k-aug"
+    with pytest.raises(ValueError, match="reasoning.gsm8k.steps_column: 'steps'"):
+        build_reasoning("gsm8k", {**gsm8k_aug_file(tmp_path, ["a", "b"]), "steps_column": "steps"}, 0)
+
+
+def test_a_dataset_without_steps_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no reasoning steps in any problem.*reasoning.gsm8k.steps_column"):
+        build_reasoning("gsm8k", gsm8k_aug_file(tmp_path, ["", " "]), 0)
+
+
+def test_hub_offline_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    spec = {"kind": "hub", "dataset": "whynlp/gsm8k-aug", "split": "train", "question_column": "question",
+            "steps_column": "cot", "answer_column": "answer", "steps_separator": " "}
+    with pytest.raises(RuntimeError, match=r"reasoning.gsm8k.data_files"):
+        build_reasoning("gsm8k", spec, 0)
+
+
+def test_splits_are_seeded_disjoint_and_complete(tmp_path):
+    df = build_reasoning("p", PROSQA, 0)
+    splits = split_problems(df, 0.1, 0.2, seed=5, name="p")
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [21, 3, 6]
+    ids = [set(splits[s]["id"]) for s in ("train", "val", "test")]
+    assert set.union(*ids) == set(range(30)) and sum(map(len, ids)) == 30
+    assert splits["test"]["id"].tolist() == split_problems(df, 0.1, 0.2, 5, "p")["test"]["id"].tolist()
+    assert splits["test"]["id"].tolist() != split_problems(df, 0.1, 0.2, 6, "p")["test"]["id"].tolist()
+    write_parquet(splits["val"], tmp_path / "val.parquet")
+    back = read_reasoning(tmp_path / "val.parquet")
+    assert back["steps"].tolist() == splits["val"]["steps"].tolist()
+    with pytest.raises(ValueError, match=r"leaves split\(s\) \['val'\] empty.*reasoning.p.n_problems"):
+        split_problems(df.head(4), 0.1, 0.25, 0, "p")
+
+
+def test_unknown_kind_and_too_few_concepts():
+    with pytest.raises(ValueError, match="reasoning.x.kind: unknown kind 'gsm'"):
+        build_reasoning("x", {"kind": "gsm"}, 0)
+    with pytest.raises(ValueError, match="too small for depth=3"):
+        prosqa_problem(np.random.default_rng(0), n_concepts=5, depth=3, branching=1)
+
+
+def test_hub_splits_take_the_datasets_own_splits(tmp_path):
+    """A local folder with split files stands in for a hub id: the same datasets code path."""
+    for split, n in (("train", 3), ("validation", 1), ("test", 2)):
+        pd.DataFrame({"question": [f"{split}{i}" for i in range(n)], "cot": [["<<1+1=2>>"]] * n,
+                      "answer": ["2"] * n}).to_parquet(tmp_path / f"{split}.parquet")
+    spec = {"kind": "hub", "dataset": str(tmp_path), "split": "train", "question_column": "question",
+            "steps_column": "cot", "answer_column": "answer", "steps_separator": "\n",
+            "hub_splits": {"train": "train", "val": "validation", "test": "test"}, "val_fraction": 0.1,
+            "test_fraction": 0.2}
+    splits = reasoning_splits("gsm8k", spec, 0)
+    assert {s: df["question"].tolist() for s, df in splits.items()} == {
+        "train": ["train0", "train1", "train2"], "val": ["validation0"], "test": ["test0", "test1"]}
+    assert splits["test"]["steps"].tolist() == [["<<1+1=2>>"]] * 2

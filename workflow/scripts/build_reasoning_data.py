@@ -1,0 +1,21 @@
+"""Snakemake entry point: one reasoning dataset, split into train/val/test parquet files."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import logging
+
+from soft_tokens.io import write_parquet
+from soft_tokens.reasoning import SPLITS, reasoning_splits
+
+name = snakemake.wildcards.dataset
+splits = reasoning_splits(name, snakemake.params.spec, snakemake.params.seed)
+for split, path in zip(SPLITS, snakemake.output):
+    write_parquet(splits[split], path)
+    logging.info("%s/%s: %d problems, %.1f steps on average", name, split, len(splits[split]),
+                 splits[split]["steps"].map(len).mean())

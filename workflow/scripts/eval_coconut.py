@@ -1,0 +1,21 @@
+"""Snakemake entry point: test accuracy and generated tokens of every stage of one method."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import torch
+
+from soft_tokens.coconut_training import evaluate_method
+from soft_tokens.io import write_parquet
+from soft_tokens.reasoning import read_reasoning
+
+torch.set_num_threads(snakemake.threads)
+meta = {"model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset}
+results = evaluate_method(Path(snakemake.input.run), read_reasoning(snakemake.input.test),
+                          snakemake.wildcards.method, snakemake.params.settings, meta)
+write_parquet(results, snakemake.output[0])

@@ -1,0 +1,25 @@
+"""Snakemake entry point: one method's stages on one dataset (resumes after its last finished stage)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import torch
+
+from soft_tokens.coconut_training import train_method
+from soft_tokens.reasoning import read_reasoning
+
+torch.set_num_threads(snakemake.threads)
+train_method(
+    Path(snakemake.input.model),
+    Path(snakemake.input.cot) if "cot" in snakemake.input.keys() else None,
+    read_reasoning(snakemake.input.train),
+    read_reasoning(snakemake.input.val),
+    snakemake.wildcards.method,
+    snakemake.params.settings,
+    Path(snakemake.output[0]),
+)
