@@ -205,3 +205,21 @@ def test_lora_trains_the_latent_embeddings_and_merges(tiny_dir, tmp_path):
     q_before = before.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_before, after.model.layers[0].self_attn.q_proj.weight)  # LoRA merged in
     assert type(after).__name__ == "LlamaForCausalLM"
+
+
+def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir, tmp_path, monkeypatch):
+    import soft_tokens.coconut_training as training
+
+    train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "cot", SETTINGS, tmp_path / "cot")
+    real = training.lm_loss
+    calls = []
+
+    def nan_in_stage_two(logits, labels):
+        calls.append(1)
+        loss = real(logits, labels)
+        return loss * float("nan") if len(calls) > 2 else loss  # stage 1: one batch + one val batch
+
+    monkeypatch.setattr(training, "lm_loss", nan_in_stage_two)
+    with pytest.raises(FloatingPointError, match="coconut stage 2 epoch 1: loss is nan; lower coconut.lr"):
+        train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), "coconut", SETTINGS, tmp_path / "coconut")
+    assert finished_stages(tmp_path / "coconut.partial") == [1]

@@ -83,6 +83,9 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
             batch = to_device(collate([train_layouts[i] for i in rows]), device)
             with autocast(device, s["dtype"]):
                 loss = lm_loss(latent_forward(net, batch, feedback)[0], batch.labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{method} stage {stage} epoch {epoch + 1}: loss is {loss.item()}; lower "
+                                         "coconut.lr, or set dtype: float32 (finished stages are kept)")
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -389,11 +389,12 @@ def plot_coconut_stages(summary: pd.DataFrame, paths: list) -> None:
     for ax, ((model, dataset), group) in zip(axes[0], panels):
         by_method = {m: g.sort_values("stage") for m, g in group.groupby("method")}
         cot = by_method.get("cot")
-        for i, method in enumerate(("coconut", "pause")):
+        for method, style in (("coconut", "o-"), ("pause", "s--")):
             if method not in by_method:
                 continue
             g = pd.concat([cot, by_method[method]]) if cot is not None else by_method[method]
-            ax.plot(g["stage"], 100 * g["accuracy"], "o-", color=f"C{i}", label=COCONUT_METHODS[method])
+            ax.plot(g["stage"], 100 * g["accuracy"], style, label=COCONUT_METHODS[method], fillstyle="none"
+                    if method == "pause" else "full", markersize=8 if method == "pause" else 5)
         if "coconut_nocurriculum" in by_method:
             g = by_method["coconut_nocurriculum"]
             ax.plot(g["stage"], 100 * g["accuracy"], "D", color="C2", label=COCONUT_METHODS["coconut_nocurriculum"])
