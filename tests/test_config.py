@@ -87,3 +87,16 @@ def test_coconut_settings_apply_per_dataset_overrides():
     assert (gsm["c_thought"], gsm["max_latent_stage"], gsm["epochs_per_stage"]) == (2, 3, 3)
     assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"]) == (1, 6, 5)
     assert gsm["lr"] == 1e-4 and gsm["seed"] == 1337 and "models" not in gsm
+
+
+def test_overrides_name_what_they_override():
+    config = load("smoke.yaml")
+    config["coconut"]["datasets"] = ["prosqa"]  # an override for a defined dataset not run now is fine
+    check_config(config)
+    config["coconut"]["overrides"]["gsm8k"] = {"c_thought": 2}
+    with pytest.raises(ValueError, match="coconut.overrides.gsm8k: not a dataset defined under `reasoning:`"):
+        check_config(config)
+    config = load("paper.yaml")
+    config["cramming"]["overrides"]["Llama-9B"] = {"lengths": [8]}
+    with pytest.raises(ValueError, match="cramming.overrides.Llama-9B: not a model listed in cramming.models"):
+        check_config(config)

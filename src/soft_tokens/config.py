@@ -31,16 +31,17 @@ def check_config(config: dict) -> None:
             if value not in allowed:
                 raise ValueError(f"recursive_demo.{key}: {value!r} is not among {allowed} (converter.layers, "
                                  "converter.archs or corpora)")
-    check_overrides("cramming", cram, "models", OVERRIDABLE)
-    check_overrides("coconut", config["coconut"], "datasets", COCONUT_OVERRIDABLE)
+    check_overrides("cramming", cram, cram["models"], "a model listed in cramming.models", OVERRIDABLE)
+    check_overrides("coconut", config["coconut"], config["reasoning"], "a dataset defined under `reasoning:`",
+                    COCONUT_OVERRIDABLE)
     if config["coconut"]["models"] and not config["coconut"]["datasets"]:
         raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
 
 
-def check_overrides(section: str, settings: dict, listed: str, allowed: tuple) -> None:
+def check_overrides(section: str, settings: dict, names, what: str, allowed: tuple) -> None:
     for name, override in settings.get("overrides", {}).items():
-        if name not in settings[listed]:
-            raise ValueError(f"{section}.overrides.{name}: not listed in {section}.{listed}")
+        if name not in names:
+            raise ValueError(f"{section}.overrides.{name}: not {what}")
         bad = sorted(set(override) - set(allowed))
         if bad:
             raise ValueError(f"{section}.overrides.{name}: keys {bad} cannot be overridden (allowed: {allowed})")
