@@ -4,9 +4,15 @@ import sys
 from snakemake.utils import validate
 
 sys.path.insert(0, f"{workflow.basedir}/src")
-from soft_tokens.coconut import STARTS_FROM_COT
-from soft_tokens.config import check_config, coconut_settings, cram_jobs, cram_settings
-from soft_tokens.reasoning import SPLITS as REASONING_SPLITS
+from soft_tokens.config import (
+    COCONUT_METHODS,
+    REASONING_SPLITS,
+    STARTS_FROM_COT,
+    check_config,
+    coconut_settings,
+    cram_jobs,
+    cram_settings,
+)
 
 validate(config, schema="../config/schema.yaml")
 check_config(config)
@@ -30,7 +36,7 @@ wildcard_constraints:
     arch=r"linear|mlp",
     carch=r"hyper|qattn",
     dataset=r"[^/]+",
-    method=r"nocot|cot|pause|coconut|coconut_nocurriculum",
+    method="|".join(COCONUT_METHODS),
 
 
 localrules:

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,10 @@ def test_overrides_name_what_they_override():
     config["cramming"]["overrides"]["Llama-9B"] = {"lengths": [8]}
     with pytest.raises(ValueError, match="cramming.overrides.Llama-9B: not a model listed in cramming.models"):
         check_config(config)
+
+
+def test_the_modules_snakemake_imports_need_no_torch():
+    """common.smk imports soft_tokens.config while building the DAG, where torch may be absent."""
+    code = "import sys; import soft_tokens.config; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.stdout.strip() == "[]", run.stderr

@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from soft_tokens.answers import answer_suffix
+from soft_tokens.config import COCONUT_METHODS
 
 LATENT_TOKENS = ("<|start-latent|>", "<|end-latent|>", "<|latent|>")
-# Methods and where their training starts: the base model, or the CoT model (Coconut's stage 0).
-METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
-STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
 # Methods whose latent positions take the previous hidden state; pause tokens keep their own embedding.
 FEEDBACK = ("coconut", "coconut_nocurriculum")
 IGNORE = -100
@@ -101,8 +99,8 @@ def layout(problem: Problem, method: str, stage: int, c: int, max_latent_stage: 
     question, start, latents, end, the steps not yet removed, answer. With `prompt_only`, everything
     the model is given before it generates: the question and, for latent methods, the latents.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}' (one of {METHODS})")
+    if method not in COCONUT_METHODS:
+        raise ValueError(f"unknown method '{method}' (one of {COCONUT_METHODS})")
     n_latent = 0
     if method == "nocot":
         prefix, body = problem.question, []

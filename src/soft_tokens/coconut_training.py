@@ -20,8 +20,9 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soft_tokens.answers import extract_answer, is_correct
-from soft_tokens.coconut import (FEEDBACK, STARTS_FROM_COT, add_latent_tokens, collate, curriculum, generate,
+from soft_tokens.coconut import (FEEDBACK, add_latent_tokens, collate, curriculum, generate,
                                  latent_forward, latent_ids, layout, lm_loss, to_device, tokenize_problem)
+from soft_tokens.config import STARTS_FROM_COT
 from soft_tokens.io import atomic_dir, atomic_write_json
 from soft_tokens.models import load_model, resolve_device, resolve_dtype
 

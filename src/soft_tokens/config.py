@@ -4,6 +4,11 @@ from itertools import product
 
 # Keys of the `cramming` section a model may override (e.g. the paper's length per model).
 OVERRIDABLE = ("lengths", "n_mem", "batch_size", "n_samples", "max_steps", "patience", "mem_mb", "runtime")
+# Reasoning-data splits, Coconut's methods and those that continue from the CoT model (Coconut's
+# stage 0): the job graph needs them, so they live here, free of torch.
+REASONING_SPLITS = ("train", "val", "test")
+COCONUT_METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
+STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
 # Keys of the `coconut` section a dataset may override (the paper's c and stages differ per dataset).
 COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay", "batch_size",
                        "max_new_tokens")

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from soft_tokens.answers import extract_answer
+from soft_tokens.config import REASONING_SPLITS
 
 REASONING_COLUMNS = ["id", "question", "steps", "answer", "source"]
-SPLITS = ("train", "val", "test")
 SYLLABLES = ["wum", "yum", "zum", "rem", "lem", "gwom", "shum", "brim", "terp", "jom", "storp", "yim", "dum",
              "vum", "sterp", "grim", "lorp", "bim", "quim", "twom", "frem", "nump", "kerp", "hum", "zorp", "plim"]
 NAMES = ["Tom", "Alex", "Sally", "Max", "Rex", "Fae", "Polly", "Stella", "Wren", "Sam", "Jo", "Sue"]
@@ -187,7 +187,7 @@ def build_reasoning(name: str, spec: dict, seed: int, split: str | None = None) 
 def reasoning_splits(name: str, spec: dict, seed: int) -> dict[str, pd.DataFrame]:
     """train/val/test: a hub dataset's own splits where `hub_splits` names them, else seeded random ones."""
     if spec["kind"] == "hub" and spec.get("hub_splits") and not spec.get("data_files"):
-        return {split: build_reasoning(name, spec, seed, spec["hub_splits"][split]) for split in SPLITS}
+        return {split: build_reasoning(name, spec, seed, spec["hub_splits"][split]) for split in REASONING_SPLITS}
     return split_problems(build_reasoning(name, spec, seed), spec["val_fraction"], spec["test_fraction"], seed, name)
 
 

@@ -335,7 +335,7 @@ def compile_pdf(table: Path, figures: list[Path], out: Path) -> None:
         shutil.copy(Path(tmp) / "report.pdf", out)
 
 
-# Coconut's Table 1 order and names; the methods are those of soft_tokens.coconut.METHODS.
+# Coconut's Table 1 order and names for soft_tokens.config.COCONUT_METHODS.
 COCONUT_METHODS = {"nocot": "No-CoT", "cot": "CoT", "pause": "Pause as thought",
                    "coconut_nocurriculum": "Coconut w/o curriculum", "coconut": "Coconut"}
 

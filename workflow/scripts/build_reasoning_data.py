@@ -11,11 +11,12 @@ log_to(snakemake.log[0])
 import logging
 
 from soft_tokens.io import write_parquet
-from soft_tokens.reasoning import SPLITS, reasoning_splits
+from soft_tokens.config import REASONING_SPLITS
+from soft_tokens.reasoning import reasoning_splits
 
 name = snakemake.wildcards.dataset
 splits = reasoning_splits(name, snakemake.params.spec, snakemake.params.seed)
-for split, path in zip(SPLITS, snakemake.output):
+for split, path in zip(REASONING_SPLITS, snakemake.output):
     write_parquet(splits[split], path)
     logging.info("%s/%s: %d problems, %.1f steps on average", name, split, len(splits[split]),
                  splits[split]["steps"].map(len).mean())
