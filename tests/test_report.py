@@ -6,6 +6,7 @@ import pytest
 from soft_tokens.report import (
     capacity,
     capacity_table,
+    coconut_findings,
     findings,
     latex_escape,
     render_table,
@@ -135,3 +136,9 @@ def test_coconut_summary_and_table_by_hand():
     # Table 1's order; Coconut at its last stage; methods not run are left out.
     assert body == [r"No-CoT & 50.0 & 3.0 \\", r"CoT & 50.0 & 11.0 \\", r"Coconut & 100.0 & 7.0 \\"]
     assert r"\multicolumn{2}{c}{prosqa}" in tex and "on 2 held-out problems" in tex
+    assert (r"\item On prosqa, m with Coconut answers 2 of 2 test problems (100.0\%) with 7.0 tokens per answer; "
+            r"CoT answers 1 (50.0\%) with 11.0 tokens, 1.6 times as many.") in tex
+    nocurriculum = summarize_coconut(pd.concat([evals, pd.DataFrame(
+        coconut_eval("coconut_nocurriculum", 2, [True, False], [4, 4], 2))]))
+    assert coconut_findings(nocurriculum[nocurriculum["final"]])[1] == (
+        "Without the curriculum, Coconut answers 1 of 2 on prosqa: 1 problem fewer than with it.")

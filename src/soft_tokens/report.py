@@ -374,8 +374,35 @@ def coconut_rows(summary: pd.DataFrame | None) -> list[dict]:
             if (method, d) in by.index else ("--", "--") for d in datasets]}
             for method, name in COCONUT_METHODS.items() if method in set(group["method"])]
         tables.append({"model": latex_escape(model), "datasets": [latex_escape(d) for d in datasets],
-                       "n": int(group["n_problems"].max()), "rows": rows})
+                       "n": int(group["n_problems"].max()), "rows": rows, "findings": coconut_findings(group)})
     return tables
+
+
+def coconut_findings(final: pd.DataFrame) -> list[str]:
+    """Coconut against CoT and against itself without the curriculum, in test problems as well as
+    points, so that a gap of one or two problems is read as what it is."""
+    out = []
+    for (model, dataset), g in final.groupby(["model", "dataset"], sort=False):
+        by = g.set_index("method")
+        if not {"coconut", "cot"} <= set(by.index):
+            continue
+        n = int(by.loc["coconut", "n_problems"])
+        right = {m: round(by.loc[m, "accuracy"] * n) for m in by.index}
+        tokens = by["mean_tokens"]
+        out.append(
+            f"On {dataset}, {model} with Coconut answers {right['coconut']} of {n} test problems "
+            f"({100 * by.loc['coconut', 'accuracy']:.1f}\%) with {tokens['coconut']:.1f} tokens per answer; CoT "
+            f"answers {right['cot']} ({100 * by.loc['cot', 'accuracy']:.1f}\%) with {tokens['cot']:.1f} tokens, "
+            f"{tokens['cot'] / tokens['coconut']:.1f} times as many."
+        )
+        if "coconut_nocurriculum" in right:
+            gap = right["coconut"] - right["coconut_nocurriculum"]
+            out.append(
+                f"Without the curriculum, Coconut answers {right['coconut_nocurriculum']} of {n} on {dataset}: "
+                + ("the same number." if gap == 0 else
+                   f"{abs(gap)} problem{'s' if abs(gap) > 1 else ''} {'fewer' if gap > 0 else 'more'} than with it.")
+            )
+    return [latex_escape_text(sentence) for sentence in out]
 
 
 def plot_coconut_stages(summary: pd.DataFrame, paths: list) -> None:
