@@ -12,7 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 from soft_tokens.coconut import (IGNORE, LatentIds, Layout, Problem, add_latent_tokens, collate, curriculum,
-                                 generate, latent_forward, latent_ids, latent_schedule, layout, lm_loss,
+                                 generate, latent_forward, latent_ids, n_latents, layout, lm_loss,
                                  tokenize_problem)
 from soft_tokens.coconut_training import evaluate_method, finished_stages, train_method
 from soft_tokens.models import load_model
@@ -42,9 +42,9 @@ def test_curriculum_and_schedule():
     assert curriculum("coconut", 2, 3) == [1, 2, 3]  # a chain longer than the last stage: one more stage
     assert curriculum("coconut", 2, 2) == [1, 2] and curriculum("pause", 2, 2) == [1, 2]
     assert curriculum("coconut_nocurriculum", 2, 3) == [3]
-    assert latent_schedule(1, 3, 2) == (1, 3)
+    assert n_latents(1, 3, 2) == 3 and n_latents(5, 2, 2) == 4
     with pytest.raises(ValueError, match="c_thought must be >= 1"):
-        latent_schedule(1, 0, 2)
+        n_latents(1, 0, 2)
     with pytest.raises(ValueError, match="unknown method 'cocnut'"):
         layout(PROBLEM, "cocnut", 1, 1, 1, IDS)
 

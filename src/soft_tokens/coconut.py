@@ -82,13 +82,11 @@ def tokenize_problem(tokenizer, question: str, steps: list[str], answer: str) ->
                    encode(answer_suffix(answer)) + [tokenizer.eos_token_id])
 
 
-def latent_schedule(stage: int, c: int, max_latent_stage: int) -> tuple[int, int]:
-    """(steps removed, latents used) at `stage`: k steps -> k*c latents; all steps past the last stage."""
+def n_latents(stage: int, c: int, max_latent_stage: int) -> int:
+    """Latents at `stage`: c per removed step, and max_latent_stage * c once every step is gone."""
     if c < 1:
         raise ValueError(f"coconut c_thought must be >= 1, got {c}")
-    if stage > max_latent_stage:
-        return 10**9, max_latent_stage * c
-    return stage, stage * c
+    return min(stage, max_latent_stage) * c
 
 
 def layout(problem: Problem, method: str, stage: int, c: int, max_latent_stage: int, ids: LatentIds,
@@ -107,9 +105,10 @@ def layout(problem: Problem, method: str, stage: int, c: int, max_latent_stage: 
     elif method == "cot" or stage == 0:
         prefix, body = problem.question, [t for step in problem.steps for t in step]
     else:
-        removed, n_latent = latent_schedule(stage, c, max_latent_stage)
+        n_latent = n_latents(stage, c, max_latent_stage)
         prefix = problem.question + [ids.start] + [ids.latent] * n_latent + [ids.end]
-        body = [t for step in problem.steps[removed:] for t in step]
+        kept = [] if stage > max_latent_stage else problem.steps[stage:]
+        body = [t for step in kept for t in step]
     first_latent = len(problem.question) + (1 if n_latent else 0)
     if prompt_only:
         return Layout(prefix, [IGNORE] * len(prefix), first_latent, n_latent)
@@ -191,9 +190,12 @@ def generate(model, prompts: list[Layout], feedback: bool, eos_id: int, max_new_
     """Latent passes over the prompts, then batched greedy decoding on the KV cache until EOS.
 
     Returns each row's tokens up to and including its EOS (or `max_new_tokens` of them). Rows that
-    are done keep decoding padding that is thrown away, so batched output equals one-at-a-time output.
+    are done keep decoding and what follows their EOS is thrown away, so batched output equals
+    one-at-a-time output. Prompts of one method and stage end alike, so aligned they end together.
     """
     batch = to_device(collate(prompts), model.device)
+    if not batch.attention_mask[:, -1].all():
+        raise ValueError("prompts must end in the same column once aligned: pass prompts of one method and stage")
     logits, cache = latent_forward(model, batch, feedback)
     mask, position = batch.attention_mask, batch.position_ids[:, -1]
     token = logits[:, -1].argmax(-1)
