@@ -119,7 +119,7 @@ def test_job_marks_a_non_finite_sample_failed_and_keeps_the_others(tiny_dir, pro
 def test_a_partial_job_written_with_other_settings_is_not_reused(tiny_dir, prose, tmp_path):
     partial = tmp_path / "j.parquet.partial"
     partial.mkdir()
-    (partial / "params.json").write_text(json.dumps(job_params(lr=0.5)))
+    (partial / "fingerprint.json").write_text(json.dumps(job_params(lr=0.5)))
     (partial / "sample_0.json").write_text("{}")  # would break the job if it were reused
     df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
     assert sorted(df["sample_id"]) == [0, 1, 2] and df["steps"].notna().all()

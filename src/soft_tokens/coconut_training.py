@@ -23,7 +23,7 @@ from soft_tokens.answers import extract_answer, is_correct
 from soft_tokens.coconut import (FEEDBACK, add_latent_tokens, collate, curriculum, generate,
                                  latent_forward, latent_ids, layout, lm_loss, to_device, tokenize_problem)
 from soft_tokens.config import STARTS_FROM_COT
-from soft_tokens.io import atomic_dir, atomic_write_json
+from soft_tokens.io import atomic_dir, resumable_dir
 from soft_tokens.models import load_model, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,7 @@ def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, v
     """Every stage of `method` into out_dir/stage<k>/, resuming after the last finished stage."""
     torch.manual_seed(s["seed"])
     partial = out_dir.with_name(out_dir.name + ".partial")
-    fingerprint = run_fingerprint(s, train_df, val_df, cot_dir if method in STARTS_FROM_COT else None)
-    if partial.exists() and json.loads((partial / "fingerprint.json").read_text()) != fingerprint:
-        log.warning("%s was written with other settings, data or CoT model: starting the run over", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(partial / "fingerprint.json", fingerprint)
+    resumable_dir(partial, run_fingerprint(s, train_df, val_df, cot_dir if method in STARTS_FROM_COT else None))
     longest = int(train_df["steps"].map(len).max())
     stages, done = curriculum(method, s["max_latent_stage"], longest), finished_stages(partial)
     if done:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from soft_tokens.data import cramming_samples, read_corpus
 from soft_tokens.decoding import greedy_from_embeds
-from soft_tokens.io import atomic_path, atomic_write_json, write_parquet
+from soft_tokens.io import atomic_path, atomic_write_json, resumable_dir, write_parquet
 from soft_tokens.metrics import (
     accuracy,
     downsample,
@@ -133,11 +133,7 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
         read_corpus(corpus_path), tokenizer, p["n_samples"], p["length"], p["draw_length"], p["seed"], p["corpus"]
     )
     partial = Path(str(out_parquet) + ".partial")
-    if partial.exists() and json.loads((partial / "params.json").read_text()) != p:
-        log.warning("%s was written with other settings: starting the job over", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(partial / "params.json", p)
+    resumable_dir(partial, p)
     done = {int(f.stem.split("_")[1]) for f in partial.glob("sample_*.json")}
     if done:
         log.info("resuming: %d of %d samples already finished in %s", len(done), len(samples), partial)

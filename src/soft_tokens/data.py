@@ -46,23 +46,27 @@ def random_words(n_passages: int, words_per_passage: int, seed: int) -> pd.DataF
 
 def hub_corpus(dataset: str, split: str, text_column: str, name: str, data_files: str | None = None):
     """A Hugging Face dataset (hub id, or a local parquet via `data_files`) in the corpus schema."""
-    import datasets
-
-    try:
-        if data_files:
-            ds = datasets.load_dataset("parquet", data_files=data_files, split=split)
-        else:
-            ds = datasets.load_dataset(dataset, split=split)
-    except (ConnectionError, OSError, FileNotFoundError) as err:
-        raise RuntimeError(
-            f"could not load dataset '{dataset}' (offline?): {err}\n"
-            f"Set config `corpora.{name}.data_files` to a local parquet, or use kind `embedded_prose`."
-        ) from err
+    ds = load_hub_dataset(dataset, split, data_files, f"Set config `corpora.{name}.data_files` to a local parquet, "
+                                                      "or use kind `embedded_prose`.")
     if text_column not in ds.column_names:
         raise ValueError(
             f"corpora.{name}.text_column: '{text_column}' not in dataset columns {ds.column_names}"
         )
     return frame(list(ds[text_column]), f"hub:{dataset}")
+
+
+def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, fix: str):
+    """One split of a hub dataset, or a local .parquet/.json/.jsonl file of the same shape instead;
+    offline, one error that says which config to set (`fix`)."""
+    import datasets
+
+    try:
+        if data_files:
+            kind = "json" if data_files.endswith((".json", ".jsonl")) else "parquet"
+            return datasets.load_dataset(kind, data_files=data_files, split="train")
+        return datasets.load_dataset(dataset, split=split)
+    except (ConnectionError, OSError, FileNotFoundError) as err:
+        raise RuntimeError(f"could not load dataset '{dataset}' (offline?): {err}\n{fix}") from err
 
 
 def frame(texts: list[str], source: str) -> pd.DataFrame:

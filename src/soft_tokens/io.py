@@ -1,6 +1,8 @@
-"""Atomic file writes: a reader (or a rerun after a kill) never sees half a file."""
+"""Atomic file writes and resumable work folders: a reader (or a rerun after a kill) never sees
+half a file, and a rerun resumes only work done under the same settings."""
 
 import json
+import logging
 import os
 import shutil
 from contextlib import contextmanager
@@ -9,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -56,3 +60,18 @@ def atomic_dir(path):
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resumable_dir(partial, fingerprint: dict) -> None:
+    """Make `partial` the work folder of a run identified by `fingerprint` (settings, data, ...).
+
+    A folder left by a killed run with the same fingerprint is kept, so the run resumes from it;
+    one written under another fingerprint is emptied, so stale work is never resumed.
+    """
+    partial = Path(partial)
+    record = partial / "fingerprint.json"
+    if partial.exists() and (not record.exists() or json.loads(record.read_text()) != fingerprint):
+        log.warning("%s was written with other settings or data: starting it over", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, fingerprint)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from soft_tokens.answers import extract_answer
 from soft_tokens.config import REASONING_SPLITS
+from soft_tokens.data import load_hub_dataset
 
 REASONING_COLUMNS = ["id", "question", "steps", "answer", "source"]
 SYLLABLES = ["wum", "yum", "zum", "rem", "lem", "gwom", "shum", "brim", "terp", "jom", "storp", "yim", "dum",
@@ -107,7 +108,7 @@ def prontoqa_problem(rng: np.random.Generator, hops: int, distractors: int) -> d
 
 def generated(kind: str, n: int, seed: int, make) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return frame([make(rng) for _ in range(n)], f"{kind}:generated(seed={seed})")
+    return problem_frame([make(rng) for _ in range(n)], f"{kind}:generated(seed={seed})")
 
 
 def gsm_symbolic(n: int, seed: int) -> pd.DataFrame:
@@ -119,26 +120,14 @@ def gsm_symbolic(n: int, seed: int) -> pd.DataFrame:
         lines = [line.strip() for line in item["metadata"]["answer_cot"].splitlines()]
         steps = [line for line in lines if line and not line.startswith("####")]
         problems.append({"question": item["question"], "steps": steps, "answer": extract_answer(item["answer"])})
-    return frame(problems, "gsm_symbolic:reasoning_gym")
+    return problem_frame(problems, "gsm_symbolic:reasoning_gym")
 
 
 def hub_reasoning(spec: dict, name: str, split: str | None = None) -> pd.DataFrame:
     """A Hugging Face dataset shaped like GSM8k-Aug (question, steps, answer), or a local file of it."""
-    import datasets
-
-    try:
-        if spec.get("data_files"):
-            files = spec["data_files"]
-            kind = "json" if files.endswith((".json", ".jsonl")) else "parquet"
-            ds = datasets.load_dataset(kind, data_files=files, split="train")
-        else:
-            ds = datasets.load_dataset(spec["dataset"], split=split or spec["split"])
-    except (ConnectionError, OSError, FileNotFoundError) as err:
-        raise RuntimeError(
-            f"could not load dataset '{spec.get('dataset')}' (offline?): {err}\n"
-            f"Set config `reasoning.{name}.data_files` to a local file of the same shape, or use kind "
-            "`prosqa`, `prontoqa` or `gsm_symbolic`."
-        ) from err
+    ds = load_hub_dataset(spec.get("dataset"), split or spec["split"], spec.get("data_files"),
+                          f"Set config `reasoning.{name}.data_files` to a local file of the same shape, or use kind "
+                          "`prosqa`, `prontoqa` or `gsm_symbolic`.")
     columns = {key: spec[f"{key}_column"] for key in ("question", "steps", "answer")}
     for key, column in columns.items():
         if column not in ds.column_names:
@@ -152,10 +141,10 @@ def hub_reasoning(spec: dict, name: str, split: str | None = None) -> pd.DataFra
             steps = steps.split(spec["steps_separator"])
         problems.append({"question": row[columns["question"]], "steps": [s.strip() for s in steps if s.strip()],
                          "answer": extract_answer(str(row[columns["answer"]]))})
-    return frame(problems, f"hub:{spec.get('dataset') or spec['data_files']}")
+    return problem_frame(problems, f"hub:{spec.get('dataset') or spec['data_files']}")
 
 
-def frame(problems: list[dict], source: str) -> pd.DataFrame:
+def problem_frame(problems: list[dict], source: str) -> pd.DataFrame:
     df = pd.DataFrame(problems, columns=["question", "steps", "answer"])
     df.insert(0, "id", range(len(df)))
     df["source"] = source
