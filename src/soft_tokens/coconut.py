@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from soft_tokens.answers import answer_suffix
 from soft_tokens.config import COCONUT_METHODS
+from soft_tokens.decoding import greedy_continue
 
 LATENT_TOKENS = ("<|start-latent|>", "<|end-latent|>", "<|latent|>")
 # Methods whose latent positions take the previous hidden state; pause tokens keep their own embedding.
@@ -189,30 +190,14 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def generate(model, prompts: list[Layout], feedback: bool, eos_id: int, max_new_tokens: int) -> list[list[int]]:
     """Latent passes over the prompts, then batched greedy decoding on the KV cache until EOS.
 
-    Returns each row's tokens up to and including its EOS (or `max_new_tokens` of them). Rows that
-    are done keep decoding and what follows their EOS is thrown away, so batched output equals
-    one-at-a-time output. Prompts of one method and stage end alike, so aligned they end together.
+    Returns each row's tokens up to and including its EOS (or `max_new_tokens` of them); batched
+    output equals one-at-a-time output. Prompts of one method and stage end alike, so aligned they
+    end together.
     """
     batch = to_device(collate(prompts), model.device)
     if not batch.attention_mask[:, -1].all():
         raise ValueError("prompts must end in the same column once aligned: pass prompts of one method and stage")
     logits, cache = latent_forward(model, batch, feedback)
-    mask, position = batch.attention_mask, batch.position_ids[:, -1]
-    token = logits[:, -1].argmax(-1)
-    done = torch.zeros_like(token, dtype=torch.bool)
-    lengths = torch.full_like(token, max_new_tokens)
-    tokens = []
-    for step in range(max_new_tokens):
-        tokens.append(token)
-        ended = (token == eos_id) & ~done
-        lengths[ended] = step + 1
-        done |= ended
-        if done.all() or step == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        position = position + 1
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                    past_key_values=cache, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1)
-    generated = torch.stack(tokens, 1).tolist()
-    return [row[:n] for row, n in zip(generated, lengths.tolist())]
+    tokens, lengths = greedy_continue(model, logits[:, -1], cache, max_new_tokens, eos_id, batch.attention_mask,
+                                      batch.position_ids[:, -1])
+    return [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
