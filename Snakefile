@@ -3,10 +3,24 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Without --configfile, the embedded default; with it, that file alone: configs never merge.
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+# Outputs go to the config's `workdir` (or `--directory`, which takes precedence).
+if workflow.overwrite_workdir is None:
+
+    workdir: OUTPUT_DIR
+
+
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/cramming.smk"

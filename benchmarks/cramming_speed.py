@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from soft_tokens.cramming import init_vectors, position_weights, sample_generator  # noqa: E402
-from soft_tokens.data import cramming_samples, read_corpus  # noqa: E402
-from soft_tokens.models import load_model  # noqa: E402
-from soft_tokens.optimiser import OptimSettings, PrefixTask, optimise_prefixes  # noqa: E402
+from soft_tokens.core.optimiser import init_vectors  # noqa: E402
+from soft_tokens.core.seeding import generator  # noqa: E402
+from soft_tokens.cramming.job import position_weights  # noqa: E402
+from soft_tokens.data.corpora import cramming_samples, read_corpus  # noqa: E402
+from soft_tokens.core.models import load_model  # noqa: E402
+from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes  # noqa: E402
 
 
 def tasks_for(model, tokenizer, args) -> list[PrefixTask]:
@@ -29,7 +31,7 @@ def tasks_for(model, tokenizer, args) -> list[PrefixTask]:
     samples = cramming_samples(read_corpus(args.corpus), tokenizer, args.n_samples, args.length, False, 1337, "bench")
     return [
         PrefixTask(s["sample_id"], torch.tensor(s["input_ids"]), position_weights("base", args.length, 2, 3.0),
-                   init_vectors("randn", embedding, 1, sample_generator(1337, s["sample_id"])))
+                   init_vectors("randn", embedding, 1, generator(1337, s["sample_id"])))
         for s in samples
     ]
 

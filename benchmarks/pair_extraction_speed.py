@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from soft_tokens.converter import extract_pairs, token_subset  # noqa: E402
-from soft_tokens.models import load_model  # noqa: E402
+from soft_tokens.compression.converter import extract_pairs, token_subset  # noqa: E402
+from soft_tokens.core.models import load_model  # noqa: E402
 
 
 def tokens_per_second(model, ids, layers, bos, batch_size) -> float:

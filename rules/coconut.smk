@@ -1,3 +1,8 @@
+COCONUT_FIGURES = ["coconut_accuracy_by_stage"]
+if config["coconut"]["models"]:
+    SECTIONS["coconut"] = COCONUT_FIGURES
+
+
 rule train_coconut:
     input:
         unpack(coconut_train_inputs),
@@ -15,7 +20,7 @@ rule train_coconut:
         mem_mb=config["coconut"]["mem_mb"],
         runtime=config["coconut"]["runtime"],
     params:
-        settings=lambda wildcards: coconut_settings(config, wildcards.dataset),
+        job=job("train_coconut"),
     script:
         "../workflow/scripts/train_coconut.py"
 
@@ -35,25 +40,24 @@ rule eval_coconut:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=config["coconut"]["mem_mb"],
-        runtime=60,
     params:
-        settings=lambda wildcards: coconut_settings(config, wildcards.dataset),
+        job=job("eval_coconut"),
     script:
         "../workflow/scripts/eval_coconut.py"
 
 
 rule summarize_coconut:
     input:
-        coconut_results(),
-    output:
-        summary="results/coconut_summary.parquet",
-        figure=report(
-            "results/figures/coconut_accuracy_by_stage.png",
-            caption="../report/coconut_accuracy_by_stage.rst",
-            category="Coconut",
+        expand(
+            "results/coconut/{model}/{dataset}/eval_{method}.parquet",
+            model=config["coconut"]["models"],
+            dataset=config["coconut"]["datasets"],
+            method=config["coconut"]["methods"],
         ),
-        figure_pdf="results/figures/coconut_accuracy_by_stage.pdf",
+    output:
+        **figure_outputs(COCONUT_FIGURES, "Coconut"),
+        summary="results/coconut_summary.parquet",
+        section="results/sections/coconut.tex",
     log:
         "logs/summarize_coconut.log",
     benchmark:

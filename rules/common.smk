@@ -1,17 +1,25 @@
+import os
 import shutil
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
-from soft_tokens.config import (
+from soft_tokens.workflow import (
     COCONUT_METHODS,
+    COMPRESSOR_ARCHS,
+    CONVERTER_ARCHS,
+    INITS,
     REASONING_SPLITS,
     STARTS_FROM_COT,
+    VARIANTS,
+    canonical,
     check_config,
-    coconut_settings,
     cram_jobs,
     cram_settings,
+    job_params,
 )
 
 validate(config, schema="../config/schema.yaml")
@@ -24,17 +32,41 @@ if TEX is None:
         "texlive-latex-recommended lmodern); results/table.tex is written all the same."
     )
 
+RUN_DIR = "SOFT_TOKENS_RUN_DIR"
+
+
+def run_dir():
+    """The folder this run writes to: `--directory` if given (Snakemake is already there), else the
+    config's `workdir`. Jobs Snakemake spawns (on a cluster) start where it was started and never
+    get `--directory`, so the main process hands them the folder through their environment.
+    """
+    if workflow.exec_mode == ExecMode.DEFAULT:
+        chosen = os.getcwd() if workflow.overwrite_workdir else config["workdir"]
+        os.environ[RUN_DIR] = os.path.abspath(chosen)
+    elif RUN_DIR not in os.environ:
+        raise WorkflowError(
+            f"{RUN_DIR} is not set in this job's environment: let cluster jobs inherit the "
+            "environment of the Snakemake process (sbatch's default, --export=ALL)."
+        )
+    return os.environ[RUN_DIR]
+
+
+OUTPUT_DIR = run_dir()
+
+# Report sections in order: each track's rules file registers its section and figures when it is on.
+SECTIONS = {}
+
 
 wildcard_constraints:
     model=r"[^/]+",
     corpus=r"[^/]+",
     length=r"\d+",
     n_mem=r"\d+",
-    variant=r"base|bos|2leading",
-    init=r"randn|mean|token",
+    variant="|".join(VARIANTS),
+    init="|".join(INITS),
     layer=r"-?\d+",
-    arch=r"linear|mlp",
-    carch=r"hyper|qattn",
+    arch="|".join(CONVERTER_ARCHS),
+    carch="|".join(COMPRESSOR_ARCHS),
     dataset=r"[^/]+",
     method="|".join(COCONUT_METHODS),
 
@@ -46,77 +78,66 @@ localrules:
     summarize_converter,
     summarize_compressor,
     summarize_coconut,
-    plot_cramming,
     render_report,
     compile_report,
+    effective_config,
+
+
+def job(rule):
+    """A job's params: exactly the config keys it reads (soft_tokens.workflow.job_params), so that
+    editing anything else neither reruns it nor discards its half-done work."""
+    return lambda wildcards: job_params(config, rule, dict(wildcards.items()))
 
 
 def cram_results(ext):
     """Every cram job's output file with extension `ext`, over the configured grid."""
     return [
         "results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}{ext}".format(
-            ext=ext, **job
+            ext=ext, **grid_point
         )
-        for job in cram_jobs(config)
+        for grid_point in cram_jobs(config)
     ]
-
-
-def cram_params(wildcards):
-    """Everything a cram job needs besides its files: wildcards, the cramming section, device."""
-    settings = cram_settings(config, wildcards.model)
-    return {
-        **settings,
-        "model": wildcards.model,
-        "corpus": wildcards.corpus,
-        "length": int(wildcards.length),
-        "n_mem": int(wildcards.n_mem),
-        "variant": wildcards.variant,
-        "init": wildcards.init,
-        "draw_length": config["corpora"][wildcards.corpus]["draw_length"],
-        "seed": config["seed"],
-        "device": config["device"],
-        "dtype": config["dtype"],
-    }
 
 
 def cram_resource(key):
     return lambda wildcards: cram_settings(config, wildcards.model)[key]
 
 
-def converter_results():
-    """Every converter evaluation: model x layer x arch."""
-    return expand(
-        "results/converter/{model}/eval_layer{layer}_{arch}.parquet",
-        model=config["converter"]["models"],
-        layer=config["converter"]["layers"],
-        arch=config["converter"]["archs"],
-    )
+def figure_outputs(figures, category):
+    """The PNG (in the Snakemake report) and PDF (for LaTeX) of each of a track's figures."""
+    outputs = {}
+    for name in figures:
+        outputs[name] = report(
+            f"results/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category=category,
+        )
+        outputs[f"{name}_pdf"] = f"results/figures/{name}.pdf"
+    return outputs
 
 
-def report_inputs():
-    """What the report renders: cramming always, the converter track when it has models."""
-    inputs = {
-        "summary": "results/cramming_summary.parquet",
-        "capacity": "results/cramming_capacity.parquet",
-    }
-    if config["converter"]["models"]:
-        inputs["converter"] = "results/converter_summary.parquet"
-        inputs["demo"] = demo_results()
-    if config["estar"]["models"]:
-        inputs["compressor"] = "results/compressor_summary.parquet"
-    if config["coconut"]["models"]:
-        inputs["coconut"] = "results/coconut_summary.parquet"
-    return inputs
+def section_inputs():
+    return expand("results/sections/{track}.tex", track=SECTIONS)
 
 
-def report_figures():
-    """The figures report.pdf shows: cramming's, and those of every track that is on."""
-    figures = ["accuracy_vs_steps", "tf_vs_greedy"]
-    if config["estar"]["models"]:
-        figures.append("compressor_ce")
-    if config["coconut"]["models"]:
-        figures.append("coconut_accuracy_by_stage")
-    return expand("results/figures/{fig}.pdf", fig=figures)
+def section_figures():
+    return [
+        f"results/figures/{name}.pdf"
+        for figures in SECTIONS.values()
+        for name in figures
+    ]
+
+
+def all_outputs():
+    outputs = ["results/table.tex", "results/config.yaml"]
+    outputs += [
+        f"results/figures/{name}.png"
+        for figures in SECTIONS.values()
+        for name in figures
+    ]
+    if TEX:
+        outputs.append("results/report.pdf")
+    return outputs
 
 
 def coconut_train_inputs(wildcards):
@@ -129,52 +150,3 @@ def coconut_train_inputs(wildcards):
     if wildcards.method in STARTS_FROM_COT:
         inputs["cot"] = f"results/coconut/{wildcards.model}/{wildcards.dataset}/cot"
     return inputs
-
-
-def coconut_results():
-    """Every Coconut evaluation: model x dataset x method."""
-    return expand(
-        "results/coconut/{model}/{dataset}/eval_{method}.parquet",
-        model=config["coconut"]["models"],
-        dataset=config["coconut"]["datasets"],
-        method=config["coconut"]["methods"],
-    )
-
-
-def compressor_results():
-    """Every compressor evaluation: e* model x compressor arch."""
-    return expand(
-        "results/compressor/{model}/eval_{carch}.parquet",
-        model=config["estar"]["models"],
-        carch=config["compressor"]["archs"],
-    )
-
-
-def demo_results():
-    return expand(
-        "results/converter/{model}/recursive_demo.parquet",
-        model=config["converter"]["models"],
-    )
-
-
-def all_outputs():
-    outputs = ["results/table.tex", "results/cramming_summary.parquet"]
-    outputs += expand(
-        "results/figures/{fig}.png", fig=["accuracy_vs_steps", "tf_vs_greedy"]
-    )
-    if config["converter"]["models"]:
-        outputs.append("results/converter_summary.parquet")
-        outputs += demo_results()
-    if config["estar"]["models"]:
-        outputs += [
-            "results/compressor_summary.parquet",
-            "results/figures/compressor_ce.png",
-        ]
-    if config["coconut"]["models"]:
-        outputs += [
-            "results/coconut_summary.parquet",
-            "results/figures/coconut_accuracy_by_stage.png",
-        ]
-    if TEX:
-        outputs.append("results/report.pdf")
-    return outputs

@@ -1,3 +1,8 @@
+COMPRESSOR_FIGURES = ["compressor_ce"]
+if config["estar"]["models"]:
+    SECTIONS["compressor"] = COMPRESSOR_FIGURES
+
+
 rule build_estar:
     input:
         model="resources/models/{model}",
@@ -14,13 +19,8 @@ rule build_estar:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=240,
     params:
-        settings=config["estar"],
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
+        job=job("build_estar"),
     script:
         "../workflow/scripts/build_estar.py"
 
@@ -40,13 +40,8 @@ rule train_compressor:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=240,
     params:
-        settings=config["compressor"],
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
+        job=job("train_compressor"),
     script:
         "../workflow/scripts/train_compressor.py"
 
@@ -67,28 +62,23 @@ rule eval_compressor:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=60,
     params:
-        settings=config["compressor"],
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
+        job=job("eval_compressor"),
     script:
         "../workflow/scripts/eval_compressor.py"
 
 
 rule summarize_compressor:
     input:
-        compressor_results(),
-    output:
-        summary="results/compressor_summary.parquet",
-        figure=report(
-            "results/figures/compressor_ce.png",
-            caption="../report/compressor_ce.rst",
-            category="Compressor",
+        expand(
+            "results/compressor/{model}/eval_{carch}.parquet",
+            model=config["estar"]["models"],
+            carch=config["compressor"]["archs"],
         ),
-        figure_pdf="results/figures/compressor_ce.pdf",
+    output:
+        **figure_outputs(COMPRESSOR_FIGURES, "Compressor"),
+        summary="results/compressor_summary.parquet",
+        section="results/sections/compressor.tex",
     log:
         "logs/summarize_compressor.log",
     benchmark:

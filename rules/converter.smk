@@ -1,3 +1,7 @@
+if config["converter"]["models"]:
+    SECTIONS["converter"] = []
+
+
 rule extract_pairs:
     input:
         model="resources/models/{model}",
@@ -15,13 +19,8 @@ rule extract_pairs:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=60,
     params:
-        settings=config["converter"],
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
+        job=job("extract_pairs"),
     script:
         "../workflow/scripts/extract_pairs.py"
 
@@ -40,11 +39,8 @@ rule train_converter:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=60,
     params:
-        settings=config["converter"],
-        seed=config["seed"],
+        job=job("train_converter"),
     script:
         "../workflow/scripts/train_converter.py"
 
@@ -64,27 +60,9 @@ rule eval_converter:
         "../envs/torch.yaml"
     threads: config["threads"]
     params:
-        settings=config["converter"],
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
+        job=job("eval_converter"),
     script:
         "../workflow/scripts/eval_converter.py"
-
-
-rule summarize_converter:
-    input:
-        converter_results(),
-    output:
-        "results/converter_summary.parquet",
-    log:
-        "logs/summarize_converter.log",
-    benchmark:
-        "results/benchmarks/summarize_converter.tsv"
-    conda:
-        "../envs/report.yaml"
-    script:
-        "../workflow/scripts/summarize_converter.py"
 
 
 rule recursive_demo:
@@ -107,11 +85,32 @@ rule recursive_demo:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=60,
     params:
-        settings=config["recursive_demo"],
-        device=config["device"],
-        dtype=config["dtype"],
+        job=job("recursive_demo"),
     script:
         "../workflow/scripts/recursive_demo.py"
+
+
+rule summarize_converter:
+    input:
+        evals=expand(
+            "results/converter/{model}/eval_layer{layer}_{arch}.parquet",
+            model=config["converter"]["models"],
+            layer=config["converter"]["layers"],
+            arch=config["converter"]["archs"],
+        ),
+        demo=expand(
+            "results/converter/{model}/recursive_demo.parquet",
+            model=config["converter"]["models"],
+        ),
+    output:
+        summary="results/converter_summary.parquet",
+        section="results/sections/converter.tex",
+    log:
+        "logs/summarize_converter.log",
+    benchmark:
+        "results/benchmarks/summarize_converter.tsv"
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow/scripts/summarize_converter.py"

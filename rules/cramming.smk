@@ -1,3 +1,8 @@
+CRAMMING_FIGURES = ["accuracy_vs_steps", "tf_vs_greedy"]
+if config["cramming"]["models"]:
+    SECTIONS["cramming"] = CRAMMING_FIGURES
+
+
 rule cram:
     input:
         model="resources/models/{model}",
@@ -17,7 +22,7 @@ rule cram:
         mem_mb=cram_resource("mem_mb"),
         runtime=cram_resource("runtime"),
     params:
-        cram=cram_params,
+        job=job("cram"),
     script:
         "../workflow/scripts/cram.py"
 
@@ -26,8 +31,10 @@ rule summarize_cramming:
     input:
         cram_results(".parquet"),
     output:
+        **figure_outputs(CRAMMING_FIGURES, "Cramming"),
         summary="results/cramming_summary.parquet",
         capacity="results/cramming_capacity.parquet",
+        section="results/sections/cramming.tex",
     log:
         "logs/summarize_cramming.log",
     benchmark:

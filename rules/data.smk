@@ -8,7 +8,7 @@ rule download_corpus:
     conda:
         "../envs/torch.yaml"
     params:
-        spec=lambda wildcards: config["corpora"][wildcards.corpus],
+        spec=lambda wildcards: canonical(config["corpora"][wildcards.corpus]),
         seed=config["seed"],
     script:
         "../workflow/scripts/download_corpus.py"

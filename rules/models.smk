@@ -8,11 +8,8 @@ rule prepare_model:
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
-    resources:
-        mem_mb=16000,
-        runtime=60,
     params:
-        spec=lambda wildcards: config["models"][wildcards.model],
+        spec=lambda wildcards: canonical(config["models"][wildcards.model]),
         seed=config["seed"],
     script:
         "../workflow/scripts/prepare_model.py"

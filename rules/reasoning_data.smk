@@ -10,7 +10,7 @@ rule build_reasoning_data:
     conda:
         "../envs/torch.yaml"
     params:
-        spec=lambda wildcards: config["reasoning"][wildcards.dataset],
+        spec=lambda wildcards: canonical(config["reasoning"][wildcards.dataset]),
         seed=config["seed"],
     script:
         "../workflow/scripts/build_reasoning_data.py"

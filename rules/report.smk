@@ -1,33 +1,6 @@
-rule plot_cramming:
-    input:
-        samples=cram_results(".parquet"),
-        summary="results/cramming_summary.parquet",
-    output:
-        steps=report(
-            "results/figures/accuracy_vs_steps.png",
-            caption="../report/accuracy_vs_steps.rst",
-            category="Cramming",
-        ),
-        lengths=report(
-            "results/figures/tf_vs_greedy.png",
-            caption="../report/tf_vs_greedy.rst",
-            category="Cramming",
-        ),
-        steps_pdf="results/figures/accuracy_vs_steps.pdf",
-        lengths_pdf="results/figures/tf_vs_greedy.pdf",
-    log:
-        "logs/plot_cramming.log",
-    benchmark:
-        "results/benchmarks/plot_cramming.tsv"
-    conda:
-        "../envs/report.yaml"
-    script:
-        "../workflow/scripts/plot_cramming.py"
-
-
 rule render_report:
     input:
-        unpack(lambda wildcards: report_inputs()),
+        section_inputs(),
     output:
         "results/table.tex",
     log:
@@ -43,7 +16,7 @@ rule render_report:
 rule compile_report:
     input:
         table="results/table.tex",
-        figures=report_figures(),
+        figures=section_figures(),
     output:
         report(
             "results/report.pdf", caption="../report/report_pdf.rst", category="Report"
@@ -56,3 +29,18 @@ rule compile_report:
         "../envs/report.yaml"
     script:
         "../workflow/scripts/compile_report.py"
+
+
+rule effective_config:
+    output:
+        "results/config.yaml",
+    log:
+        "logs/effective_config.log",
+    benchmark:
+        "results/benchmarks/effective_config.tsv"
+    conda:
+        "../envs/report.yaml"
+    params:
+        config=canonical(config),
+    script:
+        "../workflow/scripts/effective_config.py"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from soft_tokens.models import load_model, prepare_model
+from soft_tokens.core.models import load_model, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SPEC = {"source": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}

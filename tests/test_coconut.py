@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from soft_tokens.coconut import (IGNORE, LatentIds, Layout, Problem, add_latent_tokens, collate, curriculum,
+from soft_tokens.latent.coconut.method import (IGNORE, LatentIds, Layout, Problem, add_latent_tokens, collate, curriculum,
                                  generate, latent_forward, latent_ids, n_latents, layout, lm_loss,
                                  tokenize_problem)
-from soft_tokens.coconut_training import evaluate_method, finished_stages, train_method
-from soft_tokens.models import load_model
-from soft_tokens.reasoning import prosqa_problem
+from soft_tokens.latent.coconut.training import evaluate_method, finished_stages, mean_loss, train_method
+from soft_tokens.core.models import load_model
+from soft_tokens.data.reasoning import prosqa_problem
 
 IDS = LatentIds(start=100, end=101, latent=102)
 PROBLEM = Problem(question=[10, 11], steps=[[20, 21], [30], [40, 41]], answer=[50, 2])
@@ -208,7 +208,7 @@ def test_lora_trains_the_latent_embeddings_and_merges(tiny_dir, tmp_path):
 
 
 def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir, tmp_path, monkeypatch):
-    import soft_tokens.coconut_training as training
+    import soft_tokens.latent.coconut.training as training
 
     train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "cot", SETTINGS, tmp_path / "cot")
     real = training.lm_loss
@@ -223,3 +223,22 @@ def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir
     with pytest.raises(FloatingPointError, match="coconut stage 2 epoch 1: loss is nan; lower coconut.lr"):
         train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), "coconut", SETTINGS, tmp_path / "coconut")
     assert finished_stages(tmp_path / "coconut.partial") == [1]
+
+
+def test_validation_loss_is_taken_without_dropout(latent_model):
+    """With dropout on, a loss in train mode is noisy; mean_loss must give the eval-mode loss every
+    time and leave the model in the mode it found it."""
+    model, tokenizer, ids = latent_model
+    layouts = [layout(p, "cot", 0, 1, 2, ids) for p in problems(tokenizer, 3)]
+    dropped = copy.deepcopy(model)
+    dropped.config.attention_dropout = 0.5
+    for layer in dropped.model.layers:
+        layer.self_attn.attention_dropout = 0.5
+    dropped.train()
+    with torch.no_grad():
+        batch = collate(layouts)
+        noisy = [lm_loss(latent_forward(dropped, batch, False)[0], batch.labels).item() for _ in range(2)]
+    assert noisy[0] != noisy[1]  # dropout is really on in train mode
+    first, second = (mean_loss(dropped, layouts, False, {"eval_batch_size": 2, "dtype": "float32"}) for _ in range(2))
+    assert first == second and dropped.training
+    assert first == pytest.approx(mean_loss(model.eval(), layouts, False, {"eval_batch_size": 2, "dtype": "float32"}))

@@ -1,24 +1,31 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from soft_tokens.compressor import (
+from soft_tokens.compression import compressor
+from soft_tokens.compression.compressor import (
     build_compressor,
+    compressor_loss,
     distillation_kl,
     evaluate_conditions,
+    load_compressor,
     regression_loss,
-    run_with_context,
-    run_with_prefix,
+    save_compressor,
     train_compressor,
 )
-from soft_tokens.data import embedded_prose
-from soft_tokens.estar import build_estar, context_pairs, teacher_states
-from soft_tokens.optimiser import prefix_forward
+from soft_tokens.compression.estar import build_estar, context_pairs, teacher_states
+from soft_tokens.core.io import fingerprint
+from soft_tokens.core.models import load_model
+from soft_tokens.data.corpora import embedded_prose
 
 SETTINGS = dict(width=16, heads=2, layers=1, ffn_dim=32, lr=1e-3, weight_decay=0.0, epochs=3, batch_size=2, seed=0,
                 regression_weight=1.0, kl_weight=1.0, temperature=2.0, hidden_weight=0.5, attention_weight=0.0,
                 match_layers=[-1])
-ESTAR = dict(context_layer=-1, match_layer=1, match_weight=0.5, match_loss="cosine", lr=0.05, max_steps=4,
+ESTAR = dict(context_layer=-1, match_layer=1, match_weight=0.5, match_loss="mse", lr=0.1, max_steps=50,
              batch_size=3)
+TRAIN = torch.tensor([0, 1])
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,29 @@ def estar_data(tiny):
         "context": torch.tensor([b["context"] for b in built]),
         "follow": torch.tensor([b["follow"] for b in built]),
     }
+
+
+class Constant(torch.nn.Module):
+    """A compressor that emits the same vectors whatever the context."""
+
+    def __init__(self, vectors: torch.Tensor):
+        super().__init__()
+        self.vectors = torch.nn.Parameter(vectors.clone())
+
+    def forward(self, context):
+        return self.vectors.expand(len(context), -1, -1)
+
+
+def trained(model, data, s, checkpoint, run):
+    torch.manual_seed(0)
+    net = build_compressor("qattn", model.config.hidden_size, 2, s)
+    return train_compressor(model, net, data, TRAIN, s, checkpoint, run)
+
+
+def after_vectors(model, vectors, follow):
+    """Logits predicting `follow` after `vectors`, from the model's own embeddings."""
+    embeds = torch.cat([vectors, model.get_input_embeddings()(follow[:-1])])
+    return model(inputs_embeds=embeds[None]).logits[0, len(vectors) - 1 :]
 
 
 def test_context_pairs_follow_the_context(tiny):
@@ -55,20 +85,21 @@ def test_teacher_states_are_the_full_forward_at_the_predicting_positions(tiny):
     torch.testing.assert_close(follow_states, full[3:])
 
 
-def test_estar_records_vectors_and_context_states(tiny, estar_data):
-    model, _ = tiny
+def test_estar_predicts_the_follow_text_better_than_no_context(tiny, estar_data):
+    """e* must carry something of the context: the follow_text is likelier after it than after BOS alone."""
+    model, tokenizer = tiny
     _, built, data = estar_data
     d = model.config.hidden_size
     assert data["estar"].shape == (3, 2, d) and data["context_hidden"].shape == (3, 10, d)
-    assert all(b["steps"] == 4 for b in built) or any(b["accuracy"] == 1.0 for b in built)
-
-
-def test_prefix_paths_agree_with_the_optimiser(tiny, estar_data):
-    model, _ = tiny
-    _, _, data = estar_data
-    view = run_with_prefix(model, data["estar"], data["follow"], [], False)
-    logits, _ = prefix_forward(model, data["estar"], data["follow"], torch.tensor([5, 5, 5]))
-    torch.testing.assert_close(view["logits"], logits)
+    for b in built:
+        assert b["status"] in {"converged", "max_steps", "patience"}
+        assert b["reason"] == ("" if b["status"] == "converged" else f"stopped at max_steps={ESTAR['max_steps']}")
+    bos = torch.tensor([[tokenizer.bos_token_id]])
+    for i in range(3):
+        follow = data["follow"][i : i + 1]
+        alone = model(input_ids=torch.cat([bos, follow[:, :-1]], dim=1)).logits[0]
+        after_estar = after_vectors(model, data["estar"][i], follow[0])
+        assert float(F.cross_entropy(after_estar, follow[0])) < float(F.cross_entropy(alone, follow[0])) - 0.05
 
 
 def test_regression_loss_by_hand():
@@ -76,12 +107,42 @@ def test_regression_loss_by_hand():
     assert float(regression_loss(a, a)) == 0.0
     assert float(regression_loss(torch.tensor([[[0.0, 1.0]]]), a)) == pytest.approx(1.0)  # orthogonal, same norm
     assert float(regression_loss(2 * a, a)) == pytest.approx(1.0)  # same direction, norm off by 100%
+    # Opposite (cosine term 2) with a third of the norm (norm term 4/9), averaged with an exact row.
+    pred, target = torch.tensor([[[-1.0, 0.0], [0.0, 3.0]]]), torch.tensor([[[3.0, 0.0], [0.0, 3.0]]])
+    assert float(regression_loss(pred, target)) == pytest.approx((2 + 4 / 9) / 2)
 
 
-def test_kl_is_zero_when_student_equals_teacher():
+def test_kl_by_hand():
+    """Uniform teacher, student (3/4, 1/4): KL = ln(4/3) / 2; the logits scaled by T give the same
+    distributions, so the T^2 factor alone changes the value."""
+    teacher, student = torch.zeros(1, 1, 2), torch.tensor([[[math.log(3), 0.0]]])
+    assert float(distillation_kl(student, teacher, 1.0)) == pytest.approx(math.log(4 / 3) / 2)
+    assert float(distillation_kl(2 * student, teacher, 2.0)) == pytest.approx(4 * math.log(4 / 3) / 2)
     logits = torch.randn(2, 5, 11)
     assert float(distillation_kl(logits, logits, 2.0)) == pytest.approx(0.0, abs=1e-6)
-    assert float(distillation_kl(torch.randn(2, 5, 11), logits, 2.0)) > 0
+    assert float(distillation_kl(torch.randn(2, 5, 11), logits, 2.0)) > 0.01
+
+
+def test_compressor_loss_is_zero_when_the_student_reads_what_the_teacher_reads(tiny_dir):
+    """A one-token context (BOS) and a compressor emitting BOS's embedding: student and teacher run the
+    same sequence, so every term is 0, which holds only if both score the same positions."""
+    model, tokenizer = load_model(tiny_dir, "cpu", "float32")
+    model.set_attn_implementation("eager")
+    bos = tokenizer.bos_token_id
+    embedding = model.get_input_embeddings().weight[bos].detach()
+    follow = torch.tensor([[40, 41, 42, 43, 44], [700, 701, 702, 703, 704]])
+    batch = {"context": torch.full((2, 1), bos), "follow": follow, "context_hidden": torch.zeros(2, 1, 32),
+             "estar": embedding.expand(2, 1, -1)}
+    s = {**SETTINGS, "attention_weight": 2.0, "match_layers": [1, -1]}
+    total, terms = compressor_loss(model, Constant(embedding[None]), batch, s)
+    assert set(terms) == {"regression", "kl", "hidden", "attention"}
+    assert all(value == pytest.approx(0.0, abs=1e-5) for value in terms.values())
+    assert float(total.detach()) == pytest.approx(0.0, abs=1e-5)
+    off = Constant(embedding[None] + 0.05 * torch.randn(1, 32, generator=torch.Generator().manual_seed(0)))
+    total, terms = compressor_loss(model, off, batch, s)
+    assert all(value > 1e-6 for value in terms.values())
+    expected = terms["regression"] + terms["kl"] + 0.5 * terms["hidden"] + 2.0 * terms["attention"]
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["hyper", "qattn"])
@@ -97,26 +158,112 @@ def test_k_below_one_and_unknown_arch_are_errors():
         build_compressor("lstm", 32, 2, SETTINGS)
 
 
-def test_training_resumes_and_evaluation_has_four_conditions(tiny, estar_data, tmp_path):
+@pytest.mark.parametrize("arch", ["hyper", "qattn"])
+def test_saved_compressor_is_rebuilt_from_its_own_architecture(arch, tmp_path):
+    """The config may change after training (here: width 64, 2 layers); the checkpoint still rebuilds
+    the net that was trained, and refuses a model of another hidden size."""
+    torch.manual_seed(0)
+    net = build_compressor(arch, 32, 2, SETTINGS).eval()
+    save_compressor(net, tmp_path / "c.pt", arch, 32, 2, SETTINGS)
+    later = {**SETTINGS, "width": 64, "layers": 2}
+    with pytest.raises(RuntimeError):
+        build_compressor(arch, 32, 2, later).load_state_dict(torch.load(tmp_path / "c.pt")["net"])
+    loaded = load_compressor(tmp_path / "c.pt", 32)
+    assert type(loaded) is type(net) and not loaded.training
+    context = torch.randn(3, 10, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(context), net(context))
+    with pytest.raises(ValueError, match="trained for width 32, the model has 64; train a compressor"):
+        load_compressor(tmp_path / "c.pt", 64)
+
+
+def test_training_lowers_the_training_loss(tiny, estar_data, tmp_path):
     model, _ = tiny
     _, _, data = estar_data
-    train, held = torch.tensor([0, 1]), torch.tensor([2])
-    d = model.config.hidden_size
+    s = {**SETTINGS, "lr": 1e-2, "epochs": 5}
+    batch = {key: value[TRAIN] for key, value in data.items()}
     torch.manual_seed(0)
-    whole = train_compressor(model, build_compressor("qattn", d, 2, SETTINGS), data, train, SETTINGS, tmp_path / "a")
-    torch.manual_seed(0)
-    net = build_compressor("qattn", d, 2, SETTINGS)
-    train_compressor(model, net, data, train, {**SETTINGS, "epochs": 1}, tmp_path / "b")  # killed after epoch 1
-    torch.manual_seed(0)
-    resumed = train_compressor(model, build_compressor("qattn", d, 2, SETTINGS), data, train, SETTINGS, tmp_path / "b")
+    untrained = build_compressor("qattn", model.config.hidden_size, 2, s)
+    with torch.no_grad():
+        before = float(compressor_loss(model, untrained, batch, s)[0])
+    net = trained(model, data, s, tmp_path / "ckpt", fingerprint(s, {}))
+    with torch.no_grad():
+        after = float(compressor_loss(model, net, batch, s)[0])
+    assert after < 0.9 * before
+
+
+def test_a_killed_run_resumes_and_a_changed_run_starts_over(tiny, estar_data, tmp_path, caplog):
+    model, _ = tiny
+    _, _, data = estar_data
+    run = fingerprint(SETTINGS, {})
+    whole = trained(model, data, SETTINGS, tmp_path / "a", run)
+    trained(model, data, {**SETTINGS, "epochs": 1}, tmp_path / "b", run)  # killed after epoch 1
+    with caplog.at_level("INFO", logger="soft_tokens.core.training"):
+        resumed = trained(model, data, SETTINGS, tmp_path / "b", run)
+    epochs = [r.getMessage().split(":")[0] for r in caplog.records if "mean training loss" in r.getMessage()]
+    assert epochs == ["compressor epoch 2", "compressor epoch 3"]
     for p, q in zip(whole.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
-    rows = evaluate_conditions(model, whole, data, held, top_k=1)
-    assert [r["condition"] for r in rows] == ["no_context", "full_context", "estar", "compressor"]
-    assert rows[1]["topk_agreement"] == 1.0  # the teacher agrees with itself
-    full = run_with_context(model, data["context"][2:], data["follow"][2:], [], False)["logits"][0]
-    assert rows[1]["ce_nats"] == pytest.approx(float(torch.nn.functional.cross_entropy(full, data["follow"][2])))
-    assert {"mse", "cosine", "norm_rmse"} <= set(rows[3])
+    faster = {**SETTINGS, "lr": 1e-2}
+    trained(model, data, {**faster, "epochs": 1}, tmp_path / "c", fingerprint(faster, {}))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="soft_tokens.core.training"):
+        restarted = trained(model, data, SETTINGS, tmp_path / "c", run)
+    assert "written with other settings or data: starting over" in caplog.text
+    epochs = [r.getMessage().split(":")[0] for r in caplog.records if "mean training loss" in r.getMessage()]
+    assert epochs == ["compressor epoch 1", "compressor epoch 2", "compressor epoch 3"]
+    for p, q in zip(whole.parameters(), restarted.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_epochs(tiny, estar_data, tmp_path, monkeypatch):
+    model, _ = tiny
+    _, _, data = estar_data
+    real, calls = compressor.compressor_loss, []
+
+    def nan_in_epoch_two(*args):
+        calls.append(None)
+        loss, terms = real(*args)
+        return (loss * float("nan") if len(calls) > 1 else loss), terms
+
+    monkeypatch.setattr(compressor, "compressor_loss", nan_in_epoch_two)
+    run = fingerprint(SETTINGS, {})
+    with pytest.raises(FloatingPointError, match="compressor epoch 2: loss is nan; lower compressor.lr"):
+        trained(model, data, SETTINGS, tmp_path / "ckpt", run)
+    saved = torch.load(tmp_path / "ckpt")
+    assert saved["epoch"] == 0 and saved["fingerprint"] == run
+
+
+def test_evaluation_matches_independent_forwards(tiny, estar_data):
+    """Each condition's CE and top-k agreement, recomputed from plain forwards of the model."""
+    model, _ = tiny
+    _, _, data = estar_data
+    torch.manual_seed(0)
+    net = build_compressor("qattn", model.config.hidden_size, 2, SETTINGS).eval()
+    rows = evaluate_conditions(model, net, data, torch.tensor([2, 0]), top_k=3)
+    assert [r["condition"] for r in rows] == ["no_context", "full_context", "estar", "compressor"] * 2
+    with torch.no_grad():
+        for i, got in zip([2, 0], (rows[:4], rows[4:])):
+            context, follow = data["context"][i], data["follow"][i]
+            pred = net(data["context_hidden"][i : i + 1])[0]
+            logits = {
+                "no_context": model(input_ids=torch.cat([context[:1], follow[:-1]])[None]).logits[0],
+                "full_context": model(input_ids=torch.cat([context, follow[:-1]])[None]).logits[0, len(context) - 1 :],
+                "estar": after_vectors(model, data["estar"][i], follow),
+                "compressor": after_vectors(model, pred, follow),
+            }
+            teacher_top = logits["full_context"].argmax(-1)
+            for row in got:
+                mine = logits[row["condition"]]
+                assert row["ce_nats"] == pytest.approx(float(F.cross_entropy(mine, follow)), rel=1e-5)
+                agree = [int(t) in mine[j].topk(3).indices.tolist() for j, t in enumerate(teacher_top)]
+                assert row["topk_agreement"] == pytest.approx(sum(agree) / len(agree))
+            estar = data["estar"][i]
+            assert got[3]["mse"] == pytest.approx(float(((pred - estar) ** 2).mean()), rel=1e-5)
+            cosines = (pred * estar).sum(-1) / (pred.norm(dim=-1) * estar.norm(dim=-1))
+            assert got[3]["cosine"] == pytest.approx(float(cosines.mean()), rel=1e-5)
+            norm_gap = pred.norm(dim=-1) - estar.norm(dim=-1)
+            assert got[3]["norm_rmse"] == pytest.approx(float(norm_gap.pow(2).mean().sqrt()), rel=1e-5)
 
 
 def test_estar_layer_out_of_range_names_the_key(tiny):

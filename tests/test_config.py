@@ -7,7 +7,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from soft_tokens.config import check_config, coconut_settings, cram_jobs, cram_settings
+from soft_tokens.workflow import check_config, coconut_settings, cram_jobs, cram_settings, job_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -47,7 +47,7 @@ def test_unknown_names_are_reported_with_their_key():
 
 def test_grid_and_per_model_overrides():
     smoke = load("smoke.yaml")
-    assert len(cram_jobs(smoke)) == 2 * 3 * 3  # corpora x variants x inits, one length
+    assert len(cram_jobs(smoke)) == 2 * 3  # corpora x variants, one length and init
     paper = load("paper.yaml")
     lengths = {(j["model"], j["length"]) for j in cram_jobs(paper)}
     assert lengths == {("Llama-3.2-1B", 512), ("Llama-3.2-3B", 1024), ("Llama-3.1-8B", 1568)}
@@ -85,10 +85,30 @@ def test_coconut_names_overrides_and_c_are_checked():
 
 def test_coconut_settings_apply_per_dataset_overrides():
     paper = load("paper.yaml")
-    gsm, prosqa = coconut_settings(paper, "gsm8k_aug"), coconut_settings(paper, "prosqa")
+    gsm, prosqa = (job_params(paper, "train_coconut", {"model": "gpt2", "dataset": d, "method": "coconut"})
+                   for d in ("gsm8k_aug", "prosqa"))
     assert (gsm["c_thought"], gsm["max_latent_stage"], gsm["epochs_per_stage"]) == (2, 3, 3)
     assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"]) == (1, 6, 5)
     assert gsm["lr"] == 1e-4 and gsm["seed"] == 1337 and "models" not in gsm
+    assert coconut_settings(paper, "prosqa")["max_latent_stage"] == 6
+
+
+def test_jobs_get_exactly_the_keys_they_read():
+    """A job reruns (and its half-done work is discarded) only when something it reads changes."""
+    smoke = load("smoke.yaml")
+    cram = job_params(smoke, "cram", {"model": "tiny-llama", "corpus": "random_words", "length": "8", "n_mem": "1",
+                                      "variant": "bos", "init": "randn"})
+    assert cram["length"] == 8 and cram["draw_length"] is True and cram["lr"] == 0.01 and cram["seed"] == 1337
+    assert not {"lengths", "models", "corpora", "variants", "mem_mb", "runtime", "overrides"} & set(cram)
+    paper = load("paper.yaml")
+    eight_b = job_params(paper, "cram", {"model": "Llama-3.1-8B", "corpus": "pg19", "length": "1568", "n_mem": "1",
+                                         "variant": "base", "init": "randn"})
+    assert eight_b["batch_size"] == 2  # the per-model override
+    train = job_params(smoke, "train_coconut", {"model": "tiny-llama", "dataset": "gsm_symbolic", "method": "cot"})
+    evaluate = job_params(smoke, "eval_coconut", {"model": "tiny-llama", "dataset": "gsm_symbolic", "method": "cot"})
+    assert "max_new_tokens" not in train and evaluate["max_new_tokens"] == 8  # eval-only: never retrains
+    assert train["c_thought"] == evaluate["c_thought"] == 2 and "lr" not in evaluate
+    assert "epochs" not in job_params(smoke, "eval_compressor", {"model": "tiny-llama", "carch": "hyper"})
 
 
 def test_overrides_name_what_they_override():
@@ -105,7 +125,7 @@ def test_overrides_name_what_they_override():
 
 
 def test_the_modules_snakemake_imports_need_no_torch():
-    """common.smk imports soft_tokens.config while building the DAG, where torch may be absent."""
-    code = "import sys; import soft_tokens.config; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
+    """common.smk imports soft_tokens.workflow while building the DAG, where torch may be absent."""
+    code = "import sys; import soft_tokens.workflow; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.stdout.strip() == "[]", run.stderr

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from soft_tokens.converter import (
+from soft_tokens.compression.converter import (
     build_converter,
     check_layer,
     evaluate_converter,
@@ -15,6 +15,7 @@ from soft_tokens.converter import (
     token_subset,
     train_converter,
 )
+from soft_tokens.core.io import fingerprint
 
 SETTINGS = dict(seed=0, hidden_dim=16, lr=0.05, weight_decay=0.0, epochs=60, batch_size=64)
 
@@ -56,7 +57,7 @@ def test_linear_converter_learns_an_exact_linear_map(tmp_path):
     scale, offset = torch.tensor([1, 1, 1, 1, 1, 1, 50.0, 0.02]), 3.0
     target = lambda x: ((x - offset) / scale) @ w + b  # noqa: E731  (linear in x)
     x = torch.randn(512, 8, generator=g) * scale + offset
-    net = train_converter(x, target(x), "linear", SETTINGS, tmp_path / "ckpt")
+    net = train_converter(x, target(x), "linear", SETTINGS, tmp_path / "ckpt", {})
     fresh = torch.randn(64, 8, generator=g) * scale + offset  # held out: never trained on
     torch.testing.assert_close(net(fresh).detach(), target(fresh), atol=5e-3, rtol=1e-3)
 
@@ -64,11 +65,34 @@ def test_linear_converter_learns_an_exact_linear_map(tmp_path):
 def test_training_resumes_from_its_checkpoint(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(128, 4, generator=g), torch.randn(128, 3, generator=g)
-    whole = train_converter(x, y, "mlp", {**SETTINGS, "epochs": 4}, tmp_path / "a")
-    train_converter(x, y, "mlp", {**SETTINGS, "epochs": 2}, tmp_path / "b")  # killed after epoch 2 ...
-    resumed = train_converter(x, y, "mlp", {**SETTINGS, "epochs": 4}, tmp_path / "b")  # ... and rerun
+    run = fingerprint(SETTINGS, {})
+    whole = train_converter(x, y, "mlp", {**SETTINGS, "epochs": 4}, tmp_path / "a", run)
+    train_converter(x, y, "mlp", {**SETTINGS, "epochs": 2}, tmp_path / "b", run)  # killed after epoch 2 ...
+    resumed = train_converter(x, y, "mlp", {**SETTINGS, "epochs": 4}, tmp_path / "b", run)  # ... and rerun
     for p, q in zip(whole.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_a_resumed_training_with_another_lr_starts_over(tmp_path, pairs_file):
+    """The checkpoint of a run with other settings (or other pairs) is never resumed."""
+    x, y = torch.randn(128, 4, generator=torch.Generator().manual_seed(0)), torch.randn(128, 3)
+    old, new = {**SETTINGS, "epochs": 2}, {**SETTINGS, "epochs": 4, "lr": 0.01}
+    train_converter(x, y, "mlp", old, tmp_path / "ckpt", fingerprint(old, {"pairs": pairs_file}))
+    resumed = train_converter(x, y, "mlp", new, tmp_path / "ckpt", fingerprint(new, {"pairs": pairs_file}))
+    fresh = train_converter(x, y, "mlp", new, tmp_path / "fresh", fingerprint(new, {"pairs": pairs_file}))
+    for p, q in zip(fresh.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+    assert torch.load(tmp_path / "ckpt")["fingerprint"]["params"]["lr"] == 0.01
+    before = fingerprint(new, {"pairs": pairs_file})
+    pairs_file.write_bytes(b"other pairs")  # same settings, other input: another run
+    assert fingerprint(new, {"pairs": pairs_file}) != before
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.safetensors"
+    path.write_bytes(b"pairs")
+    return path
 
 
 def test_nearest_token_accuracy_by_hand():
@@ -100,3 +124,10 @@ def test_evaluation_of_a_perfect_converter():
     ids = torch.tensor([0, 3])
     out = evaluate_converter(torch.nn.Identity(), embedding[ids], embedding[ids], ids, embedding, k=2)
     assert out["mse"] == 0.0 and out["cosine"] == pytest.approx(1.0) and out["top1"] == 1.0 and out["topk"] == 1.0
+
+
+def test_a_non_finite_loss_stops_training_with_the_fix(tmp_path):
+    x, y = torch.randn(64, 4), torch.randn(64, 3)
+    y[3, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match="converter linear epoch 1: loss is nan; lower converter.lr"):
+        train_converter(x, y, "linear", SETTINGS, tmp_path / "ckpt", {})

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from soft_tokens import cramming
-from soft_tokens.cramming import CONVENTION, evaluate, init_vectors, position_weights, run_job
-from soft_tokens.data import embedded_prose
-from soft_tokens.io import parquet_metadata, write_parquet
-from soft_tokens.optimiser import OptimSettings, PrefixTask, optimise_prefixes
+from soft_tokens.cramming import job as cramming
+from soft_tokens.cramming.job import CONVENTION, evaluate, init_vectors, position_weights, run_job
+from soft_tokens.data.corpora import embedded_prose
+from soft_tokens.core.io import parquet_metadata, write_parquet
+from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 
 
 def test_position_weights_per_variant():
@@ -123,3 +123,25 @@ def test_a_partial_job_written_with_other_settings_is_not_reused(tiny_dir, prose
     (partial / "sample_0.json").write_text("{}")  # would break the job if it were reused
     df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
     assert sorted(df["sample_id"]) == [0, 1, 2] and df["steps"].notna().all()
+
+
+def test_a_partial_job_made_from_another_corpus_is_not_reused(tiny_dir, prose, tmp_path, monkeypatch):
+    """Same settings, other input data: the fingerprint holds the identities of model and corpus."""
+    other = tmp_path / "other.parquet"
+    write_parquet(embedded_prose(61), other)
+    real = cramming.optimise_prefixes
+
+    def killed_after_first(model, tasks, settings, on_result, desc):
+        def once(result):
+            on_result(result)
+            raise KeyboardInterrupt
+        real(model, tasks, settings, once, desc)
+
+    monkeypatch.setattr(cramming, "optimise_prefixes", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(tiny_dir, other, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
+    seen = []
+    monkeypatch.setattr(cramming, "optimise_prefixes",
+                        lambda model, tasks, *a, **k: seen.extend(t.key for t in tasks) or real(model, tasks, *a, **k))
+    run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
+    assert sorted(seen) == [0, 1, 2]  # nothing of the other corpus's run was kept

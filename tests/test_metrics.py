@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from soft_tokens.decoding import greedy_from_embeds
-from soft_tokens.metrics import accuracy, downsample, information_metrics, mismatches, text_only_scores
+from soft_tokens.core.decoding import greedy_from_embeds
+from soft_tokens.cramming.metrics import accuracy, downsample, information_metrics, mismatches, text_only_scores
 
 
 def test_mismatches_by_hand():

@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from soft_tokens.optimiser import (
+from soft_tokens.core.prefix import prefix_forward
+from soft_tokens.core.optimiser import (
     OptimSettings,
     PrefixTask,
     adamw_rows,
     optimise_prefixes,
-    prefix_forward,
     weighted_loss_and_accuracy,
 )
 
@@ -74,7 +74,7 @@ def test_best_vectors_reproduce_the_best_accuracy(tiny):
     tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [6, 6], seed=3)
     for r in run(model, tasks, lr=0.1, max_steps=30, patience=30, batch_size=2).values():
         task = tasks[r.key]
-        logits, _ = prefix_forward(model, r.vectors[None], task.target_ids[None], torch.tensor([6]))
+        logits = prefix_forward(model, r.vectors[None], task.target_ids[None], torch.tensor([6]))["logits"]
         _, acc = weighted_loss_and_accuracy(logits, task.target_ids[None], task.weights[None])
         assert float(acc) == r.best_accuracy == max(r.accuracy_curve)
         assert r.steps == len(r.loss_curve) == len(r.accuracy_curve)
@@ -111,7 +111,7 @@ def test_hidden_matching_adds_its_term_and_pulls_the_states_together(tiny):
     matched = run(model, tasks, lr=0.05, max_steps=1, batch_size=2, hidden_weight=2.0)
     for key in plain:
         task = tasks[key]
-        _, hidden = prefix_forward(model, task.init[None], task.target_ids[None], torch.tensor([5]), -1)
+        hidden = prefix_forward(model, task.init[None], task.target_ids[None], torch.tensor([5]), [-1])["hidden"][-1]
         extra = 2.0 * (1 - torch.nn.functional.cosine_similarity(hidden[0], target, dim=-1)).mean()
         assert matched[key].loss_curve[0] == pytest.approx(plain[key].loss_curve[0] + float(extra), rel=1e-5)
     before = run(model, tasks, lr=0.05, max_steps=1, batch_size=2, hidden_weight=1.0, hidden_loss="mse")

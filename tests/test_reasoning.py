@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soft_tokens.answers import extract_answer, is_correct
-from soft_tokens.io import write_parquet
-from soft_tokens.reasoning import (REASONING_COLUMNS, build_reasoning, prontoqa_problem, prosqa_problem,
+from soft_tokens.data.answers import extract_answer, is_correct
+from soft_tokens.core.io import write_parquet
+from soft_tokens.data.reasoning import (REASONING_COLUMNS, build_reasoning, prontoqa_problem, prosqa_problem,
                                    read_reasoning, reachable, reasoning_splits, split_problems)
 
 PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 8, "depth": 3, "branching": 2}

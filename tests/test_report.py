@@ -3,18 +3,12 @@ import math
 import pandas as pd
 import pytest
 
-from soft_tokens.report import (
-    capacity,
-    capacity_table,
-    coconut_findings,
-    findings,
-    latex_escape,
-    render_table,
-    summarize,
-    summarize_coconut,
-    summarize_compressor,
-    theoretical_capacity,
-)
+from soft_tokens.compression.report import summarize_compressor
+from soft_tokens.cramming.report import capacity, capacity_table, findings, section, summarize, theoretical_capacity
+from soft_tokens.latent.coconut.report import findings as coconut_findings
+from soft_tokens.latent.coconut.report import section as coconut_section
+from soft_tokens.latent.coconut.report import summarize as summarize_coconut
+from soft_tokens.report.latex import escape
 
 
 METRICS = ["teacher_forcing_convergence", "greedy_convergence", "ce_text_bits", "ce_with_mem_bits",
@@ -56,7 +50,7 @@ def test_capacity_and_bound_by_hand():
 
 
 def test_latex_escape():
-    assert latex_escape("Llama-3.2-1B_bos 50% & #1") == r"Llama-3.2-1B\_bos 50\% \& \#1"
+    assert escape("Llama-3.2-1B_bos 50% & #1") == r"Llama-3.2-1B\_bos 50\% \& \#1"
 
 
 def early_error_summary(greedy, mismatch0):
@@ -84,10 +78,10 @@ def test_findings_compare_variants_and_capacity():
 def test_render_table_has_the_seed_columns_and_escaped_names():
     s = summarize(pd.DataFrame([sample(variant=v) for v in ("base", "bos", "2leading")]
                                + [sample(variant="bos", init="mean", n_mem=2)]))
-    tex = render_table(s, capacity_table(s, 0.99))
+    tex = section(s, capacity_table(s, 0.99))
     assert r"\toprule" in tex and r"\bottomrule" in tex
-    assert "model & sequence length & mismatch@0 & mismatch@1 & mismatch@2 & " \
-           r"mean\_teacher\_forcing\_convergence & mean\_greedy\_convergence \\" in tex
+    assert r"model & sequence length & mismatch@0 & mismatch@1 & mismatch@2 & TF accuracy & greedy accuracy \\" in tex
+    assert r"\texttt{mean\_teacher\_forcing\_convergence}" in tex  # the seed's column names, in the caption
     rows = [line for line in tex.splitlines() if line.startswith("SmolLM2")]
     assert [r.split(" & ")[0] for r in rows[:4]] == [
         r"SmolLM2-135M\_base", r"SmolLM2-135M\_bos", r"SmolLM2-135M\_bos\_mean\_mem2", r"SmolLM2-135M\_2leading"]
@@ -129,8 +123,7 @@ def test_coconut_summary_and_table_by_hand():
     assert s.loc[("coconut", 2), "accuracy"] == 1.0 and s.loc[("coconut", 2), "mean_tokens"] == 5 + 2
     assert s["final"].to_dict() == {("coconut", 1): False, ("coconut", 2): True, ("cot", 0): True,
                                     ("nocot", 0): True}
-    tex = render_table(summarize(pd.DataFrame([sample()])), capacity_table(summarize(pd.DataFrame([sample()])), 0.99),
-                       coconut=summarize_coconut(evals))
+    tex = coconut_section(summarize_coconut(evals))
     rows = tex[tex.index("Coconut: reasoning"):].splitlines()
     body = [r for r in rows if " & " in r and not r.startswith((" &", "method"))]
     # Table 1's order; Coconut at its last stage; methods not run are left out.

@@ -21,7 +21,7 @@ PARTITION, ACCOUNT = "fakepart", "fake_account"
 GPU_RULES = {"cram", "extract_pairs", "train_converter", "recursive_demo", "build_estar", "train_compressor",
              "eval_compressor", "train_coconut", "eval_coconut"}
 LOCAL_RULES = {"all", "download_corpus", "build_reasoning_data", "summarize_cramming", "summarize_converter",
-               "summarize_compressor", "summarize_coconut", "plot_cramming", "render_report", "compile_report"}
+               "summarize_compressor", "summarize_coconut", "render_report", "compile_report", "effective_config"}
 RUN_TIMEOUT = 540
 
 

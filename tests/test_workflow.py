@@ -1,11 +1,16 @@
 """The Snakemake workflow itself: lint, format, the smoke DAG end to end, and config errors."""
 
+import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from snakemake.utils import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -27,7 +32,7 @@ def test_snakefmt_is_clean():
 
 
 @pytest.mark.timeout(900)
-def test_smoke_dag_writes_the_tables_with_all_variants(tmp_path):
+def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_path):
     run = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
                     str(tmp_path), "all", timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
@@ -51,9 +56,58 @@ def test_smoke_dag_writes_the_tables_with_all_variants(tmp_path):
     assert (tmp_path / "results" / "figures" / "coconut_accuracy_by_stage.png").exists()
     assert (tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / "coconut" / "stage2" / "history.json").exists()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
-    assert len(summary) == 18 and (summary["n_samples"] == 2).all()
-    assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_mean.log").exists()
+    assert len(summary) == 6 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
+    means = summary.filter(regex="^mean_|mismatch@[12]$")
+    assert means.notna().all().all() and np.isfinite(means.to_numpy()).all()
+    assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_randn.log").exists()
     assert (tmp_path / "results" / "benchmarks" / "prepare_model" / "tiny-llama.tsv").exists()
+    report = snakemake("--report", str(tmp_path / "results" / "report.html"), "--configfile",
+                       str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path))
+    assert report.returncode == 0 and (tmp_path / "results" / "report.html").exists(), report.stderr[-3000:]
+    estar = pd.read_parquet(tmp_path / "results" / "estar" / "tiny-llama" / "estar.parquet")
+    assert set(estar["status"]) <= {"converged", "patience", "max_steps"}
+
+    # Edits a dry run must answer with exactly the jobs they touch, and nothing else.
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    assert scheduled(tmp_path, smoke) == {}
+    resources = copy.deepcopy(smoke)
+    resources["cramming"].update(runtime=999, mem_mb=123)
+    resources["coconut"].update(runtime=999, mem_mb=123)
+    # Scheduler resources are no job's parameters: only the record of the config is rewritten.
+    assert scheduled(tmp_path, resources) == {"effective_config": 1, "all": 1}
+    longer = copy.deepcopy(smoke)
+    longer["cramming"]["lengths"] = [8, 12]
+    assert scheduled(tmp_path, longer) == {"cram": 6, "summarize_cramming": 1, "render_report": 1,
+                                           "effective_config": 1, "all": 1}
+    decoding = copy.deepcopy(smoke)
+    decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
+    assert scheduled(tmp_path, decoding) == {"eval_coconut": 10, "summarize_coconut": 1, "render_report": 1,
+                                             "effective_config": 1, "all": 1}
+
+
+def scheduled(workdir, config: dict) -> dict:
+    """The job counts a dry run of `config` in `workdir` schedules (after a complete run there)."""
+    path = workdir / "edited.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = snakemake("-n", "--configfile", str(path), "--directory", str(workdir), "all")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    counts = re.findall(r"^(\w+)\s+(\d+)$", run.stdout.split("Job stats:")[-1], re.MULTILINE) \
+        if "Job stats:" in run.stdout else []
+    return {job: int(n) for job, n in counts if job != "total" and job != "compile_report"}
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+def test_each_config_is_complete_on_its_own(tmp_path, name):
+    """What a run uses is its config file alone (schema defaults filled in), never merged with the
+    default config; results/config.yaml records it. Run from the repository root, as `make` does."""
+    workdir = tmp_path / "run"
+    run = snakemake("results/config.yaml", "--cores", "1", "--configfile", f"config/{name}", "--config",
+                    f"workdir={workdir}")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    expected = yaml.safe_load((ROOT / "config" / name).read_text())
+    expected["workdir"] = str(workdir)
+    validate(expected, str(ROOT / "config" / "schema.yaml"))
+    assert yaml.safe_load((workdir / "results" / "config.yaml").read_text()) == expected
 
 
 def write_config(tmp_path, text):

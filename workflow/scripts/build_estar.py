@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
@@ -12,18 +12,19 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from soft_tokens.cramming import init_vectors, sample_generator
-from soft_tokens.data import read_corpus
-from soft_tokens.estar import build_estar, context_pairs
-from soft_tokens.io import atomic_path, write_parquet
-from soft_tokens.models import load_model
+from soft_tokens.compression.estar import build_estar, context_pairs
+from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.models import load_model
+from soft_tokens.core.optimiser import init_vectors
+from soft_tokens.core.seeding import generator
+from soft_tokens.data.corpora import read_corpus
 
 torch.set_num_threads(snakemake.threads)
-s, seed = snakemake.params.settings, snakemake.params.seed
-model, tokenizer = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
+s = snakemake.params.job
+model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 pairs = context_pairs(read_corpus(snakemake.input.corpus), tokenizer, s["n_contexts"], s["ctx_len"], s["follow_len"])
 embedding = model.get_input_embeddings().weight
-inits = [init_vectors("randn", embedding, s["k"], sample_generator(seed, p["id"])) for p in pairs]
+inits = [init_vectors("randn", embedding, s["k"], generator(s["seed"], p["id"])) for p in pairs]
 built = build_estar(model, pairs, s, inits)
 tensors = {
     "estar": torch.stack([b["estar"] for b in built]),
@@ -34,5 +35,5 @@ tensors = {
 meta = {"model": snakemake.wildcards.model, "k": s["k"], "context_layer": s["context_layer"]}
 with atomic_path(snakemake.output.vectors) as tmp:
     save_file(tensors, tmp, metadata={k: str(v) for k, v in meta.items()})
-table = pd.DataFrame([{"id": b["id"], "accuracy": b["accuracy"], "loss": b["loss"], "steps": b["steps"]} for b in built])
-write_parquet(table.assign(**meta), snakemake.output.table)
+columns = ["id", "accuracy", "loss", "steps", "status", "reason"]
+write_parquet(pd.DataFrame([{c: b[c] for c in columns} for b in built]).assign(**meta), snakemake.output.table)

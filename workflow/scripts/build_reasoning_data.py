@@ -4,15 +4,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import logging
 
-from soft_tokens.io import write_parquet
-from soft_tokens.config import REASONING_SPLITS
-from soft_tokens.reasoning import reasoning_splits
+from soft_tokens.core.io import write_parquet
+from soft_tokens.workflow import REASONING_SPLITS
+from soft_tokens.data.reasoning import reasoning_splits
 
 name = snakemake.wildcards.dataset
 splits = reasoning_splits(name, snakemake.params.spec, snakemake.params.seed)

@@ -4,10 +4,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
-from soft_tokens.report import compile_pdf
+from soft_tokens.report.document import compile_pdf
 
 compile_pdf(Path(snakemake.input.table), [Path(f) for f in snakemake.input.figures], Path(snakemake.output[0]))

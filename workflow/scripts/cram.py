@@ -4,13 +4,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.cramming import run_job
+from soft_tokens.cramming.job import run_job
 
 torch.set_num_threads(snakemake.threads)
 run_job(
@@ -18,5 +18,5 @@ run_job(
     Path(snakemake.input.corpus),
     Path(snakemake.output.parquet),
     Path(snakemake.output.vectors),
-    snakemake.params.cram,
+    dict(snakemake.params.job),
 )

@@ -4,14 +4,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import logging
 
-from soft_tokens.data import build_corpus
-from soft_tokens.io import write_parquet
+from soft_tokens.data.corpora import build_corpus
+from soft_tokens.core.io import write_parquet
 
 corpus = build_corpus(snakemake.wildcards.corpus, snakemake.params.spec, snakemake.params.seed)
 write_parquet(corpus, snakemake.output[0])

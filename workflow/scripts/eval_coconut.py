@@ -4,18 +4,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.coconut_training import evaluate_method
-from soft_tokens.io import write_parquet
-from soft_tokens.reasoning import read_reasoning
+from soft_tokens.core.io import write_parquet
+from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.coconut.training import evaluate_method
 
 torch.set_num_threads(snakemake.threads)
 meta = {"model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset}
 results = evaluate_method(Path(snakemake.input.run), read_reasoning(snakemake.input.test),
-                          snakemake.wildcards.method, snakemake.params.settings, meta)
+                          snakemake.wildcards.method, snakemake.params.job, meta)
 write_parquet(results, snakemake.output[0])

@@ -4,22 +4,22 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import pandas as pd
 import torch
 
-from soft_tokens.converter import evaluate_converter, load_converter, load_pairs, split
-from soft_tokens.io import write_parquet
-from soft_tokens.models import load_model
+from soft_tokens.compression.converter import evaluate_converter, load_converter, load_pairs, split
+from soft_tokens.core.io import write_parquet
+from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.settings
+s = snakemake.params.job
 pairs = load_pairs(Path(snakemake.input.pairs))
-_, held_out = split(len(pairs["X"]), s["val_fraction"], snakemake.params.seed)
-model, _ = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
+_, held_out = split(len(pairs["X"]), s["val_fraction"], s["seed"])
+model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 embedding = model.get_input_embeddings().weight.float().cpu()
 del model
 net = load_converter(Path(snakemake.input.converter), embedding.shape[1])

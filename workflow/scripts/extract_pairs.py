@@ -4,19 +4,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.converter import extract_pairs, save_pairs, token_subset
-from soft_tokens.models import load_model
+from soft_tokens.compression.converter import extract_pairs, save_pairs, token_subset
+from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.settings
-model, tokenizer = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
-ids = token_subset(model.config.vocab_size, s["max_tokens"], snakemake.params.seed)
+s = snakemake.params.job
+model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
+ids = token_subset(model.config.vocab_size, s["max_tokens"], s["seed"])
 bos = tokenizer.bos_token_id if s["bos"] else None
 pairs = extract_pairs(model, ids, s["layers"], bos, s["batch_size"])
 for layer, path in zip(s["layers"], snakemake.output):

@@ -4,13 +4,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.models import prepare_model
+from soft_tokens.core.models import prepare_model
 
 torch.set_num_threads(snakemake.threads)
 prepare_model(snakemake.wildcards.model, snakemake.params.spec, Path(snakemake.output[0]), snakemake.params.seed)

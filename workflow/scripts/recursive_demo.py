@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
@@ -13,15 +13,15 @@ import json
 import pandas as pd
 import torch
 
-from soft_tokens.converter import load_converter
-from soft_tokens.data import read_corpus
-from soft_tokens.io import atomic_path, write_parquet
-from soft_tokens.models import load_model
-from soft_tokens.recursive import CONDITIONS, continuation_ce, demo_items, generate_batch, pooled_vector, prefix_embeds
+from soft_tokens.compression.converter import load_converter
+from soft_tokens.data.corpora import read_corpus
+from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.models import load_model
+from soft_tokens.compression.recursive import CONDITIONS, continuation_ce, demo_items, generate_batch, pooled_vector, prefix_embeds
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.settings
-model, tokenizer = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
+s = snakemake.params.job
+model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 converter = load_converter(Path(snakemake.input.converter), model.config.hidden_size)
 items = demo_items(read_corpus(snakemake.input.corpus), tokenizer, s["n_passages"], s["context_tokens"],
                    s["continuation_tokens"])

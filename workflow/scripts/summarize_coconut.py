@@ -1,18 +1,19 @@
-"""Snakemake entry point: Coconut evaluations summarised per method and stage, and the stage figure."""
+"""Snakemake entry point: Coconut evaluations summarised per method and stage, the figure and the section."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import pandas as pd
 
-from soft_tokens.io import write_parquet
-from soft_tokens.report import plot_coconut_stages, summarize_coconut
+from soft_tokens.core.io import write_parquet
+from soft_tokens.latent.coconut.report import FIGURES, figures, section, summarize
 
-summary = summarize_coconut(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
+summary = summarize(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
 write_parquet(summary, snakemake.output.summary)
-plot_coconut_stages(summary, [snakemake.output.figure, snakemake.output.figure_pdf])
+figures(summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+Path(snakemake.output.section).write_text(section(summary))

@@ -1,15 +1,19 @@
-"""Snakemake entry point: all converter evaluations in one parquet."""
+"""Snakemake entry point: all converter evaluations in one parquet, and the converter's section."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import pandas as pd
 
-from soft_tokens.io import write_parquet
+from soft_tokens.compression.report import converter_section
+from soft_tokens.core.io import write_parquet
 
-write_parquet(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True), snakemake.output[0])
+converter = pd.concat([pd.read_parquet(p) for p in snakemake.input.evals], ignore_index=True)
+demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo], ignore_index=True)
+write_parquet(converter, snakemake.output.summary)
+Path(snakemake.output.section).write_text(converter_section(converter, demo))

@@ -1,17 +1,20 @@
-"""Snakemake entry point: per-job means and per-model capacity from every cram parquet."""
+"""Snakemake entry point: per-job means, per-model capacity, the figures and cramming's section."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
-from soft_tokens.report import read_samples, summarize, capacity_table
-from soft_tokens.io import write_parquet
+from soft_tokens.core.io import write_parquet
+from soft_tokens.cramming.report import FIGURES, capacity_table, figures, read_samples, section, summarize
 
 samples = read_samples(snakemake.input)
 summary = summarize(samples)
+capacity = capacity_table(summary, snakemake.params.threshold)
 write_parquet(summary, snakemake.output.summary)
-write_parquet(capacity_table(summary, snakemake.params.threshold), snakemake.output.capacity)
+write_parquet(capacity, snakemake.output.capacity)
+figures(samples, summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+Path(snakemake.output.section).write_text(section(summary, capacity))

@@ -4,14 +4,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.coconut_training import train_method
-from soft_tokens.reasoning import read_reasoning
+from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.coconut.training import train_method
 
 torch.set_num_threads(snakemake.threads)
 train_method(
@@ -20,6 +20,6 @@ train_method(
     read_reasoning(snakemake.input.train),
     read_reasoning(snakemake.input.val),
     snakemake.wildcards.method,
-    snakemake.params.settings,
+    dict(snakemake.params.job),
     Path(snakemake.output[0]),
 )

@@ -4,21 +4,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 from safetensors.torch import load_file
 
-from soft_tokens.compressor import build_compressor, train_compressor
-from soft_tokens.converter import split
-from soft_tokens.io import atomic_path
-from soft_tokens.models import load_model
+from soft_tokens.compression.compressor import build_compressor, save_compressor, train_compressor
+from soft_tokens.compression.converter import split
+from soft_tokens.core.io import fingerprint
+from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = {**snakemake.params.settings, "seed": snakemake.params.seed}
-model, _ = load_model(Path(snakemake.input.model), snakemake.params.device, snakemake.params.dtype)
+s = dict(snakemake.params.job)
+model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 if s["attention_weight"]:
     model.set_attn_implementation("eager")  # attention maps are only returned by eager attention
 data = load_file(snakemake.input.estar)
@@ -28,7 +28,7 @@ arch, k, d_model = snakemake.wildcards.carch, data["estar"].shape[1], data["esta
 net = build_compressor(arch, d_model, k, s)
 out = Path(snakemake.output[0])
 checkpoint = out.with_name(out.name + ".partial")
-net = train_compressor(model, net, data, train, s, checkpoint)
-with atomic_path(out) as tmp:
-    torch.save({"net": net.state_dict(), "arch": arch, "k": k, "d_model": d_model}, tmp)
+run = fingerprint(s, {"model": snakemake.input.model, "estar": snakemake.input.estar})
+net = train_compressor(model, net, data, train, s, checkpoint, run)
+save_compressor(net, out, arch, d_model, k, s)
 checkpoint.unlink()

@@ -4,23 +4,25 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.runlog import log_to
+from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.converter import load_pairs, save_converter, split, train_converter
+from soft_tokens.compression.converter import load_pairs, save_converter, split, train_converter
+from soft_tokens.core.io import fingerprint
 
 torch.set_num_threads(snakemake.threads)
-s = {**snakemake.params.settings, "seed": snakemake.params.seed}
+s = dict(snakemake.params.job)
 pairs = load_pairs(Path(snakemake.input.pairs))
 train, _ = split(len(pairs["X"]), s["val_fraction"], s["seed"])
 out = Path(snakemake.output[0])
 checkpoint = out.with_name(out.name + ".partial")
-arch = snakemake.wildcards.arch
-net = train_converter(pairs["X"][train], pairs["Y"][train], arch, s, checkpoint)
-meta = {"model": snakemake.wildcards.model, "layer": int(snakemake.wildcards.layer), "arch": arch,
+arch = s["arch"]
+run = fingerprint(s, {"pairs": snakemake.input.pairs})
+net = train_converter(pairs["X"][train], pairs["Y"][train], arch, s, checkpoint, run)
+meta = {"model": s["model"], "layer": int(s["layer"]), "arch": arch,
         "in_dim": pairs["X"].shape[1], "out_dim": pairs["Y"].shape[1], "hidden_dim": s["hidden_dim"]}
 save_converter(net, out, meta)
 checkpoint.unlink()

@@ -6,7 +6,6 @@ still carries; nearest-neighbour accuracy against the embedding matrix says whet
 be read back.
 """
 
-import logging
 from pathlib import Path
 
 import torch
@@ -14,10 +13,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from soft_tokens.io import atomic_path
-from soft_tokens.training import resume, save_epoch
-
-log = logging.getLogger(__name__)
+from soft_tokens.core.io import atomic_path
+from soft_tokens.core.seeding import generator
+from soft_tokens.core.training import epoch_order, train_epochs
 
 
 def check_layer(model, layer: int, key: str = "converter.layers") -> int:
@@ -68,7 +66,7 @@ def load_pairs(path: Path) -> dict:
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded train / held-out indices over the pairs (held-out tokens are never trained on)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=generator(seed))
     n_val = max(1, int(round(n * val_fraction)))
     return order[n_val:], order[:n_val]
 
@@ -100,26 +98,20 @@ def build_converter(arch: str, in_dim: int, out_dim: int, hidden_dim: int) -> to
     return torch.nn.Sequential(Standardize(in_dim), *core)
 
 
-def train_converter(x: torch.Tensor, y: torch.Tensor, arch: str, s: dict, checkpoint: Path) -> torch.nn.Module:
-    """Fit X -> Y with MSE; the epoch state is checkpointed so a killed run resumes where it stopped."""
+def train_converter(x: torch.Tensor, y: torch.Tensor, arch: str, s: dict, checkpoint: Path,
+                    fingerprint: dict) -> torch.nn.Module:
+    """Fit X -> Y with MSE; each epoch is checkpointed, so a killed run resumes where it stopped."""
     torch.manual_seed(s["seed"])
     net = build_converter(arch, x.shape[1], y.shape[1], s["hidden_dim"])
     net[0].fit(x)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    first_epoch = resume(checkpoint, net, opt)
-    for epoch in tqdm(range(first_epoch, s["epochs"]), desc=f"converter {arch}", mininterval=5):
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(s["seed"] + epoch))
-        total = 0.0
-        for start in range(0, len(x), s["batch_size"]):
-            idx = order[start : start + s["batch_size"]]
-            loss = F.mse_loss(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        log.info("epoch %d: train MSE %.6f", epoch, total / len(x))
-        save_epoch(checkpoint, net, opt, epoch)
-    return net
+
+    def batches(epoch):
+        order = epoch_order(len(x), s["seed"], epoch)
+        return (order[start : start + s["batch_size"]] for start in range(0, len(x), s["batch_size"]))
+
+    return train_epochs(net, opt, lambda idx: (F.mse_loss(net(x[idx]), y[idx]), len(idx)), batches, s["epochs"],
+                        checkpoint, fingerprint, f"converter {arch}", "lower converter.lr")
 
 
 def save_converter(net: torch.nn.Module, path: Path, meta: dict) -> None:

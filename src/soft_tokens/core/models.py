@@ -4,7 +4,6 @@ Dequantising a GGUF takes tens of seconds, so `prepare_model` runs once per mode
 job loads the plain safetensors copy it writes.
 """
 
-import hashlib
 import importlib.util
 import logging
 import shutil
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from soft_tokens.core.io import identity
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,6 @@ def package_dir(package: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:
     """Concatenate a GGUF split across packages and check the whole file's sha256."""
     missing = [str(p) for p in parts if not p.exists()]
@@ -49,7 +42,7 @@ def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:
         for part in parts:
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
-    actual = sha256_of(tmp)
+    actual = identity(tmp)
     if actual != sha256:
         tmp.unlink()
         raise ValueError(f"joined GGUF {target.name} has sha256 {actual}, expected {sha256}")

@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from soft_tokens.core.prefix import prefix_forward
+from soft_tokens.workflow import INITS
+
 log = logging.getLogger(__name__)
 
 
@@ -54,6 +57,18 @@ class OptimSettings:
     hidden_layer: int = -1  # hidden_states index matched against PrefixTask.target_hidden
     hidden_weight: float = 0.0  # 0 = no hidden-state matching term
     hidden_loss: str = "cosine"  # cosine | mse
+
+
+def init_vectors(init: str, embedding: torch.Tensor, n_mem: int, generator: torch.Generator) -> torch.Tensor:
+    """Starting mem vectors: scaled Gaussian (as the cramming paper), mean embedding, or a random token's."""
+    emb = embedding.detach().float().cpu()
+    if init == "randn":
+        return torch.randn(n_mem, emb.shape[1], generator=generator) * emb.std()
+    if init == "mean":
+        return emb.mean(0).expand(n_mem, -1).clone()
+    if init == "token":
+        return emb[torch.randint(emb.shape[0], (n_mem,), generator=generator)].clone()
+    raise ValueError(f"cramming.inits: unknown init '{init}' (one of {', '.join(INITS)})")
 
 
 def adamw_rows(p, g, m, v, t, s: OptimSettings) -> None:
@@ -120,21 +135,6 @@ class _Batch:
         self.started = [self.started[i] for i in keep]
 
 
-def prefix_forward(model, vectors: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, hidden_layer=None):
-    """Logits [B, L, V] where position k predicts ids[:, k] (the last vector predicts token 0), and the
-    hidden states [B, L, d] of those positions at `hidden_layer` (None when not asked for)."""
-    n = vectors.shape[1]
-    embed = model.get_input_embeddings()
-    inputs = torch.cat([vectors.to(embed.weight.dtype), embed(ids[:, :-1])], dim=1)
-    mask = None
-    if bool((lengths < ids.shape[1]).any()):  # right padding: mask the pads, real positions unchanged
-        real = torch.arange(ids.shape[1] - 1, device=ids.device)[None] < lengths[:, None]
-        mask = torch.cat([torch.ones_like(real[:, :1]).expand(-1, n), real], dim=1).long()
-    out = model(inputs_embeds=inputs, attention_mask=mask, output_hidden_states=hidden_layer is not None)
-    hidden = None if hidden_layer is None else out.hidden_states[hidden_layer][:, n - 1 :].float()
-    return out.logits[:, n - 1 :].float(), hidden
-
-
 def hidden_match(hidden: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-sample mean over scored positions of (1 - cosine) or the MSE between hidden states."""
     if kind == "cosine":
@@ -175,9 +175,10 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
         L = int(batch.lengths.max())
         ids, w = batch.ids[:, :L], batch.w[:, :L]
         vec = batch.vec.detach().requires_grad_(True)
-        logits, hidden = prefix_forward(model, vec, ids, batch.lengths, s.hidden_layer if s.hidden_weight else None)
-        loss, acc = weighted_loss_and_accuracy(logits, ids, w)
-        if hidden is not None:
+        out = prefix_forward(model, vec, ids, batch.lengths, [s.hidden_layer] if s.hidden_weight else [])
+        loss, acc = weighted_loss_and_accuracy(out["logits"], ids, w)
+        if s.hidden_weight:
+            hidden = out["hidden"][s.hidden_layer]
             loss = loss + s.hidden_weight * hidden_match(hidden, batch.hidden[:, :L], (w > 0).float(), s.hidden_loss)
         finite = torch.isfinite(loss)
         torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()

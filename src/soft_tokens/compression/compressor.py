@@ -7,16 +7,14 @@ the teacher's next-token distribution over follow_text given the full context, p
 hidden-state and attention matching.
 """
 
-import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from soft_tokens.training import resume, save_epoch
-
-log = logging.getLogger(__name__)
+from soft_tokens.core.io import atomic_path
+from soft_tokens.core.prefix import prefix_forward, text_view
+from soft_tokens.core.training import epoch_order, train_epochs
 
 
 class HyperPromptNet(torch.nn.Module):
@@ -48,6 +46,9 @@ class QueryAttention(torch.nn.Module):
         return self.out(attended)
 
 
+ARCHITECTURE = ("width", "heads", "layers", "ffn_dim")
+
+
 def build_compressor(arch: str, d_model: int, k: int, s: dict) -> torch.nn.Module:
     if k < 1:
         raise ValueError(f"estar.k must be at least 1, got {k}")
@@ -56,6 +57,24 @@ def build_compressor(arch: str, d_model: int, k: int, s: dict) -> torch.nn.Modul
     if arch == "qattn":
         return QueryAttention(d_model, k, s["width"], s["heads"])
     raise ValueError(f"compressor.archs: unknown arch '{arch}' (hyper or qattn)")
+
+
+def save_compressor(net, path: Path, arch: str, d_model: int, k: int, s: dict) -> None:
+    """The trained net with everything needed to rebuild it, whatever the config says later."""
+    with atomic_path(path) as tmp:
+        torch.save({"net": net.state_dict(), "arch": arch, "d_model": d_model, "k": k,
+                    **{key: s[key] for key in ARCHITECTURE}}, tmp)
+
+
+def load_compressor(path: Path, hidden_size: int) -> torch.nn.Module:
+    """A trained compressor rebuilt from its own checkpoint, refusing one made for another width."""
+    state = torch.load(path)
+    if state["d_model"] != hidden_size:
+        raise ValueError(f"{path} was trained for width {state['d_model']}, the model has {hidden_size}; "
+                         "train a compressor for this model")
+    net = build_compressor(state["arch"], state["d_model"], state["k"], state)
+    net.load_state_dict(state["net"])
+    return net.eval()
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,27 +91,11 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return F.kl_div(s, t, log_target=True, reduction="none").sum(-1).mean() * temperature**2
 
 
-def run_with_prefix(model, prefix: torch.Tensor, follow: torch.Tensor, layers: list[int], attentions: bool):
-    """The frozen model on [prefix vectors, follow[:-1]]: outputs at the positions predicting follow."""
-    embed = model.get_input_embeddings()
-    inputs = torch.cat([prefix.to(embed.weight.dtype), embed(follow[:, :-1])], dim=1)
-    out = model(inputs_embeds=inputs, output_hidden_states=bool(layers), output_attentions=attentions)
-    return follow_view(out, prefix.shape[1], follow.shape[1], layers, attentions)
-
-
 def run_with_context(model, context: torch.Tensor, follow: torch.Tensor, layers: list[int], attentions: bool):
+    """The teacher: the frozen model reading the context as tokens, seen where it predicts follow."""
     out = model(input_ids=torch.cat([context, follow[:, :-1]], dim=1), output_hidden_states=bool(layers),
                 output_attentions=attentions)
-    return follow_view(out, context.shape[1], follow.shape[1], layers, attentions)
-
-
-def follow_view(out, n_prefix: int, n_follow: int, layers: list[int], attentions: bool) -> dict:
-    """Logits, hidden states and (follow -> follow) attention maps at the positions predicting follow."""
-    sl = slice(n_prefix - 1, n_prefix - 1 + n_follow)
-    view = {"logits": out.logits[:, sl].float(), "hidden": {l: out.hidden_states[l][:, sl].float() for l in layers}}
-    if attentions:  # follow queries onto follow keys: the block both inputs share
-        view["attention"] = {l: out.attentions[l][:, :, sl, sl].float() for l in layers}
-    return view
+    return text_view(out, context.shape[1], follow.shape[1], layers, attentions)
 
 
 def compressor_loss(model, net, batch: dict, s: dict) -> tuple[torch.Tensor, dict]:
@@ -100,7 +103,7 @@ def compressor_loss(model, net, batch: dict, s: dict) -> tuple[torch.Tensor, dic
     layers = s["match_layers"] if (s["hidden_weight"] or s["attention_weight"]) else []
     attentions = bool(s["attention_weight"])
     pred = net(batch["context_hidden"])
-    student = run_with_prefix(model, pred, batch["follow"], layers, attentions)
+    student = prefix_forward(model, pred, batch["follow"], layers=layers, attentions=attentions)
     with torch.no_grad():
         teacher = run_with_context(model, batch["context"], batch["follow"], layers, attentions)
     terms = {"regression": regression_loss(pred, batch["estar"]),
@@ -123,21 +126,21 @@ def batches(data: dict, idx: torch.Tensor, size: int, device):
         yield {key: value[part].to(device) for key, value in data.items()}
 
 
-def train_compressor(model, net, data: dict, train_idx: torch.Tensor, s: dict, checkpoint: Path):
+def train_compressor(model, net, data: dict, train_idx: torch.Tensor, s: dict, checkpoint: Path,
+                     fingerprint: dict):
     """AdamW over the compressor only (the LM stays frozen); checkpointed each epoch for resumption."""
     device = model.get_input_embeddings().weight.device
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    first_epoch = resume(checkpoint, net, opt)
-    for epoch in tqdm(range(first_epoch, s["epochs"]), desc="compressor", mininterval=5):
-        order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(s["seed"] + epoch))]
-        for batch in batches(data, order, s["batch_size"], device):
-            loss, terms = compressor_loss(model, net, batch, s)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        log.info("epoch %d: loss %.4f %s", epoch, loss.item(), {k: round(v, 4) for k, v in terms.items()})
-        save_epoch(checkpoint, net, opt, epoch)
+
+    def batch_loss(batch):
+        return compressor_loss(model, net, batch, s)[0], len(batch["estar"])
+
+    def epoch_batches(epoch):
+        return batches(data, train_idx[epoch_order(len(train_idx), s["seed"], epoch)], s["batch_size"], device)
+
+    train_epochs(net, opt, batch_loss, epoch_batches, s["epochs"], checkpoint, fingerprint, "compressor",
+                 "lower compressor.lr")
     return net.eval()
 
 
@@ -154,8 +157,8 @@ def evaluate_conditions(model, net, data: dict, idx: torch.Tensor, top_k: int) -
         conditions = {
             "no_context": run_with_context(model, bos, batch["follow"], [], False)["logits"],
             "full_context": teacher,
-            "estar": run_with_prefix(model, batch["estar"], batch["follow"], [], False)["logits"],
-            "compressor": run_with_prefix(model, pred, batch["follow"], [], False)["logits"],
+            "estar": prefix_forward(model, batch["estar"], batch["follow"])["logits"],
+            "compressor": prefix_forward(model, pred, batch["follow"])["logits"],
         }
         teacher_top = teacher.argmax(-1)
         for name, logits in conditions.items():

@@ -14,23 +14,25 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from soft_tokens.data import cramming_samples, read_corpus
-from soft_tokens.decoding import greedy_from_embeds
-from soft_tokens.io import atomic_path, atomic_write_json, resumable_dir, write_parquet
-from soft_tokens.metrics import (
+from soft_tokens.data.corpora import cramming_samples, read_corpus
+from soft_tokens.core.decoding import greedy_from_embeds
+from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, resumable_dir, write_parquet
+from soft_tokens.cramming.metrics import (
+    METRIC_KEYS,
     accuracy,
     downsample,
     information_metrics,
     mismatches,
     text_only_scores,
 )
-from soft_tokens.models import load_model
-from soft_tokens.optimiser import OptimSettings, PrefixResult, PrefixTask, optimise_prefixes, prefix_forward
+from soft_tokens.core.models import load_model
+from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_prefixes
+from soft_tokens.core.prefix import prefix_forward
+from soft_tokens.core.seeding import generator
+from soft_tokens.workflow import VARIANTS
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("base", "bos", "2leading")
-INITS = ("randn", "mean", "token")
 CONVENTION = (
     "token 0 is BOS (prepended when the tokenizer adds none); the last mem vector's logits predict "
     "token 0; position k of mismatch@k is token k; variant 'bos' neither trains nor scores token 0 "
@@ -50,31 +52,13 @@ def position_weights(variant: str, length: int, leading_tokens: int, leading_wei
     return w
 
 
-def init_vectors(init: str, embedding: torch.Tensor, n_mem: int, generator: torch.Generator) -> torch.Tensor:
-    """Starting mem vectors: scaled Gaussian (as the cramming paper), mean embedding, or a random token's."""
-    emb = embedding.detach().float().cpu()
-    if init == "randn":
-        return torch.randn(n_mem, emb.shape[1], generator=generator) * emb.std()
-    if init == "mean":
-        return emb.mean(0).expand(n_mem, -1).clone()
-    if init == "token":
-        return emb[torch.randint(emb.shape[0], (n_mem,), generator=generator)].clone()
-    raise ValueError(f"cramming.inits: unknown init '{init}' (one of {', '.join(INITS)})")
-
-
-def sample_generator(seed: int, sample_id: int) -> torch.Generator:
-    """One generator per sample, so its init does not depend on the batch it lands in."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + sample_id)
-
-
 @torch.no_grad()
 def evaluate(model, vectors: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, variant: str) -> dict:
     """Teacher-forced and greedy reconstruction from the vectors, and what they add over the text alone."""
     dev = model.get_input_embeddings().weight.device
     ids, vec = ids.to(dev), vectors.to(dev)[None]
     scored = (weights > 0).to(dev)
-    logits, _ = prefix_forward(model, vec, ids[None], torch.tensor([len(ids)], device=dev))
-    logits = logits[0]
+    logits = prefix_forward(model, vec, ids[None])["logits"][0]
     tf_pred = logits.argmax(-1)
     if variant == "bos":  # BOS is known, not reconstructed: decode the rest after it
         prefix = torch.cat([vec, model.get_input_embeddings()(ids[None, :1]).float()], dim=1)
@@ -119,21 +103,18 @@ def sample_record(result: PrefixResult, ids: torch.Tensor, metrics: dict, curve_
 
 def failed_metrics() -> dict:
     """Metric columns of a failed sample: all NaN, so means skip it and nothing is invented."""
-    keys = ["teacher_forcing_accuracy", "greedy_convergence"]
-    keys += [f"{p}_mismatch@{k}" for p in ("tf", "greedy") for k in (0, 1, 2)]
-    keys += ["ce_text_nats", "ce_text_bits", "ce_with_mem_nats", "ce_with_mem_bits", "information_gain_bits"]
-    return {**{k: math.nan for k in keys}, "gain_tokens": math.nan, "greedy_ids": []}
+    return {**{k: math.nan for k in METRIC_KEYS}, "greedy_ids": []}
 
 
 def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, p: dict) -> pd.DataFrame:
-    """One cramming job end to end; `p` holds the job's wildcards and the `cramming` config section."""
+    """One cramming job end to end; `p` holds the job's parameters (soft_tokens.workflow.job_params)."""
     model, tokenizer = load_model(model_dir, p["device"], p["dtype"])
     embedding = model.get_input_embeddings().weight
     samples = cramming_samples(
         read_corpus(corpus_path), tokenizer, p["n_samples"], p["length"], p["draw_length"], p["seed"], p["corpus"]
     )
     partial = Path(str(out_parquet) + ".partial")
-    resumable_dir(partial, p)
+    resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))
     done = {int(f.stem.split("_")[1]) for f in partial.glob("sample_*.json")}
     if done:
         log.info("resuming: %d of %d samples already finished in %s", len(done), len(samples), partial)
@@ -145,7 +126,7 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
         weights = position_weights(p["variant"], len(ids), p["leading_tokens"], p["leading_weight"])
         by_key[sample["sample_id"]] = (ids, weights)
         if sample["sample_id"] not in done:
-            init = init_vectors(p["init"], embedding, p["n_mem"], sample_generator(p["seed"], sample["sample_id"]))
+            init = init_vectors(p["init"], embedding, p["n_mem"], generator(p["seed"], sample["sample_id"]))
             tasks.append(PrefixTask(sample["sample_id"], ids, weights, init))
 
     def finish(result: PrefixResult) -> None:

@@ -1,6 +1,7 @@
 """Atomic file writes and resumable work folders: a reader (or a rerun after a kill) never sees
 half a file, and a rerun resumes only work done under the same settings."""
 
+import hashlib
 import json
 import logging
 import os
@@ -62,6 +63,28 @@ def atomic_dir(path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def identity(path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative paths and contents) in order, or of
+    a data frame's records (data already read)."""
+    if isinstance(path, pd.DataFrame):
+        return hashlib.sha256(path.to_json(orient="records").encode()).hexdigest()
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(params: dict, inputs: dict) -> dict:
+    """What half-done work must share with this run to be resumed: the job's parameters (exactly the
+    config keys it reads) and the identities of its input files."""
+    return json.loads(json.dumps({"params": params, "inputs": {k: identity(v) for k, v in sorted(inputs.items())}}))
+
+
 def resumable_dir(partial, fingerprint: dict) -> None:
     """Make `partial` the work folder of a run identified by `fingerprint` (settings, data, ...).
 
@@ -70,6 +93,7 @@ def resumable_dir(partial, fingerprint: dict) -> None:
     """
     partial = Path(partial)
     record = partial / "fingerprint.json"
+    fingerprint = json.loads(json.dumps(fingerprint))  # tuples and lists alike, as stored
     if partial.exists() and (not record.exists() or json.loads(record.read_text()) != fingerprint):
         log.warning("%s was written with other settings or data: starting it over", partial)
         shutil.rmtree(partial)

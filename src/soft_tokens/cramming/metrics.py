@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 MISMATCH_POSITIONS = (0, 1, 2)
+MISMATCH_KEYS = [f"{kind}_mismatch@{k}" for kind in ("tf", "greedy") for k in MISMATCH_POSITIONS]
+INFORMATION_KEYS = ["ce_text_nats", "ce_text_bits", "ce_with_mem_nats", "ce_with_mem_bits", "information_gain_bits",
+                    "gain_tokens"]
+# Every per-sample metric evaluate() reports (a failed sample has NaN in each).
+METRIC_KEYS = ["teacher_forcing_accuracy", "greedy_convergence", *MISMATCH_KEYS, *INFORMATION_KEYS]
 
 
 @torch.no_grad()

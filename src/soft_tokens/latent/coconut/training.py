@@ -6,55 +6,30 @@ The optimiser is reset at every stage. With `finetune: lora`, each stage trains 
 (plus the latent-token embeddings) that is merged into the weights before the stage is saved.
 """
 
-import hashlib
 import json
 import logging
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from soft_tokens.answers import extract_answer, is_correct
-from soft_tokens.coconut import (FEEDBACK, add_latent_tokens, collate, curriculum, generate,
+from soft_tokens.data.answers import extract_answer, is_correct
+from soft_tokens.latent.coconut.method import (FEEDBACK, add_latent_tokens, collate, curriculum, generate,
                                  latent_forward, latent_ids, layout, lm_loss, to_device, tokenize_problem)
-from soft_tokens.config import STARTS_FROM_COT
-from soft_tokens.io import atomic_dir, resumable_dir
-from soft_tokens.models import load_model, resolve_device, resolve_dtype
+from soft_tokens.workflow import STARTS_FROM_COT
+from soft_tokens.core.io import atomic_dir, fingerprint, resumable_dir
+from soft_tokens.core.models import load_model
+from soft_tokens.core.seeding import seed_for
+from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable, with_adapters
 
 log = logging.getLogger(__name__)
 
 
 def tokenize_frame(tokenizer, df: pd.DataFrame) -> list:
     return [tokenize_problem(tokenizer, r.question, list(r.steps), r.answer) for r in df.itertuples()]
-
-
-def load_trainable(path: Path, device: str):
-    """Model (float32 master weights, train mode, on device) and tokenizer."""
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(resolve_device(device))
-    return model.train(), AutoTokenizer.from_pretrained(path)
-
-
-def autocast(device: torch.device, dtype: str):
-    """Mixed precision where the config asks for a low-precision dtype; plain float32 otherwise."""
-    low = resolve_dtype(dtype, device)
-    return torch.autocast(device.type, dtype=low) if low != torch.float32 else nullcontext()
-
-
-def with_adapters(model, s: dict, token_ids: list[int]):
-    """The model to optimise: itself (full fine-tuning) or a fresh LoRA on it (`finetune: lora`)."""
-    if s["finetune"] == "full":
-        return model.requires_grad_(True)
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                        target_modules=s["lora_target_modules"],
-                        trainable_token_indices=token_ids)
-    return get_peft_model(model, config)
 
 
 def stage_epochs(method: str, s: dict, longest_chain: int) -> int:
@@ -74,19 +49,17 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=s["weight_decay"])
     device, feedback, bs = model.device, method in FEEDBACK, s["batch_size"]
-    order_gen = torch.Generator().manual_seed(s["seed"] * 1000 + stage)
     history = []
     for epoch in range(epochs):
         start, losses = time.time(), []
-        order = torch.randperm(len(train_layouts), generator=order_gen).tolist()
+        order = epoch_order(len(train_layouts), seed_for(s["seed"], stage), epoch).tolist()
         batches = [order[i:i + bs] for i in range(0, len(order), bs)]
         for rows in tqdm(batches, desc=f"{method} stage {stage} epoch {epoch + 1}/{epochs}", mininterval=10):
             batch = to_device(collate([train_layouts[i] for i in rows]), device)
             with autocast(device, s["dtype"]):
                 loss = lm_loss(latent_forward(net, batch, feedback)[0], batch.labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{method} stage {stage} epoch {epoch + 1}: loss is {loss.item()}; lower "
-                                         "coconut.lr, or set dtype: float32 (finished stages are kept)")
+            check_finite(loss, f"{method} stage {stage} epoch {epoch + 1}",
+                         "lower coconut.lr, or set dtype: float32 (finished stages are kept)")
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -102,6 +75,9 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
 
 @torch.no_grad()
 def mean_loss(model, layouts: list, feedback: bool, s: dict) -> float:
+    """Token-weighted validation loss, in eval mode (no dropout); the model goes back to train mode."""
+    was_training = model.training
+    model.eval()
     total, count = 0.0, 0
     for i in range(0, len(layouts), s["eval_batch_size"]):
         batch = to_device(collate(layouts[i:i + s["eval_batch_size"]]), model.device)
@@ -109,6 +85,7 @@ def mean_loss(model, layouts: list, feedback: bool, s: dict) -> float:
             loss = lm_loss(latent_forward(model, batch, feedback)[0], batch.labels)
         n = int((batch.labels[:, 1:] != -100).sum())
         total, count = total + loss.item() * n, count + n
+    model.train(was_training)
     return total / count
 
 
@@ -116,20 +93,15 @@ def finished_stages(run_dir: Path) -> list[int]:
     return sorted(int(p.name.removeprefix("stage")) for p in run_dir.glob("stage*") if (p / "history.json").exists())
 
 
-def run_fingerprint(s: dict, train_df: pd.DataFrame, val_df: pd.DataFrame, cot_dir: Path | None) -> dict:
-    """What a partial run must share with this one to be resumed: settings, data and starting model."""
-    data = hashlib.sha256((train_df.to_json(orient="records") + val_df.to_json(orient="records")).encode())
-    data = data.hexdigest()
-    start = (cot_dir / "stage0" / "history.json").read_text() if cot_dir else None
-    return {"settings": s, "data": data, "start": start}
-
-
 def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, val_df: pd.DataFrame,
                  method: str, s: dict, out_dir: Path) -> None:
     """Every stage of `method` into out_dir/stage<k>/, resuming after the last finished stage."""
     torch.manual_seed(s["seed"])
     partial = out_dir.with_name(out_dir.name + ".partial")
-    resumable_dir(partial, run_fingerprint(s, train_df, val_df, cot_dir if method in STARTS_FROM_COT else None))
+    inputs = {"model": base_dir, "train": train_df, "val": val_df}
+    if method in STARTS_FROM_COT:
+        inputs["cot"] = cot_dir
+    resumable_dir(partial, fingerprint(s, inputs))
     longest = int(train_df["steps"].map(len).max())
     stages, done = curriculum(method, s["max_latent_stage"], longest), finished_stages(partial)
     if done:

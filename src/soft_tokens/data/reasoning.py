@@ -8,9 +8,9 @@ correct by construction; gsm_symbolic comes from reasoning-gym; `hub` reads GSM8
 import numpy as np
 import pandas as pd
 
-from soft_tokens.answers import extract_answer
-from soft_tokens.config import REASONING_SPLITS
-from soft_tokens.data import load_hub_dataset
+from soft_tokens.data.answers import extract_answer
+from soft_tokens.workflow import REASONING_SPLITS
+from soft_tokens.data.corpora import load_hub_dataset
 
 REASONING_COLUMNS = ["id", "question", "steps", "answer", "source"]
 SYLLABLES = ["wum", "yum", "zum", "rem", "lem", "gwom", "shum", "brim", "terp", "jom", "storp", "yim", "dum",

@@ -2,11 +2,15 @@
 predicts what follows the context; the targets a compressor learns to predict from the context.
 """
 
+import logging
+
 import torch
 
-from soft_tokens.converter import check_layer
-from soft_tokens.data import with_bos
-from soft_tokens.optimiser import OptimSettings, PrefixTask, optimise_prefixes
+from soft_tokens.compression.converter import check_layer
+from soft_tokens.data.corpora import with_bos
+from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
+
+log = logging.getLogger(__name__)
 
 
 def context_pairs(corpus, tokenizer, n: int, ctx_len: int, follow_len: int) -> list[dict]:
@@ -48,7 +52,14 @@ def build_estar(model, pairs: list[dict], s: dict, inits: list[torch.Tensor]) ->
     settings = OptimSettings(lr=s["lr"], max_steps=s["max_steps"], patience=s["max_steps"], batch_size=s["batch_size"],
                              hidden_layer=s["match_layer"], hidden_weight=s["match_weight"], hidden_loss=s["match_loss"])
     results = {}
-    optimise_prefixes(model, tasks, settings, lambda r: results.__setitem__(r.key, r), desc="e*")
+
+    def record(result):
+        if result.status == "failed":
+            log.warning("e* of context %d failed: %s (its best vectors so far are kept)", result.key, result.reason)
+        results[result.key] = result
+
+    optimise_prefixes(model, tasks, settings, record, desc="e*")
     return [{"id": p["id"], "context": p["context"], "follow": p["follow"], "estar": results[i].vectors,
              "context_hidden": states[i][s["context_layer"]][0], "accuracy": results[i].best_accuracy,
-             "loss": results[i].best_loss, "steps": results[i].steps} for i, p in enumerate(pairs)]
+             "loss": results[i].best_loss, "steps": results[i].steps, "status": results[i].status,
+             "reason": results[i].reason} for i, p in enumerate(pairs)]

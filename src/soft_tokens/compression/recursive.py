@@ -9,7 +9,8 @@ earlier text in its place.
 import torch
 import torch.nn.functional as F
 
-from soft_tokens.data import split_sentences, with_bos
+from soft_tokens.core.prefix import prefix_forward
+from soft_tokens.data.corpora import split_sentences, with_bos
 
 CONDITIONS = ("none", "converter", "full_text")
 
@@ -39,7 +40,6 @@ def pooled_vector(model, tokenizer, converter, ids: list[int], layer: int) -> to
     return converter(pooled[None])[0]
 
 
-
 def prefix_embeds(model, tokenizer, condition: str, item: dict, vector: torch.Tensor, prompt: str) -> torch.Tensor:
     """[P, d] input embeddings before the continuation: BOS, then the condition's prefix, then the prompt."""
     embed = model.get_input_embeddings()
@@ -55,12 +55,9 @@ def prefix_embeds(model, tokenizer, condition: str, item: dict, vector: torch.Te
 
 @torch.no_grad()
 def continuation_ce(model, prefix: torch.Tensor, continuation: list[int]) -> float:
-    """Mean cross-entropy (nats/token) of `continuation` after the embeddings `prefix`."""
-    embed = model.get_input_embeddings()
-    ids = torch.tensor(continuation, device=prefix.device)
-    inputs = torch.cat([prefix, embed(ids[:-1])])[None]
-    logits = model(inputs_embeds=inputs).logits[0, len(prefix) - 1 :].float()
-    return float(F.cross_entropy(logits, ids))
+    """Mean cross-entropy (nats/token) of `continuation` after the embeddings `prefix` [P, d]."""
+    ids = torch.tensor([continuation], device=prefix.device)
+    return float(F.cross_entropy(prefix_forward(model, prefix[None], ids)["logits"][0], ids[0]))
 
 
 @torch.no_grad()

@@ -1,0 +1,100 @@
+"""Training helpers every track shares: the epoch loop with per-epoch checkpoints, the policy for
+non-finite losses, mixed precision and LoRA.
+
+Non-finite losses, one policy: a run that trains one network (converter, compressor, Coconut)
+stops with `FloatingPointError` naming the key to change, keeping what it finished (epochs, stages);
+an optimisation of many independent samples (cramming, e*) fails that sample alone, records its
+status and reason, and leaves it out of every mean.
+
+Checkpoints carry the fingerprint of the run (its parameters and inputs): a killed run resumes at
+the epoch after the last one saved, a run with other settings or data starts over.
+"""
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from soft_tokens.core.io import atomic_path
+from soft_tokens.core.models import resolve_device, resolve_dtype
+from soft_tokens.core.seeding import generator
+
+log = logging.getLogger(__name__)
+
+
+def check_finite(loss: torch.Tensor, where: str, fix: str) -> None:
+    """Stop a training run at a NaN/inf loss, saying where and what to change."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: loss is {loss.item()}; {fix}")
+
+
+def resume(checkpoint: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: dict) -> int:
+    """Restore net and optimiser from `checkpoint` when it was written by the same run; return the
+    first epoch still to run (0 when there is nothing to resume)."""
+    if not checkpoint.exists():
+        return 0
+    state = torch.load(checkpoint)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s was written with other settings or data: starting over", checkpoint)
+        checkpoint.unlink()
+        return 0
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    log.info("resuming after epoch %d of %s", state["epoch"] + 1, checkpoint)
+    return state["epoch"] + 1
+
+
+def save_epoch(checkpoint: Path, net, opt, epoch: int, fingerprint: dict) -> None:
+    with atomic_path(checkpoint) as tmp:
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "fingerprint": fingerprint},
+                   tmp)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training examples in one epoch."""
+    return torch.randperm(n, generator=generator(seed, epoch))
+
+
+def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, fingerprint: dict, what: str,
+                 fix: str) -> torch.nn.Module:
+    """`epochs` passes of AdamW-style steps; `batches(epoch)` yields batches and `batch_loss(batch)`
+    gives (loss, batch size). Each epoch is checkpointed, so a killed run resumes where it stopped."""
+    for epoch in tqdm(range(resume(checkpoint, net, opt, fingerprint), epochs), desc=what, mininterval=5):
+        total, count = 0.0, 0
+        for batch in batches(epoch):
+            loss, size = batch_loss(batch)
+            check_finite(loss, f"{what} epoch {epoch + 1}", fix)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * size, count + size
+        log.info("%s epoch %d: mean training loss %.6f", what, epoch + 1, total / count)
+        save_epoch(checkpoint, net, opt, epoch, fingerprint)
+    return net
+
+
+def load_trainable(path: Path, device: str):
+    """Model (float32 master weights, train mode, on device) and tokenizer."""
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(resolve_device(device))
+    return model.train(), AutoTokenizer.from_pretrained(path)
+
+
+def autocast(device: torch.device, dtype: str):
+    """Mixed precision where the config asks for a low-precision dtype; plain float32 otherwise."""
+    low = resolve_dtype(dtype, device)
+    return torch.autocast(device.type, dtype=low) if low != torch.float32 else nullcontext()
+
+
+def with_adapters(model, s: dict, token_ids: list[int]):
+    """The model to optimise: itself (full fine-tuning) or a fresh LoRA on it (`finetune: lora`),
+    with the rows of `token_ids` in the embedding tables trainable too."""
+    if s["finetune"] == "full":
+        return model.requires_grad_(True)
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                        target_modules=s["lora_target_modules"], trainable_token_indices=token_ids)
+    return get_peft_model(model, config)

@@ -1,0 +1,148 @@
+"""What the workflow needs to know before any job runs, free of torch, pandas and numpy (Snakemake
+imports it while building the DAG): the names every stage uses, config checks the JSON schema cannot
+express, the job grids, and the exact parameters each job reads.
+
+A job's parameters are exactly the config keys it reads, no more: Snakemake reruns a job when they
+change, and the resumable jobs fingerprint them (with their inputs) to decide whether a half-done
+run may be resumed. Scheduler resources (mem_mb, runtime) and the grid lists are never parameters.
+"""
+
+from itertools import product
+
+# Names defined once for the whole package.
+VARIANTS = ("base", "bos", "2leading")
+INITS = ("randn", "mean", "token")
+CONVERTER_ARCHS = ("linear", "mlp")
+COMPRESSOR_ARCHS = ("hyper", "qattn")
+REASONING_SPLITS = ("train", "val", "test")
+COCONUT_METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
+# Methods that continue from the CoT model (Coconut's stage 0).
+STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
+
+# Keys of the `cramming` section a model may override (e.g. the paper's length per model).
+OVERRIDABLE = ("lengths", "n_mem", "batch_size", "n_samples", "max_steps", "patience", "mem_mb", "runtime")
+# Keys of the `coconut` section a dataset may override (the paper's c and stages differ per dataset).
+COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay", "batch_size",
+                       "max_new_tokens")
+
+# Top-level keys a model job reads besides its section.
+RUNTIME = ("device", "dtype")
+# rule -> (config section, the keys of it the job reads, the top-level keys it reads).
+READS = {
+    "cram": ("cramming", ("n_samples", "batch_size", "max_steps", "patience", "lr", "betas", "weight_decay",
+                          "leading_tokens", "leading_weight", "curve_points"), ("seed", *RUNTIME)),
+    "extract_pairs": ("converter", ("layers", "bos", "max_tokens", "batch_size"), ("seed", *RUNTIME)),
+    "train_converter": ("converter", ("hidden_dim", "epochs", "lr", "weight_decay", "batch_size", "val_fraction"),
+                        ("seed",)),
+    "eval_converter": ("converter", ("val_fraction", "top_k"), ("seed", *RUNTIME)),
+    "recursive_demo": ("recursive_demo", ("layer", "arch", "n_passages", "context_tokens", "continuation_tokens", "prompt",
+                                          "max_new_tokens"), RUNTIME),
+    "build_estar": ("estar", ("n_contexts", "ctx_len", "follow_len", "k", "context_layer", "match_layer",
+                              "match_weight", "match_loss", "lr", "max_steps", "batch_size"), ("seed", *RUNTIME)),
+    "train_compressor": ("compressor", ("width", "heads", "layers", "ffn_dim", "epochs", "batch_size", "lr",
+                                        "weight_decay", "val_fraction", "regression_weight", "kl_weight", "temperature",
+                                        "hidden_weight", "attention_weight", "match_layers"), ("seed", *RUNTIME)),
+    "eval_compressor": ("compressor", ("val_fraction", "top_k"), ("seed", *RUNTIME)),
+    "train_coconut": ("coconut", ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay",
+                                  "batch_size", "eval_batch_size", "finetune", "lora_r", "lora_alpha",
+                                  "lora_dropout", "lora_target_modules", "init_token"), ("seed", *RUNTIME)),
+    "eval_coconut": ("coconut", ("c_thought", "max_latent_stage", "eval_batch_size", "max_new_tokens"), RUNTIME),
+}
+
+
+def check_config(config: dict) -> None:
+    """Every name the grid uses must be defined; raise one error naming the key to fix."""
+    cram = config["cramming"]
+    references = (("cramming.models", cram["models"], "models"), ("cramming.corpora", cram["corpora"], "corpora"),
+                  ("converter.models", config["converter"]["models"], "models"),
+                  ("estar.models", config["estar"]["models"], "models"),
+                  ("estar.corpus", [config["estar"]["corpus"]] if config["estar"]["models"] else [], "corpora"),
+                  ("coconut.models", config["coconut"]["models"], "models"),
+                  ("coconut.datasets", config["coconut"]["datasets"], "reasoning"))
+    for key, names, section in references:
+        unknown = [n for n in names if n not in config[section]]
+        if unknown:
+            raise ValueError(
+                f"{key} names {unknown}, which are not defined under `{section}:` (defined: {sorted(config[section])})"
+            )
+    demo, conv = config["recursive_demo"], config["converter"]
+    if conv["models"]:
+        for key, value, allowed in (("layer", demo["layer"], conv["layers"]), ("arch", demo["arch"], conv["archs"]),
+                                    ("corpus", demo["corpus"], list(config["corpora"]))):
+            if value not in allowed:
+                raise ValueError(f"recursive_demo.{key}: {value!r} is not among {allowed} (converter.layers, "
+                                 "converter.archs or corpora)")
+    check_overrides("cramming", cram, cram["models"], "a model listed in cramming.models", OVERRIDABLE)
+    check_overrides("coconut", config["coconut"], config["reasoning"], "a dataset defined under `reasoning:`",
+                    COCONUT_OVERRIDABLE)
+    if config["coconut"]["models"] and not config["coconut"]["datasets"]:
+        raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
+
+
+def check_overrides(section: str, settings: dict, names, what: str, allowed: tuple) -> None:
+    for name, override in settings.get("overrides", {}).items():
+        if name not in names:
+            raise ValueError(f"{section}.overrides.{name}: not {what}")
+        bad = sorted(set(override) - set(allowed))
+        if bad:
+            raise ValueError(f"{section}.overrides.{name}: keys {bad} cannot be overridden (allowed: {allowed})")
+
+
+def cram_settings(config: dict, model: str) -> dict:
+    """The `cramming` section as it applies to one model."""
+    cram = dict(config["cramming"])
+    cram.update(cram.pop("overrides", {}).get(model, {}))
+    return cram
+
+
+def coconut_settings(config: dict, dataset: str) -> dict:
+    """The `coconut` section as it applies to one dataset."""
+    s = {k: v for k, v in config["coconut"].items() if k != "overrides"}
+    s.update(config["coconut"]["overrides"].get(dataset, {}))
+    return s
+
+
+def section_settings(config: dict, section: str, wildcards: dict) -> dict:
+    """A section as it applies to one job: per-model overrides for cramming, per-dataset for Coconut."""
+    if section == "cramming":
+        return cram_settings(config, wildcards["model"])
+    if section == "coconut":
+        return coconut_settings(config, wildcards["dataset"])
+    return config[section]
+
+
+def canonical(value):
+    """`value` with every mapping's keys sorted: Snakemake compares params by their text, so the
+    order keys happen to have in a YAML file must not make a job look changed."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def job_params(config: dict, rule: str, wildcards: dict) -> dict:
+    """Exactly the config keys the job of `rule` reads, plus its wildcards: what it is re-run and
+    fingerprinted on. Editing anything else (a grid list, mem_mb, runtime, an eval-only key of a
+    training job) leaves the job and its half-done work alone."""
+    section, keys, top = READS[rule]
+    s = section_settings(config, section, wildcards)
+    params = {**{k: config[k] for k in top}, **{k: s[k] for k in keys}, **dict(wildcards)}
+    if rule == "cram":
+        params["draw_length"] = config["corpora"][wildcards["corpus"]]["draw_length"]
+        for key in ("length", "n_mem"):
+            params[key] = int(params[key])
+    return canonical(params)
+
+
+def cram_jobs(config: dict) -> list[dict]:
+    """Every cramming job of the grid; a job with more vectors than tokens is skipped."""
+    jobs = []
+    for model in config["cramming"]["models"]:
+        s = cram_settings(config, model)
+        for corpus, length, n_mem, variant, init in product(
+            s["corpora"], s["lengths"], s["n_mem"], s["variants"], s["inits"]
+        ):
+            if n_mem <= length:
+                jobs.append(dict(model=model, corpus=corpus, length=length, n_mem=n_mem, variant=variant, init=init))
+    return jobs

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from soft_tokens.core.seeding import generator, seed_for
+from soft_tokens.core.training import autocast, check_finite, load_trainable
+
+CPU = torch.device("cpu")
+
+
+def test_bf16_autocast_keeps_float32_master_weights_and_gradients(tiny_dir):
+    """The GPU config trains under bfloat16 autocast: low-precision activations, float32 optimiser state."""
+    model, _ = load_trainable(tiny_dir, "cpu")
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45]])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+    with autocast(CPU, "bfloat16"):
+        out = model(input_ids=ids, labels=ids)
+    assert out.logits.dtype == torch.bfloat16 and full.dtype == torch.float32
+    torch.testing.assert_close(out.logits.float(), full, atol=0.02, rtol=0.05)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    params = list(model.parameters())
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in params)
+    assert all(bool(torch.isfinite(p.grad).all()) for p in params)
+    assert any(bool(p.grad.abs().sum() > 0) for p in params)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "auto"])
+def test_float32_autocast_is_a_no_op(tiny_dir, dtype):
+    model, _ = load_trainable(tiny_dir, "cpu")
+    ids = torch.tensor([[1, 40, 41, 42]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with autocast(CPU, dtype):
+            assert not torch.is_autocast_enabled("cpu")
+            logits = model(input_ids=ids).logits
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, plain)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_check_finite_names_where_and_the_fix(bad):
+    with pytest.raises(FloatingPointError, match=rf"^converter epoch 3: loss is {bad}; lower converter.lr$"):
+        check_finite(torch.tensor(bad), "converter epoch 3", "lower converter.lr")
+
+
+def test_check_finite_passes_finite_losses():
+    for value in (0.0, -2.5, 1e30):
+        assert check_finite(torch.tensor(value), "where", "fix") is None
+
+
+def test_seed_folds_keys_in_order():
+    assert seed_for(7) == 7
+    assert seed_for(7, 3) == 7 * 1_000_003 + 3
+    assert seed_for(7, 3, 2) == (7 * 1_000_003 + 3) * 1_000_003 + 2
+    assert seed_for(7, 3) != seed_for(3, 7)
+
+
+def test_generator_draws_equal_a_generator_seeded_by_hand():
+    by_hand = torch.Generator().manual_seed(7 * 1_000_003 + 3)
+    assert torch.equal(torch.randn(5, generator=generator(7, 3)), torch.randn(5, generator=by_hand))
+    assert not torch.equal(torch.randn(5, generator=generator(7, 3)), torch.randn(5, generator=generator(7, 4)))
