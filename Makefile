@@ -1,10 +1,12 @@
 # The two commands of the README: `make results` and `make test`.
 # TORCH_INDEX: a wheel index for torch, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
+# Each config writes under its own `workdir`: the default at the top, smoke under runs/smoke/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
+PYTEST_ARGS ?=
 
 .PHONY: results test smoke lint clean
 
@@ -21,7 +23,7 @@ results: $(STAMP)
 	$(BIN)/snakemake --cores all
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 smoke: $(STAMP)
 	$(BIN)/snakemake --cores all --configfile config/smoke.yaml
@@ -31,4 +33,4 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check .
 
 clean:
-	rm -rf results logs resources .snakemake
+	rm -rf results logs resources .snakemake runs
