@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from soft_tokens.latent.coconut.method import add_latent_tokens, generate, layout, tokenize_problem  # noqa: E402
 from soft_tokens.core.models import load_model  # noqa: E402
 from soft_tokens.data.reasoning import prosqa_problem  # noqa: E402
+from soft_tokens.latent.coconut.method import add_latent_tokens, generate, layout, tokenize_problem  # noqa: E402
 
 NO_EOS = -1
 

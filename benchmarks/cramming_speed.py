@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from soft_tokens.core.optimiser import init_vectors  # noqa: E402
+from soft_tokens.core.models import load_model  # noqa: E402
+from soft_tokens.core.optimiser import OptimSettings, PrefixTask, init_vectors, optimise_prefixes  # noqa: E402
 from soft_tokens.core.seeding import generator  # noqa: E402
 from soft_tokens.cramming.job import position_weights  # noqa: E402
 from soft_tokens.data.corpora import cramming_samples, read_corpus  # noqa: E402
-from soft_tokens.core.models import load_model  # noqa: E402
-from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes  # noqa: E402
 
 
 def tasks_for(model, tokenizer, args) -> list[PrefixTask]:

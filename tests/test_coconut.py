@@ -11,12 +11,25 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from soft_tokens.latent.coconut.method import (IGNORE, LatentIds, Layout, Problem, add_latent_tokens, collate, curriculum,
-                                 generate, latent_forward, latent_ids, n_latents, layout, lm_loss,
-                                 tokenize_problem)
-from soft_tokens.latent.coconut.training import evaluate_method, finished_stages, mean_loss, train_method
 from soft_tokens.core.models import load_model
 from soft_tokens.data.reasoning import prosqa_problem
+from soft_tokens.latent.coconut.method import (
+    IGNORE,
+    LatentIds,
+    Layout,
+    Problem,
+    add_latent_tokens,
+    collate,
+    curriculum,
+    generate,
+    latent_forward,
+    latent_ids,
+    layout,
+    lm_loss,
+    n_latents,
+    tokenize_problem,
+)
+from soft_tokens.latent.coconut.training import evaluate_method, finished_stages, mean_loss, train_method
 
 IDS = LatentIds(start=100, end=101, latent=102)
 PROBLEM = Problem(question=[10, 11], steps=[[20, 21], [30], [40, 41]], answer=[50, 2])

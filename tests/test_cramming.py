@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
+from soft_tokens.core.io import parquet_metadata, write_parquet
+from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.cramming import job as cramming
 from soft_tokens.cramming.job import CONVENTION, evaluate, init_vectors, position_weights, run_job
 from soft_tokens.data.corpora import embedded_prose
-from soft_tokens.core.io import parquet_metadata, write_parquet
-from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 
 
 def test_position_weights_per_variant():

@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from soft_tokens.core.io import write_parquet
 from soft_tokens.data.corpora import (
     build_corpus,
     cramming_samples,
@@ -9,7 +10,6 @@ from soft_tokens.data.corpora import (
     second_half,
     split_sentences,
 )
-from soft_tokens.core.io import write_parquet
 
 
 def test_sentences_and_second_half_by_hand():

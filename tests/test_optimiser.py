@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.core.optimiser import (
     OptimSettings,
     PrefixTask,
@@ -11,6 +10,7 @@ from soft_tokens.core.optimiser import (
     optimise_prefixes,
     weighted_loss_and_accuracy,
 )
+from soft_tokens.core.prefix import prefix_forward
 
 
 def test_adamw_rows_matches_torch_adamw_with_rows_starting_at_different_steps():

@@ -7,10 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soft_tokens.data.answers import extract_answer, is_correct
 from soft_tokens.core.io import write_parquet
-from soft_tokens.data.reasoning import (REASONING_COLUMNS, build_reasoning, prontoqa_problem, prosqa_problem,
-                                   read_reasoning, reachable, reasoning_splits, split_problems)
+from soft_tokens.data.answers import extract_answer, is_correct
+from soft_tokens.data.reasoning import (
+    REASONING_COLUMNS,
+    build_reasoning,
+    prontoqa_problem,
+    prosqa_problem,
+    reachable,
+    read_reasoning,
+    reasoning_splits,
+    split_problems,
+)
 
 PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 8, "depth": 3, "branching": 2}
 PRONTOQA = {"kind": "prontoqa", "n_problems": 30, "hops": 5, "distractors": 2}

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 import torch
 
-from soft_tokens.data.corpora import embedded_prose
 from soft_tokens.compression.recursive import continuation_ce, demo_items, generate_batch, pooled_vector, prefix_embeds
+from soft_tokens.data.corpora import embedded_prose
 
 
 @pytest.fixture(scope="module")

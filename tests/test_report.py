@@ -10,7 +10,6 @@ from soft_tokens.latent.coconut.report import section as coconut_section
 from soft_tokens.latent.coconut.report import summarize as summarize_coconut
 from soft_tokens.report.latex import escape
 
-
 METRICS = ["teacher_forcing_convergence", "greedy_convergence", "ce_text_bits", "ce_with_mem_bits",
            "information_gain_bits", "gain_tokens"] + [f"{k}_mismatch@{i}" for k in ("tf", "greedy") for i in (0, 1, 2)]
 

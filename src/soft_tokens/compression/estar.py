@@ -7,8 +7,8 @@ import logging
 import torch
 
 from soft_tokens.compression.converter import check_layer
-from soft_tokens.data.corpora import with_bos
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
+from soft_tokens.data.corpora import with_bos
 
 log = logging.getLogger(__name__)
 

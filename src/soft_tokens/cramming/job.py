@@ -14,9 +14,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from soft_tokens.data.corpora import cramming_samples, read_corpus
 from soft_tokens.core.decoding import greedy_from_embeds
 from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, resumable_dir, write_parquet
+from soft_tokens.core.models import load_model
+from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_prefixes
+from soft_tokens.core.prefix import prefix_forward
+from soft_tokens.core.seeding import generator
 from soft_tokens.cramming.metrics import (
     METRIC_KEYS,
     accuracy,
@@ -25,10 +28,7 @@ from soft_tokens.cramming.metrics import (
     mismatches,
     text_only_scores,
 )
-from soft_tokens.core.models import load_model
-from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_prefixes
-from soft_tokens.core.prefix import prefix_forward
-from soft_tokens.core.seeding import generator
+from soft_tokens.data.corpora import cramming_samples, read_corpus
 from soft_tokens.workflow import VARIANTS
 
 log = logging.getLogger(__name__)

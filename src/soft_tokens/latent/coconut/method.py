@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.data.answers import answer_suffix
 from soft_tokens.workflow import COCONUT_METHODS
-from soft_tokens.core.decoding import greedy_continue
 
 LATENT_TOKENS = ("<|start-latent|>", "<|end-latent|>", "<|latent|>")
 # Methods whose latent positions take the previous hidden state; pause tokens keep their own embedding.

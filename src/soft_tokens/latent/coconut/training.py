@@ -16,14 +16,25 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from soft_tokens.data.answers import extract_answer, is_correct
-from soft_tokens.latent.coconut.method import (FEEDBACK, add_latent_tokens, collate, curriculum, generate,
-                                 latent_forward, latent_ids, layout, lm_loss, to_device, tokenize_problem)
-from soft_tokens.workflow import STARTS_FROM_COT
 from soft_tokens.core.io import atomic_dir, fingerprint, resumable_dir
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable, with_adapters
+from soft_tokens.data.answers import extract_answer, is_correct
+from soft_tokens.latent.coconut.method import (
+    FEEDBACK,
+    add_latent_tokens,
+    collate,
+    curriculum,
+    generate,
+    latent_forward,
+    latent_ids,
+    layout,
+    lm_loss,
+    to_device,
+    tokenize_problem,
+)
+from soft_tokens.workflow import STARTS_FROM_COT
 
 log = logging.getLogger(__name__)
 
