@@ -211,7 +211,7 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "texts whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where the "
             "variant does not score it). TF / greedy accuracy: mean teacher-forced / greedy reconstruction accuracy "
             "(\\texttt{mean\\_teacher\\_forcing\\_convergence}, \\texttt{mean\\_greedy\\_convergence} in "
-            "\\texttt{cramming\\_summary.parquet})."), "lrrrrrr"))
+            "\\texttt{cramming\\_summary.parquet})."), "lrrrrrr", size="footnotesize"))
     cap = ordered(capacity_df)
     rows = pd.DataFrame({
         "model": cap.apply(row_name, axis=1), "corpus": cap["corpus"], "capacity": cap["capacity_tokens"].astype(int),
