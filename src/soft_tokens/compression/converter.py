@@ -31,7 +31,7 @@ def token_subset(vocab_size: int, max_tokens: int | None, seed: int) -> torch.Te
     """All token ids, or a seeded random `max_tokens` of them, sorted."""
     if max_tokens is None or max_tokens >= vocab_size:
         return torch.arange(vocab_size)
-    return torch.randperm(vocab_size, generator=torch.Generator().manual_seed(seed))[:max_tokens].sort().values
+    return torch.randperm(vocab_size, generator=generator(seed))[:max_tokens].sort().values
 
 
 @torch.no_grad()
