@@ -120,21 +120,17 @@ def section_inputs():
     return expand("results/sections/{track}.tex", track=SECTIONS)
 
 
-def section_figures():
+def section_figures(ext):
+    """The figure files (png for the Snakemake report, pdf for LaTeX) of every registered section."""
     return [
-        f"results/figures/{name}.pdf"
+        f"results/figures/{name}.{ext}"
         for figures in SECTIONS.values()
         for name in figures
     ]
 
 
 def all_outputs():
-    outputs = ["results/table.tex", "results/config.yaml"]
-    outputs += [
-        f"results/figures/{name}.png"
-        for figures in SECTIONS.values()
-        for name in figures
-    ]
+    outputs = ["results/table.tex", "results/config.yaml", *section_figures("png")]
     if TEX:
         outputs.append("results/report.pdf")
     return outputs

@@ -16,7 +16,7 @@ rule render_report:
 rule compile_report:
     input:
         table="results/table.tex",
-        figures=section_figures(),
+        figures=section_figures("pdf"),
     output:
         report(
             "results/report.pdf", caption="../report/report_pdf.rst", category="Report"

@@ -86,7 +86,7 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
 
 @torch.no_grad()
 def mean_loss(model, layouts: list, feedback: bool, s: dict) -> float:
-    """Token-weighted validation loss, in eval mode (no dropout); the model goes back to train mode."""
+    """Token-weighted validation loss, in eval mode (no dropout); the model is left in the mode it was in."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
