@@ -7,7 +7,11 @@ from soft_tokens.core.optimiser import (
     OptimSettings,
     PrefixTask,
     adamw_rows,
+    learning_rate,
+    logit_margins,
+    min_margin,
     optimise_prefixes,
+    optimise_with_restarts,
     weighted_loss_and_accuracy,
 )
 from soft_tokens.core.prefix import prefix_forward
@@ -54,12 +58,19 @@ def run(model, tasks, **settings):
     return results
 
 
-@pytest.mark.parametrize("batch_size", [2, 4])
-def test_batched_equals_one_at_a_time(tiny, batch_size):
-    """Mixed lengths (padding) and, with batch 2, samples joining as others leave."""
+FAST = dict(schedule="cosine", warmup_steps=3, margin=0.5)
+
+
+@pytest.mark.parametrize("batch_size,protocol", [(2, {}), (4, {}), (2, FAST), (3, FAST)])
+def test_batched_equals_one_at_a_time(tiny, batch_size, protocol):
+    """Mixed lengths (padding) and, with batch < 4, samples joining as others leave: with the
+    constant-lr protocol, and with a per-row cosine schedule, a margin stop and a BOS lead token."""
     model, tokenizer = tiny
     tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [6, 4, 6, 5])
-    settings = dict(lr=0.05, max_steps=12, patience=5)
+    if protocol:
+        for t in tasks:
+            t.lead_ids = torch.tensor([1])
+    settings = dict(lr=0.05, max_steps=12, patience=5, **protocol)
     alone = run(model, tasks, batch_size=1, **settings)
     together = run(model, tasks, batch_size=batch_size, **settings)
     for key in alone:
@@ -118,3 +129,79 @@ def test_hidden_matching_adds_its_term_and_pulls_the_states_together(tiny):
     after = run(model, tasks, lr=0.05, max_steps=30, patience=30, batch_size=2, hidden_weight=1.0, hidden_loss="mse")
     for key in before:
         assert after[key].loss_curve[-1] < before[key].loss_curve[0]
+
+
+def test_learning_rate_schedule_by_hand():
+    s = OptimSettings(lr=1.0, schedule="cosine", warmup_steps=4, max_steps=14)
+    t = torch.tensor([1, 2, 4, 9, 14, 20])
+    # warm-up: t/4; then 0.5 * (1 + cos(pi * (t - 4) / 10)); 0 from max_steps on
+    expected = [0.25, 0.5, 1.0, 0.5, 0.0, 0.0]
+    assert learning_rate(t, s).tolist() == pytest.approx(expected, abs=1e-12)
+    assert learning_rate(t, OptimSettings(lr=0.3)).tolist() == [0.3] * 6
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        learning_rate(t, OptimSettings(schedule="linear"))
+
+
+def test_logit_margins_by_hand():
+    logits = torch.tensor([[[3.0, 1.0, 2.5], [0.0, 2.0, 2.0], [1.0, 4.0, 0.0]]])
+    ids = torch.tensor([[0, 1, 0]])
+    assert logit_margins(logits, ids).tolist() == [[0.5, 0.0, -3.0]]
+    assert min_margin(logits, ids, torch.tensor([[1.0, 1.0, 0.0]])).tolist() == [0.0]  # position 2 not scored
+
+
+def test_a_margin_keeps_optimising_past_accuracy_one(tiny):
+    """One token per text (the vectors' own logits), which the tiny random model can fit."""
+    model, tokenizer = tiny
+    tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [1, 1], seed=5)
+    plain = run(model, tasks, lr=0.1, max_steps=300, patience=300, batch_size=2)
+    margin = run(model, tasks, lr=0.1, max_steps=300, patience=300, batch_size=2, margin=0.05)
+    assert min(r.best_margin for r in plain.values()) < 0.05  # so the margin has work to do
+    for key, r in plain.items():
+        assert r.status == "converged" and r.best_accuracy == 1.0 and r.best_margin > 0
+        m = margin[key]
+        assert m.status == "converged" and m.best_margin >= 0.05 and m.steps >= r.steps
+        assert m.steps > r.steps or r.best_margin >= 0.05
+        # the same trajectory: the margin run only stops later
+        assert m.loss_curve[:r.steps] == pytest.approx(r.loss_curve)
+    with pytest.raises(ValueError, match="stop margin must be >= 0"):
+        run(model, tasks, margin=-1.0)
+
+
+def test_stop_accuracy_below_one_stops_as_soon_as_it_is_reached(tiny):
+    model, tokenizer = tiny
+    tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [4], seed=5)
+    r = run(model, tasks, lr=0.1, max_steps=200, patience=200, stop_accuracy=0.2)[0]
+    assert r.status == "converged" and r.best_accuracy == 0.25  # one of four tokens: 0.25 >= 0.2
+    assert max(r.accuracy_curve[:-1]) < 0.2 <= r.accuracy_curve[-1]
+
+
+def restarted(model, tasks, batch_size, calls):
+    def fresh_init(key, attempt):
+        calls.append((key, attempt))
+        return torch.full_like(tasks[key].init, 0.01 * attempt)
+    results = {}
+    optimise_with_restarts(model, tasks, OptimSettings(lr=0.05, max_steps=3, patience=3, batch_size=batch_size), 2,
+                           fresh_init, lambda r: results.__setitem__(r.key, r))
+    return results
+
+
+def test_restarts_start_stuck_samples_again_and_keep_the_best_attempt(tiny):
+    model, tokenizer = tiny
+    tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [6, 5, 6], seed=2)
+    calls = []
+    together = restarted(model, tasks, 3, calls)
+    assert sorted(calls) == [(k, a) for k in range(3) for a in (1, 2)]  # none converges in 3 steps: two restarts
+    alone = restarted(model, tasks, 1, [])
+    for key, r in together.items():
+        assert r.steps == 9 and len(r.loss_curve) == 9 and r.status == "max_steps"
+        assert r.best_accuracy == max(r.accuracy_curve)  # the best of all three attempts
+        a = alone[key]
+        assert (a.steps, a.best_accuracy) == (r.steps, r.best_accuracy)
+        torch.testing.assert_close(a.vectors, r.vectors, atol=1e-5, rtol=1e-4)
+    # a converged sample is never restarted
+    one_token = make_tasks(tokenizer, model.get_input_embeddings().weight, [1], seed=5)
+    calls = []
+    results = {}
+    optimise_with_restarts(model, one_token, OptimSettings(lr=0.1, max_steps=50, patience=50), 2,
+                           lambda key, attempt: calls.append(attempt), lambda r: results.__setitem__(r.key, r))
+    assert results[0].status == "converged" and calls == []
