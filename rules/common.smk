@@ -17,6 +17,7 @@ from soft_tokens.workflow import (
     VARIANTS,
     canonical,
     check_config,
+    capacity_jobs,
     cram_jobs,
     cram_settings,
     job_params,
@@ -64,6 +65,7 @@ wildcard_constraints:
     n_mem=r"\d+",
     variant="|".join(VARIANTS),
     init="|".join(INITS),
+    optimizer=r"[^/]+",
     layer=r"-?\d+",
     arch="|".join(CONVERTER_ARCHS),
     carch="|".join(COMPRESSOR_ARCHS),
@@ -92,10 +94,20 @@ def job(rule):
 def cram_results(ext):
     """Every cram job's output file with extension `ext`, over the configured grid."""
     return [
-        "results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}{ext}".format(
+        "results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}_{optimizer}{ext}".format(
             ext=ext, **grid_point
         )
         for grid_point in cram_jobs(config)
+    ]
+
+
+def capacity_results():
+    """Every capacity search's stages, over the configured searches."""
+    return [
+        "results/capacity/{model}/{corpus}/mem{n_mem}_{variant}_{init}_{optimizer}.parquet".format(
+            **search
+        )
+        for search in capacity_jobs(config)
     ]
 
 

@@ -7,7 +7,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from soft_tokens.workflow import check_config, coconut_settings, cram_jobs, cram_settings, job_params
+from soft_tokens.workflow import capacity_jobs, check_config, coconut_settings, cram_jobs, cram_settings, job_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -26,9 +26,11 @@ def test_shipped_configs_are_valid(name):
 
 def test_schema_fills_defaults():
     config = load("smoke.yaml")
-    assert config["cramming"]["betas"] == [0.9, 0.9] and config["cramming"]["weight_decay"] == 0.01
+    anchor = config["cramming"]["optimizer_settings"]["anchor"]  # the paper's protocol, from the schema
+    assert (anchor["lr"], anchor["betas"], anchor["weight_decay"], anchor["schedule"]) == (0.01, [0.9, 0.9], 0.01,
+                                                                                           "constant")
     assert config["corpora"]["embedded_prose"]["draw_length"] is False
-    assert config["report"]["capacity_threshold"] == 0.99
+    assert config["cramming"]["capacity"]["threshold"] == 0.99
 
 
 def test_schema_rejects_a_bad_value():
@@ -45,9 +47,32 @@ def test_unknown_names_are_reported_with_their_key():
         check_config(config)
 
 
+def test_unknown_optimizers_and_bad_searches_are_reported_with_their_key():
+    config = load("smoke.yaml")
+    config["cramming"]["optimizers"] = ["anchor", "adam"]
+    with pytest.raises(ValueError, match=r"cramming.optimizers names \['adam'\], which are not defined under "
+                                         r"cramming.optimizer_settings \(defined: \['anchor', 'fast'\]\)"):
+        check_config(config)
+    config = load("smoke.yaml")
+    config["cramming"]["capacity"]["optimizers"] = ["lbfgs"]
+    with pytest.raises(ValueError, match=r"cramming.capacity.optimizers names \['lbfgs'\]"):
+        check_config(config)
+    config = load("smoke.yaml")
+    config["cramming"]["capacity"].update(start_length=32, max_length=16)
+    with pytest.raises(ValueError, match="max_length 16 is below start_length 32, so the search cannot try its "
+                                         "first length; raise max_length"):
+        check_config(config)
+    config = load("smoke.yaml")
+    config["cramming"]["optimizer_settings"]["fast"]["margin"] = -1
+    with pytest.raises(WorkflowError, match="-1"):
+        validate(config, SCHEMA)
+
+
 def test_grid_and_per_model_overrides():
     smoke = load("smoke.yaml")
-    assert len(cram_jobs(smoke)) == 2 * 3  # corpora x variants, one length and init
+    # corpora x (anchor: 3 variants + fast: base and 2leading, its bos being the same job as its base)
+    assert len(cram_jobs(smoke)) == 2 * (3 + 2)
+    assert len(capacity_jobs(smoke)) == 2  # one search per corpus
     paper = load("paper.yaml")
     lengths = {(j["model"], j["length"]) for j in cram_jobs(paper)}
     assert lengths == {("Llama-3.2-1B", 512), ("Llama-3.2-3B", 1024), ("Llama-3.1-8B", 1568)}
@@ -97,12 +122,19 @@ def test_jobs_get_exactly_the_keys_they_read():
     """A job reruns (and its half-done work is discarded) only when something it reads changes."""
     smoke = load("smoke.yaml")
     cram = job_params(smoke, "cram", {"model": "tiny-llama", "corpus": "random_words", "length": "8", "n_mem": "1",
-                                      "variant": "bos", "init": "randn"})
-    assert cram["length"] == 8 and cram["draw_length"] is True and cram["lr"] == 0.01 and cram["seed"] == 1337
-    assert not {"lengths", "models", "corpora", "variants", "mem_mb", "runtime", "overrides"} & set(cram)
+                                      "variant": "bos", "init": "randn", "optimizer": "anchor"})
+    assert cram["length"] == 8 and cram["draw_length"] is True and cram["seed"] == 1337
+    assert cram["optimizer_settings"] == smoke["cramming"]["optimizer_settings"]["anchor"]  # its own protocol only
+    assert not {"lengths", "models", "corpora", "variants", "mem_mb", "runtime", "overrides", "capacity"} & set(cram)
+    search = job_params(smoke, "capacity", {"model": "tiny-llama", "corpus": "random_words", "n_mem": "1",
+                                            "variant": "base", "init": "randn", "optimizer": "fast"})
+    assert search["capacity"] == {"max_length": 16, "resolution": 2, "restarts": 1, "stage_steps": 4,
+                                  "start_length": 4, "threshold": 0.99}  # not the list of optimizers searched with
+    assert "restarts" not in search["optimizer_settings"]  # a search restarts by cramming.capacity.restarts
+    assert "max_steps" not in search and "draw_length" not in search
     paper = load("paper.yaml")
     eight_b = job_params(paper, "cram", {"model": "Llama-3.1-8B", "corpus": "pg19", "length": "1568", "n_mem": "1",
-                                         "variant": "base", "init": "randn"})
+                                         "variant": "base", "init": "randn", "optimizer": "anchor"})
     assert eight_b["batch_size"] == 2  # the per-model override
     train = job_params(smoke, "train_coconut", {"model": "tiny-llama", "dataset": "gsm_symbolic", "method": "cot"})
     evaluate = job_params(smoke, "eval_coconut", {"model": "tiny-llama", "dataset": "gsm_symbolic", "method": "cot"})

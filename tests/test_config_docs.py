@@ -10,7 +10,7 @@ import yaml
 from soft_tokens.config_docs import config_docs
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPS = {"models", "corpora", "reasoning"}  # entries keyed by user-chosen names
+MAPS = {"models", "corpora", "reasoning", "cramming.optimizer_settings"}  # entries keyed by user-chosen names
 
 
 def schema():
@@ -30,7 +30,7 @@ def config_keys(node, prefix=""):
         if key == "overrides":
             yield from (f"{dotted}.<name>" for _ in value)
         elif isinstance(value, dict):
-            if not prefix and key in MAPS:
+            if dotted in MAPS:
                 for entry in value.values():
                     yield f"{dotted}.<name>"
                     yield from config_keys(entry, f"{dotted}.<name>.")

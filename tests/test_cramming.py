@@ -4,11 +4,13 @@ import math
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from soft_tokens.core.io import parquet_metadata, write_parquet
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.cramming import job as cramming
-from soft_tokens.cramming.job import CONVENTION, evaluate, init_vectors, position_weights, run_job
+from soft_tokens.cramming.capacity import next_length, run_search
+from soft_tokens.cramming.job import convention, evaluate, init_vectors, position_weights, run_job, task_for
 from soft_tokens.data.corpora import embedded_prose
 
 
@@ -52,11 +54,30 @@ def test_evaluate_agrees_with_the_optimiser(tiny):
                                                        / (6 if variant == "base" else 5))
 
 
-def job_params(**overrides):
-    p = dict(model="tiny", corpus="prose", length=8, n_mem=1, variant="base", init="randn", n_samples=3,
-             draw_length=False, seed=1337, device="cpu", dtype="float32", leading_tokens=2, leading_weight=3.0,
-             lr=0.01, betas=[0.9, 0.9], weight_decay=0.01, max_steps=6, patience=6, batch_size=2, curve_points=4)
+ANCHOR = dict(lr=0.01, betas=[0.9, 0.9], weight_decay=0.01, schedule="constant", warmup_steps=0, temperature=1.0,
+              init_scale=1.0, placement="first", stop_accuracy=1.0, margin=0.0, restarts=0, dtype="float32")
+FAST = dict(ANCHOR, lr=0.1, schedule="cosine", warmup_steps=2, placement="after_bos", margin=0.5, restarts=1)
+
+
+def job_params(optimizer_settings=ANCHOR, **overrides):
+    p = dict(model="tiny", corpus="prose", length=8, n_mem=1, variant="base", init="randn", optimizer="anchor",
+             n_samples=3, draw_length=False, seed=1337, device="cpu", dtype="float32", leading_tokens=2,
+             leading_weight=3.0, max_steps=6, patience=6, batch_size=2, curve_points=4,
+             optimizer_settings=optimizer_settings)
     return {**p, **overrides}
+
+
+def test_after_bos_gives_bos_as_input_and_scores_the_rest():
+    ids = torch.tensor([1, 50, 60, 70])
+    init = torch.zeros(1, 4)
+    for variant, expected in (("base", [0, 1, 1, 1]), ("bos", [0, 1, 1, 1]), ("2leading", [0, 3, 1, 1])):
+        task, weights = task_for(0, ids, init, job_params(FAST, variant=variant))
+        assert weights.tolist() == expected
+        assert task.lead_ids.tolist() == [1] and task.target_ids.tolist() == [50, 60, 70]
+        assert task.weights.tolist() == expected[1:]
+    task, weights = task_for(0, ids, init, job_params(ANCHOR))
+    assert task.lead_ids is None and task.target_ids.tolist() == [1, 50, 60, 70] and weights.tolist() == [1] * 4
+    assert "placement 'after_bos': BOS is given as an ordinary input token" in convention(job_params(FAST))
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +89,21 @@ def prose(tmp_path_factory):
 
 def test_job_writes_results_with_convention_and_resumes_after_a_kill(tiny_dir, prose, tmp_path, monkeypatch):
     out, vec = tmp_path / "job.parquet", tmp_path / "job.safetensors"
-    real = cramming.optimise_prefixes
+    real = cramming.optimise_with_restarts
 
-    def killed_after_first(model, tasks, settings, on_result, desc):
+    def killed_after_first(model, tasks, settings, restarts, restart_from, on_result, desc):
         def once(result):
             on_result(result)
             raise KeyboardInterrupt  # the job dies after persisting one sample
-        real(model, tasks, settings, once, desc)
+        real(model, tasks, settings, restarts, restart_from, once, desc)
 
-    monkeypatch.setattr(cramming, "optimise_prefixes", killed_after_first)
+    monkeypatch.setattr(cramming, "optimise_with_restarts", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
         run_job(tiny_dir, prose, out, vec, job_params())
     finished = json.loads(next((tmp_path / "job.parquet.partial").glob("sample_*.json")).read_text())
 
     seen = []
-    monkeypatch.setattr(cramming, "optimise_prefixes",
+    monkeypatch.setattr(cramming, "optimise_with_restarts",
                         lambda model, tasks, *a, **k: seen.extend(t.key for t in tasks) or real(model, tasks, *a, **k))
     df = run_job(tiny_dir, prose, out, vec, job_params())
     assert finished["sample_id"] not in seen and len(seen) == 2
@@ -90,7 +111,7 @@ def test_job_writes_results_with_convention_and_resumes_after_a_kill(tiny_dir, p
     assert sorted(df["sample_id"]) == [0, 1, 2]
     again = df[df["sample_id"] == finished["sample_id"]].iloc[0]
     assert list(again["curve_loss"]) == finished["curve_loss"]
-    assert parquet_metadata(out)["convention"] == CONVENTION
+    assert parquet_metadata(out)["convention"] == convention(job_params())
     assert pd.read_parquet(out).shape[0] == 3 and (df["n_tokens"] == 8).all()
 
 
@@ -119,7 +140,7 @@ def test_job_marks_a_non_finite_sample_failed_and_keeps_the_others(tiny_dir, pro
 def test_a_partial_job_written_with_other_settings_is_not_reused(tiny_dir, prose, tmp_path):
     partial = tmp_path / "j.parquet.partial"
     partial.mkdir()
-    (partial / "fingerprint.json").write_text(json.dumps(job_params(lr=0.5)))
+    (partial / "fingerprint.json").write_text(json.dumps(job_params(dict(ANCHOR, lr=0.5))))
     (partial / "sample_0.json").write_text("{}")  # would break the job if it were reused
     df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
     assert sorted(df["sample_id"]) == [0, 1, 2] and df["steps"].notna().all()
@@ -129,19 +150,102 @@ def test_a_partial_job_made_from_another_corpus_is_not_reused(tiny_dir, prose, t
     """Same settings, other input data: the fingerprint holds the identities of model and corpus."""
     other = tmp_path / "other.parquet"
     write_parquet(embedded_prose(61), other)
-    real = cramming.optimise_prefixes
+    real = cramming.optimise_with_restarts
 
-    def killed_after_first(model, tasks, settings, on_result, desc):
+    def killed_after_first(model, tasks, settings, restarts, restart_from, on_result, desc):
         def once(result):
             on_result(result)
             raise KeyboardInterrupt
-        real(model, tasks, settings, once, desc)
+        real(model, tasks, settings, restarts, restart_from, once, desc)
 
-    monkeypatch.setattr(cramming, "optimise_prefixes", killed_after_first)
+    monkeypatch.setattr(cramming, "optimise_with_restarts", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
         run_job(tiny_dir, other, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
     seen = []
-    monkeypatch.setattr(cramming, "optimise_prefixes",
+    monkeypatch.setattr(cramming, "optimise_with_restarts",
                         lambda model, tasks, *a, **k: seen.extend(t.key for t in tasks) or real(model, tasks, *a, **k))
     run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
     assert sorted(seen) == [0, 1, 2]  # nothing of the other corpus's run was kept
+
+
+def test_evaluate_after_bos_agrees_with_the_optimiser(tiny):
+    """BOS given before the vector: TF accuracy is over tokens 1.., greedy keeps BOS and decodes the rest."""
+    model, _ = tiny
+    ids = torch.tensor([1, 50, 60, 70, 80, 90])
+    init = torch.randn(1, model.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.02
+    task, w = task_for(0, ids, init, job_params(FAST))
+    results = []
+    optimise_prefixes(model, [task], OptimSettings(lr=0.1, max_steps=20), results.append)
+    m = evaluate(model, results[0].vectors, ids, w, "base", "after_bos")
+    assert m["teacher_forcing_accuracy"] == results[0].best_accuracy
+    assert m["greedy_ids"][0] == 1 and len(m["greedy_ids"]) == 6
+    assert math.isnan(m["greedy_mismatch@0"]) and math.isnan(m["tf_mismatch@0"])
+    right = sum(a == b for a, b in zip(m["greedy_ids"][1:], ids[1:].tolist()))
+    assert m["greedy_convergence"] == pytest.approx(right / 5)
+
+
+def test_capacity_search_doubles_then_bisects_by_hand():
+    passes = lambda limit: lambda length: 1.0 if length <= limit else 0.5  # noqa: E731
+    for limit, resolution, expected in ((40, 4, [8, 16, 32, 64, 48, 40, 44]), (3, 4, [8, 4]), (3, 1, [8, 4, 2, 3]),
+                                        (100, 4, [8, 16, 32, 64, 100])):
+        history, tried = {}, []
+        while (length := next_length(history, 0.99, 8, 100, resolution)) is not None:
+            tried.append(length)
+            history[length] = passes(limit)(length)
+        assert tried == expected, limit
+    assert next_length({8: 0.5, 4: 0.5, 2: 0.5}, 0.99, 8, 100, 1) is None  # nothing shorter than 2 tokens
+
+
+CAPACITY = dict(threshold=0.99, start_length=4, max_length=12, resolution=2, stage_steps=5, restarts=0)
+
+
+def search_params(**overrides):
+    p = job_params(FAST, n_samples=2, capacity=CAPACITY)
+    del p["length"], p["max_steps"], p["patience"], p["draw_length"]
+    return {**p, **overrides}
+
+
+def test_capacity_search_warm_starts_and_resumes_after_a_kill(tiny_dir, prose, tmp_path, monkeypatch):
+    from soft_tokens.cramming import capacity
+
+    passing = {4, 8}  # the stub decides which lengths pass, so the path of the search is known
+    real = capacity.optimise_with_restarts
+    inits = {}
+
+    def stub(model, tasks, settings, restarts, restart_from, on_result, desc):
+        length = len(tasks[0].target_ids) + 1
+        inits[length] = [t.init.clone() for t in tasks]
+
+        def result(r):
+            r.best_accuracy = 1.0 if length in passing else 0.5
+            on_result(r)
+        real(model, tasks, settings, restarts, restart_from, result, desc)
+
+    monkeypatch.setattr(capacity, "optimise_with_restarts", stub)
+    out, vec = tmp_path / "c.parquet", tmp_path / "c.safetensors"
+    monkeypatch.setattr(capacity, "evaluate", lambda *a, **k: kill() if len(inits) == 3 else real_evaluate(*a, **k))
+    real_evaluate = evaluate
+
+    def kill():
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_search(tiny_dir, prose, out, vec, search_params())
+    assert sorted(inits) == [4, 8, 12]  # killed while evaluating the third stage
+    first_inits = dict(inits)
+    inits.clear()
+    monkeypatch.setattr(capacity, "evaluate", real_evaluate)
+    df = run_search(tiny_dir, prose, out, vec, search_params())
+    assert sorted(inits) == [10, 12]  # stages 4 and 8 were kept; 12 is redone, then the bisection
+    assert list(df.drop_duplicates("stage")["length"]) == [4, 8, 12, 10]
+    assert (df["capacity_tokens"] == 8).all()
+    assert list(df.drop_duplicates("stage")["warm_start_length"]) == [0, 4, 8, 8]
+    stage_8 = load_file(vec)
+    for i, init in enumerate(inits[12]):  # warm-started from the vectors found at 8 tokens
+        torch.testing.assert_close(init, stage_8[f"sample_{i}"])
+    torch.testing.assert_close(first_inits[12][0], inits[12][0])
+
+
+def test_a_search_longer_than_the_texts_names_its_key(tiny_dir, prose, tmp_path):
+    long = search_params(capacity=dict(CAPACITY, max_length=5000))
+    with pytest.raises(ValueError, match="lower cramming.capacity.max_length or raise corpora.prose.passage_words"):
+        run_search(tiny_dir, prose, tmp_path / "c.parquet", tmp_path / "c.safetensors", long)

@@ -176,8 +176,9 @@ def test_stop_accuracy_below_one_stops_as_soon_as_it_is_reached(tiny):
 
 
 def restarted(model, tasks, batch_size, calls):
-    def fresh_init(key, attempt):
+    def fresh_init(key, attempt, best):
         calls.append((key, attempt))
+        assert best.steps == 3 * attempt  # the attempts so far, merged
         return torch.full_like(tasks[key].init, 0.01 * attempt)
     results = {}
     optimise_with_restarts(model, tasks, OptimSettings(lr=0.05, max_steps=3, patience=3, batch_size=batch_size), 2,
@@ -203,5 +204,5 @@ def test_restarts_start_stuck_samples_again_and_keep_the_best_attempt(tiny):
     calls = []
     results = {}
     optimise_with_restarts(model, one_token, OptimSettings(lr=0.1, max_steps=50, patience=50), 2,
-                           lambda key, attempt: calls.append(attempt), lambda r: results.__setitem__(r.key, r))
+                           lambda key, attempt, best: calls.append(attempt), lambda r: results.__setitem__(r.key, r))
     assert results[0].status == "converged" and calls == []

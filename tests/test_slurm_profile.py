@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 FAKE_BIN = REPO / "tests" / "fake_slurm"
 PARTITION, ACCOUNT = "fakepart", "fake_account"
-GPU_RULES = {"cram", "extract_pairs", "train_converter", "recursive_demo", "build_estar", "train_compressor",
+GPU_RULES = {"cram", "capacity", "extract_pairs", "train_converter", "recursive_demo", "build_estar", "train_compressor",
              "eval_compressor", "train_coconut", "eval_coconut"}
 LOCAL_RULES = {"all", "download_corpus", "build_reasoning_data", "summarize_cramming", "summarize_converter",
                "summarize_compressor", "summarize_coconut", "render_report", "compile_report", "effective_config"}

@@ -1,9 +1,13 @@
 """The Snakemake workflow itself: lint, format, the smoke DAG end to end, and config errors."""
 
 import copy
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +42,8 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     tex = (tmp_path / "results" / "table.tex").read_text()
     for variant in ("base", "bos", "2leading"):
-        assert f"tiny-llama\\_{variant} & 8 &" in tex
+        assert f"tiny-llama\\_{variant} & anchor (first, float32) & 8 &" in tex
+    assert "tiny-llama\\_base & fast (after\\_bos, margin 1.0, float32) & 8 &" in tex
     assert r"tiny-llama & -1 & linear &" in tex and r"tiny-llama & 1 & mlp &" in tex  # the converter table
     assert r"tiny-llama & 1 & mlp & 2 &" in tex  # the recursive demo, two passages
     generations = (tmp_path / "results" / "converter" / "tiny-llama" / "recursive_demo.jsonl").read_text()
@@ -56,10 +61,13 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     assert (tmp_path / "results" / "figures" / "coconut_accuracy_by_stage.png").exists()
     assert (tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / "coconut" / "stage2" / "history.json").exists()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
-    assert len(summary) == 6 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
+    assert len(summary) == 10 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
     means = summary.filter(regex="^mean_|mismatch@[12]$")
     assert means.notna().all().all() and np.isfinite(means.to_numpy()).all()
-    assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_randn.log").exists()
+    assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_randn_anchor.log").exists()
+    stages = pd.read_parquet(tmp_path / "results" / "capacity_stages.parquet")
+    assert set(stages["corpus"]) == {"embedded_prose", "random_words"} and (stages["optimizer"] == "fast").all()
+    assert (stages.groupby("corpus")["stage"].nunique() >= 2).all()  # the search went on past its first length
     assert (tmp_path / "results" / "benchmarks" / "prepare_model" / "tiny-llama.tsv").exists()
     report = snakemake("--report", str(tmp_path / "results" / "report.html"), "--configfile",
                        str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path))
@@ -77,7 +85,7 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     assert scheduled(tmp_path, resources) == {"effective_config": 1, "all": 1}
     longer = copy.deepcopy(smoke)
     longer["cramming"]["lengths"] = [8, 12]
-    assert scheduled(tmp_path, longer) == {"cram": 6, "summarize_cramming": 1, "render_report": 1,
+    assert scheduled(tmp_path, longer) == {"cram": 10, "summarize_cramming": 1, "render_report": 1,
                                            "effective_config": 1, "all": 1}
     decoding = copy.deepcopy(smoke)
     decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
@@ -127,3 +135,37 @@ def test_unknown_model_name_fails_with_the_key(tmp_path):
     run = snakemake("-n", "--configfile", bad, "--config", "cramming={models: [gpt-x]}", "--directory",
                     str(tmp_path))
     assert run.returncode != 0 and "cramming.models names ['gpt-x']" in run.stdout + run.stderr
+
+
+@pytest.mark.timeout(600)
+def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_path):
+    """kill -9 of snakemake leaves its lock: the rerun says so, `--unlock` clears it, and the rerun
+    then keeps the samples that finished before the kill (as the README says)."""
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["anchor"], n_samples=4,
+                              batch_size=1, max_steps=400, patience=400)
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_anchor.parquet"
+    args = ["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), target]
+    partial = tmp_path / (target + ".partial")
+    proc = subprocess.Popen([*SNAKEMAKE, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not list(partial.glob("sample_*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {f.name: json.loads(f.read_text()) for f in partial.glob("sample_*.json")}
+    assert 1 <= len(before) < 4, "the job must be killed mid-way"
+
+    locked = snakemake(*args)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    assert snakemake("--unlock", *args).returncode == 0
+    rerun = snakemake(*args)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    after = pd.read_parquet(tmp_path / target).set_index("sample_id")
+    assert len(after) == 4
+    for record in before.values():  # reused as they were, wall time included, not recomputed
+        assert after.loc[record["sample_id"], "seconds"] == record["seconds"]
+        assert list(after.loc[record["sample_id"], "curve_loss"]) == record["curve_loss"]

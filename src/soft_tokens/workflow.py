@@ -29,8 +29,10 @@ COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr"
 RUNTIME = ("device", "dtype")
 # rule -> (config section, the keys of it the job reads, the top-level keys it reads).
 READS = {
-    "cram": ("cramming", ("n_samples", "batch_size", "max_steps", "patience", "lr", "betas", "weight_decay",
-                          "leading_tokens", "leading_weight", "curve_points"), ("seed", *RUNTIME)),
+    "cram": ("cramming", ("n_samples", "batch_size", "max_steps", "patience", "leading_tokens", "leading_weight",
+                          "curve_points"), ("seed", *RUNTIME)),
+    "capacity": ("cramming", ("n_samples", "batch_size", "leading_tokens", "leading_weight", "curve_points",
+                              "capacity"), ("seed", *RUNTIME)),
     "extract_pairs": ("converter", ("layers", "bos", "max_tokens", "batch_size"), ("seed", *RUNTIME)),
     "train_converter": ("converter", ("hidden_dim", "epochs", "lr", "weight_decay", "batch_size", "val_fraction"),
                         ("seed",)),
@@ -73,6 +75,16 @@ def check_config(config: dict) -> None:
                 raise ValueError(f"recursive_demo.{key}: {value!r} is not among {allowed} (converter.layers, "
                                  "converter.archs or corpora)")
     check_overrides("cramming", cram, cram["models"], "a model listed in cramming.models", OVERRIDABLE)
+    for key, names in (("cramming.optimizers", cram["optimizers"]),
+                       ("cramming.capacity.optimizers", cram["capacity"]["optimizers"])):
+        unknown = [n for n in names if n not in cram["optimizer_settings"]]
+        if unknown:
+            raise ValueError(f"{key} names {unknown}, which are not defined under cramming.optimizer_settings "
+                             f"(defined: {sorted(cram['optimizer_settings'])})")
+    capacity = cram["capacity"]
+    if capacity["optimizers"] and capacity["max_length"] < capacity["start_length"]:
+        raise ValueError(f"cramming.capacity: max_length {capacity['max_length']} is below start_length "
+                         f"{capacity['start_length']}, so the search cannot try its first length; raise max_length")
     check_overrides("coconut", config["coconut"], config["reasoning"], "a dataset defined under `reasoning:`",
                     COCONUT_OVERRIDABLE)
     if config["coconut"]["models"] and not config["coconut"]["datasets"]:
@@ -128,21 +140,50 @@ def job_params(config: dict, rule: str, wildcards: dict) -> dict:
     section, keys, top = READS[rule]
     s = section_settings(config, section, wildcards)
     params = {**{k: config[k] for k in top}, **{k: s[k] for k in keys}, **dict(wildcards)}
+    if rule in ("cram", "capacity"):
+        params["optimizer_settings"] = dict(s["optimizer_settings"][wildcards["optimizer"]])
+        for key in ("length", "n_mem"):
+            if key in params:
+                params[key] = int(params[key])
     if rule == "cram":
         params["draw_length"] = config["corpora"][wildcards["corpus"]]["draw_length"]
-        for key in ("length", "n_mem"):
-            params[key] = int(params[key])
+    if rule == "capacity":  # a search reads neither the grid lists nor restarts (its stages never restart)
+        params["capacity"] = {k: v for k, v in s["capacity"].items() if k not in ("optimizers", "variants")}
+        del params["optimizer_settings"]["restarts"]
     return canonical(params)
 
 
+def same_as_base(settings: dict, variant: str, optimizer: str) -> bool:
+    """With BOS given before the vectors, token 0 is never scored, so `bos` is `base` exactly."""
+    return variant == "bos" and settings["optimizer_settings"][optimizer]["placement"] == "after_bos"
+
+
 def cram_jobs(config: dict) -> list[dict]:
-    """Every cramming job of the grid; a job with more vectors than tokens is skipped."""
+    """Every cramming job of the grid. Skipped: a job with more vectors than tokens, and the `bos`
+    variant of an `after_bos` optimizer (the same job as its `base`)."""
     jobs = []
     for model in config["cramming"]["models"]:
         s = cram_settings(config, model)
-        for corpus, length, n_mem, variant, init in product(
-            s["corpora"], s["lengths"], s["n_mem"], s["variants"], s["inits"]
+        for corpus, length, n_mem, variant, init, optimizer in product(
+            s["corpora"], s["lengths"], s["n_mem"], s["variants"], s["inits"], s["optimizers"]
         ):
-            if n_mem <= length:
-                jobs.append(dict(model=model, corpus=corpus, length=length, n_mem=n_mem, variant=variant, init=init))
+            if n_mem <= length and not same_as_base(s, variant, optimizer):
+                jobs.append(dict(model=model, corpus=corpus, length=length, n_mem=n_mem, variant=variant, init=init,
+                                 optimizer=optimizer))
+    return jobs
+
+
+def capacity_jobs(config: dict) -> list[dict]:
+    """Every capacity search: model x corpus x n_mem x variant x init x optimizer of `cramming.capacity`
+    (skipping, as cram_jobs does, `bos` where it is the same search as `base`)."""
+    jobs = []
+    for model in config["cramming"]["models"]:
+        s = cram_settings(config, model)
+        c = s["capacity"]
+        for corpus, n_mem, variant, init, optimizer in product(
+            s["corpora"], s["n_mem"], c["variants"], s["inits"], c["optimizers"]
+        ):
+            if not same_as_base(s, variant, optimizer):
+                jobs.append(dict(model=model, corpus=corpus, n_mem=n_mem, variant=variant, init=init,
+                                 optimizer=optimizer))
     return jobs

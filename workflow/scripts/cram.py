@@ -1,4 +1,6 @@
-"""Snakemake entry point: one cramming job (resumes from its .partial folder after a kill)."""
+"""Snakemake entry point of the two cramming rules: `cram` (one job at a fixed length) and
+`capacity` (one length search). Both resume after a kill: a job from its finished samples, a
+search from its finished stages."""
 
 import sys
 from pathlib import Path
@@ -10,10 +12,12 @@ log_to(snakemake.log[0])
 
 import torch
 
+from soft_tokens.cramming.capacity import run_search
 from soft_tokens.cramming.job import run_job
 
 torch.set_num_threads(snakemake.threads)
-run_job(
+run = {"cram": run_job, "capacity": run_search}[snakemake.rule]
+run(
     Path(snakemake.input.model),
     Path(snakemake.input.corpus),
     Path(snakemake.output.parquet),

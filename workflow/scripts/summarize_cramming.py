@@ -1,4 +1,4 @@
-"""Snakemake entry point: per-job means, per-model capacity, the figures and cramming's section."""
+"""Snakemake entry point: per-job means, capacity per search, the figures and cramming's section."""
 
 import sys
 from pathlib import Path
@@ -11,10 +11,12 @@ log_to(snakemake.log[0])
 from soft_tokens.core.io import write_parquet
 from soft_tokens.cramming.report import FIGURES, capacity_table, figures, read_samples, section, summarize
 
-samples = read_samples(snakemake.input)
+samples = read_samples(snakemake.input.samples)
+stages = read_samples(snakemake.input.capacity)
 summary = summarize(samples)
-capacity = capacity_table(summary, snakemake.params.threshold)
+capacity = capacity_table(stages)
 write_parquet(summary, snakemake.output.summary)
+write_parquet(stages, snakemake.output.stages)
 write_parquet(capacity, snakemake.output.capacity)
-figures(samples, summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+figures(samples, summary, stages, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
 Path(snakemake.output.section).write_text(section(summary, capacity))

@@ -35,8 +35,8 @@ class PrefixTask:
     target_ids: torch.Tensor  # [L] long: the tokens the prefix must make the model produce
     weights: torch.Tensor  # [L] float: per-position loss weight, 0 = not scored
     init: torch.Tensor  # [N, d] float32: starting vectors
-    lead_ids: torch.Tensor | None = None  # [P] long: fixed tokens given before the vectors (same for all tasks)
     target_hidden: torch.Tensor | None = None  # [L, d]: states to match at OptimSettings.hidden_layer
+    lead_ids: torch.Tensor | None = None  # [P] long: fixed tokens given before the vectors (same for all tasks)
 
 
 @dataclass
@@ -221,6 +221,7 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
     hidden_dim = 0 if tasks[0].target_hidden is None else tasks[0].target_hidden.shape[1]
     batch = _Batch(n, d, max(len(t.target_ids) for t in tasks), hidden_dim, device)
     bar = tqdm(total=len(tasks), desc=desc, unit="sample", mininterval=5)
+    shown = time.monotonic()
     while queue or len(batch):
         while queue and len(batch) < s.batch_size:
             batch.add(queue.popleft())
@@ -256,9 +257,11 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
         if bool(done.any()):
             batch.keep(~done)
         if len(batch):
-            # refresh=False: the bar redraws every `mininterval`, not on every step (logs stay short).
             bar.set_postfix(active=len(batch), step=int(batch.t.max()), best_acc=f"{float(batch.best_acc.mean()):.3f}",
                             refresh=False)
+            if time.monotonic() - shown >= bar.mininterval:  # redraw every few seconds, not every step (short logs)
+                bar.refresh()
+                shown = time.monotonic()
     bar.close()
 
 
@@ -301,12 +304,13 @@ def merge_attempts(previous: PrefixResult | None, latest: PrefixResult) -> Prefi
     )
 
 
-def optimise_with_restarts(model, tasks: list[PrefixTask], s: OptimSettings, restarts: int, fresh_init, on_result,
+def optimise_with_restarts(model, tasks: list[PrefixTask], s: OptimSettings, restarts: int, restart_from, on_result,
                            desc: str = "prefixes"):
     """optimise_prefixes, restarting each sample that ends without converging (and without failing)
-    from fresh vectors `fresh_init(key, attempt)`, at most `restarts` times: a text stuck on a
-    plateau usually converges from another start within the same budget. Each sample's result
-    merges its attempts (merge_attempts); batched still equals unbatched, attempt by attempt."""
+    from the vectors `restart_from(key, attempt, best_so_far)` gives (a fresh draw, or the best
+    vectors so far for a warm restart), at most `restarts` times, with the schedule started over: a
+    text stuck on a plateau usually converges from another start within the same budget. Each
+    sample's result merges its attempts (merge_attempts); batched equals unbatched, attempt by attempt."""
     earlier: dict[int, PrefixResult] = {}
     pending = list(tasks)
     for attempt in range(restarts + 1):
@@ -322,6 +326,6 @@ def optimise_with_restarts(model, tasks: list[PrefixTask], s: OptimSettings, res
 
         optimise_prefixes(model, pending, s, collect, desc if attempt == 0 else f"{desc} (restart {attempt})")
         by_key = {t.key: t for t in pending}
-        pending = [replace(by_key[key], init=fresh_init(key, attempt + 1)) for key in stuck]
+        pending = [replace(by_key[key], init=restart_from(key, attempt + 1, earlier[key])) for key in stuck]
         if not pending:
             return

@@ -1,9 +1,13 @@
 """Cramming: optimise N mem vectors per text so a frozen LM reconstructs the text from them alone.
 
-One job = one model x corpus x length x n_mem x variant x init. Each finished sample is written to a
-`.partial` folder at once (atomically), so a killed job resumes without redoing finished samples.
+One job = one model x corpus x length x n_mem x variant x init x optimiser. Each finished sample is
+written to a `.partial` folder at once (atomically), so a killed job resumes without redoing
+finished samples. An optimiser (`cramming.optimizer_settings.<name>`) is a whole protocol: AdamW
+settings and schedule, init scale, where the vectors sit (`first`, or `after_bos`: BOS given as an
+ordinary input token before them), the stop rule (accuracy, logit margin) and the model's dtype.
 """
 
+import copy
 import json
 import logging
 import math
@@ -17,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from soft_tokens.core.decoding import greedy_from_embeds
 from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, resumable_dir, write_parquet
 from soft_tokens.core.models import load_model
-from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_prefixes
+from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_with_restarts
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.core.seeding import generator
 from soft_tokens.cramming.metrics import (
@@ -34,10 +38,21 @@ from soft_tokens.workflow import VARIANTS
 log = logging.getLogger(__name__)
 
 CONVENTION = (
-    "token 0 is BOS (prepended when the tokenizer adds none); the last mem vector's logits predict "
-    "token 0; position k of mismatch@k is token k; variant 'bos' neither trains nor scores token 0 "
-    "and gives BOS to greedy decoding; CE totals compare tokens 1..L-1"
+    "token 0 is BOS (prepended when the tokenizer adds none); position k of mismatch@k is token k; "
+    "CE totals compare tokens 1..L-1"
 )
+PLACEMENT_CONVENTION = {
+    "first": "the vectors come first and the last one's logits predict token 0 (BOS); variant 'bos' neither "
+             "trains nor scores token 0 and gives BOS after the vectors to greedy decoding",
+    "after_bos": "BOS is given as an ordinary input token before the vectors and is never predicted or scored; "
+                 "the last vector's logits predict token 1",
+}
+
+
+def convention(p: dict) -> str:
+    """Where the vectors sit and what they predict, stored with every result."""
+    placement = p["optimizer_settings"]["placement"]
+    return f"{CONVENTION}; placement '{placement}': {PLACEMENT_CONVENTION[placement]}"
 
 
 def position_weights(variant: str, length: int, leading_tokens: int, leading_weight: float) -> torch.Tensor:
@@ -52,24 +67,83 @@ def position_weights(variant: str, length: int, leading_tokens: int, leading_wei
     return w
 
 
+def model_dtype(p: dict) -> str:
+    """The protocol's model dtype; `auto` defers to the run's top-level `dtype`."""
+    dtype = p["optimizer_settings"]["dtype"]
+    return p["dtype"] if dtype == "auto" else dtype
+
+
+def optim_settings(p: dict, max_steps: int, patience: int) -> OptimSettings:
+    """The job's optimiser protocol as OptimSettings, with its step budget (the schedule spans it)."""
+    o = p["optimizer_settings"]
+    return OptimSettings(
+        lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], schedule=o["schedule"],
+        warmup_steps=o["warmup_steps"], temperature=o["temperature"], stop_accuracy=o["stop_accuracy"],
+        margin=o["margin"], batch_size=p["batch_size"],
+        max_steps=max_steps, patience=patience,
+    )
+
+
+def initial_vectors(p: dict, embedding: torch.Tensor, sample_id: int, attempt: int = 0) -> torch.Tensor:
+    """A sample's fresh starting vectors for its first attempt or a restart: the init, scaled by the
+    optimiser's init_scale, each attempt from its own seeded draw."""
+    keys = (sample_id,) if attempt == 0 else (sample_id, attempt)
+    vectors = init_vectors(p["init"], embedding, p["n_mem"], generator(p["seed"], *keys))
+    return vectors * p["optimizer_settings"]["init_scale"]
+
+
+def task_for(key: int, ids: torch.Tensor, init: torch.Tensor, p: dict) -> tuple[PrefixTask, torch.Tensor]:
+    """The optimiser's task for one text, and the loss weight of each text position (0 = not scored)."""
+    weights = position_weights(p["variant"], len(ids), p["leading_tokens"], p["leading_weight"])
+    if p["optimizer_settings"]["placement"] == "after_bos":  # BOS is input: the vectors predict tokens 1..
+        weights[0] = 0.0
+        return PrefixTask(key, ids[1:], weights[1:], init, lead_ids=ids[:1]), weights
+    return PrefixTask(key, ids, weights, init), weights
+
+
 @torch.no_grad()
-def evaluate(model, vectors: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, variant: str) -> dict:
-    """Teacher-forced and greedy reconstruction from the vectors, and what they add over the text alone."""
-    dev = model.get_input_embeddings().weight.device
+def greedy_decode(model, vectors: torch.Tensor, ids: torch.Tensor, variant: str, placement: str) -> torch.Tensor:
+    """The text as `model` decodes it greedily from the vectors (KV cache, as a user would decode),
+    BOS given where the placement or variant gives it: [L] ids, comparable position by position."""
+    embed = model.get_input_embeddings()
+    vec, bos = vectors.to(embed.weight.device)[None], embed(ids[None, :1].to(embed.weight.device))
+    if placement == "after_bos":  # BOS, then the vectors, which predict tokens 1..L-1
+        return torch.cat([ids[:1], greedy_from_embeds(model, torch.cat([bos.to(vec.dtype), vec], 1), len(ids) - 1)[0]])
+    if variant == "bos":  # BOS is known, not reconstructed: decode the rest after it
+        return torch.cat([ids[:1], greedy_from_embeds(model, torch.cat([vec, bos.to(vec.dtype)], 1), len(ids) - 1)[0]])
+    return greedy_from_embeds(model, vec, len(ids))[0]
+
+
+@torch.no_grad()
+def evaluate(model, vectors: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, variant: str,
+             placement: str = "first", bf16_model=None) -> dict:
+    """Teacher-forced and greedy reconstruction from the vectors, and what they add over the text alone.
+
+    Greedy decoding runs on the KV cache, as a user would decode, not on the training forward: where
+    the two round differently a near-tie flips, which is what the stop margin guards against. With
+    `bf16_model` (the same model in bfloat16) the greedy decode is repeated there, as a bf16 user
+    would decode vectors crammed in fp32."""
+    embed = model.get_input_embeddings()
+    dev = embed.weight.device
     ids, vec = ids.to(dev), vectors.to(dev)[None]
     scored = (weights > 0).to(dev)
-    logits = prefix_forward(model, vec, ids[None])["logits"][0]
-    tf_pred = logits.argmax(-1)
-    if variant == "bos":  # BOS is known, not reconstructed: decode the rest after it
-        prefix = torch.cat([vec, model.get_input_embeddings()(ids[None, :1]).float()], dim=1)
-        greedy = torch.cat([ids[:1], greedy_from_embeds(model, prefix, len(ids) - 1)[0]])
+    if placement == "after_bos":
+        rest = prefix_forward(model, torch.cat([embed(ids[None, :1]).float(), vec], 1), ids[None, 1:])["logits"][0]
+        tf_pred = torch.cat([ids[:1], rest.argmax(-1)])
     else:
-        greedy = greedy_from_embeds(model, vec, len(ids))[0]
+        logits = prefix_forward(model, vec, ids[None])["logits"][0]
+        rest, tf_pred = logits[1:], logits.argmax(-1)
+    greedy = greedy_decode(model, vectors, ids, variant, placement).to(dev)
     ce_text, pred_text = text_only_scores(model, ids)
-    ce_with = torch.nn.functional.cross_entropy(logits[1:], ids[1:], reduction="none")
+    ce_with = torch.nn.functional.cross_entropy(rest.float(), ids[1:], reduction="none")
+    bf16 = math.nan
+    if bf16_model is not None:
+        bf16 = accuracy(greedy_decode(bf16_model, vectors.to(torch.bfloat16), ids, variant, placement).to(dev), ids,
+                        scored)
     return {
         "teacher_forcing_accuracy": accuracy(tf_pred, ids, scored),
         "greedy_convergence": accuracy(greedy, ids, scored),
+        "greedy_convergence_bf16": bf16,
         **mismatches(tf_pred, ids, scored, "tf"),
         **mismatches(greedy, ids, scored, "greedy"),
         **information_metrics(
@@ -77,6 +151,13 @@ def evaluate(model, vectors: torch.Tensor, ids: torch.Tensor, weights: torch.Ten
         ),
         "greedy_ids": greedy.tolist(),
     }
+
+
+def bf16_copy(model):
+    """The model in bfloat16 for a second greedy decode, or None when it already is bfloat16."""
+    if model.dtype == torch.bfloat16:
+        return None
+    return copy.deepcopy(model).to(torch.bfloat16)
 
 
 def sample_record(result: PrefixResult, ids: torch.Tensor, metrics: dict, curve_points: int) -> dict:
@@ -89,6 +170,7 @@ def sample_record(result: PrefixResult, ids: torch.Tensor, metrics: dict, curve_
         # A failed sample is excluded from every mean, its best-so-far accuracy included.
         "teacher_forcing_convergence": math.nan if result.status == "failed" else result.best_accuracy,
         "best_loss": math.nan if result.status == "failed" else result.best_loss,
+        "best_margin": math.nan if result.status == "failed" else result.best_margin,
         **metrics,
         "steps": result.steps,
         "seconds": result.seconds,
@@ -106,9 +188,22 @@ def failed_metrics() -> dict:
     return {**{k: math.nan for k in METRIC_KEYS}, "greedy_ids": []}
 
 
+def job_meta(p: dict, model) -> dict:
+    """What identifies a job's results, stored in every row and in the parquet metadata."""
+    embedding = model.get_input_embeddings().weight
+    return {
+        **{k: p[k] for k in ("model", "corpus", "n_mem", "variant", "init", "optimizer", "seed")},
+        **({"length": p["length"]} if "length" in p else {}),
+        "placement": p["optimizer_settings"]["placement"], "margin": p["optimizer_settings"]["margin"],
+        "stop_accuracy": p["optimizer_settings"]["stop_accuracy"],
+        "hidden_size": model.config.hidden_size, "vocab_size": model.config.vocab_size,
+        "dtype": str(embedding.dtype).removeprefix("torch."), "device": str(embedding.device.type),
+    }
+
+
 def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, p: dict) -> pd.DataFrame:
     """One cramming job end to end; `p` holds the job's parameters (soft_tokens.workflow.job_params)."""
-    model, tokenizer = load_model(model_dir, p["device"], p["dtype"])
+    model, tokenizer = load_model(model_dir, p["device"], model_dtype(p))
     embedding = model.get_input_embeddings().weight
     samples = cramming_samples(
         read_corpus(corpus_path), tokenizer, p["n_samples"], p["length"], p["draw_length"], p["seed"], p["corpus"]
@@ -123,11 +218,10 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
     tasks = []
     for sample in samples:
         ids = torch.tensor(sample["input_ids"])
-        weights = position_weights(p["variant"], len(ids), p["leading_tokens"], p["leading_weight"])
+        task, weights = task_for(sample["sample_id"], ids, initial_vectors(p, embedding, sample["sample_id"]), p)
         by_key[sample["sample_id"]] = (ids, weights)
         if sample["sample_id"] not in done:
-            init = init_vectors(p["init"], embedding, p["n_mem"], generator(p["seed"], sample["sample_id"]))
-            tasks.append(PrefixTask(sample["sample_id"], ids, weights, init))
+            tasks.append(task)
 
     def finish(result: PrefixResult) -> None:
         ids, weights = by_key[result.key]
@@ -135,7 +229,8 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
             log.warning("sample %d failed: %s", result.key, result.reason)
             metrics = failed_metrics()
         else:
-            metrics = evaluate(model, result.vectors, ids, weights, p["variant"])
+            metrics = evaluate(model, result.vectors, ids, weights, p["variant"], p["optimizer_settings"]["placement"],
+                               decode_bf16)
         record = sample_record(result, ids, metrics, p["curve_points"])
         with atomic_path(partial / f"sample_{result.key}.safetensors") as tmp:
             save_file({"vectors": result.vectors.contiguous()}, tmp)
@@ -145,25 +240,19 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
             result.key, result.status, result.steps, result.best_accuracy, metrics["greedy_convergence"],
         )
 
-    settings = OptimSettings(
-        lr=p["lr"], betas=tuple(p["betas"]), weight_decay=p["weight_decay"],
-        max_steps=p["max_steps"], patience=p["patience"], batch_size=p["batch_size"],
-    )
-    torch.manual_seed(p["seed"])
-    optimise_prefixes(model, tasks, settings, finish, desc=f"cram {out_parquet.stem}")
+    decode_bf16 = bf16_copy(model)
+    optimise_with_restarts(model, tasks, optim_settings(p, p["max_steps"], p["patience"]),
+                           p["optimizer_settings"]["restarts"],
+                           lambda key, attempt, _: initial_vectors(p, embedding, key, attempt),
+                           finish, desc=f"cram {out_parquet.stem}")
 
     records = [json.loads((partial / f"sample_{s['sample_id']}.json").read_text()) for s in samples]
-    meta = {
-        "model": p["model"], "corpus": p["corpus"], "length": p["length"], "n_mem": p["n_mem"],
-        "variant": p["variant"], "init": p["init"], "seed": p["seed"],
-        "hidden_size": model.config.hidden_size, "vocab_size": model.config.vocab_size,
-        "dtype": str(embedding.dtype).removeprefix("torch."), "device": str(embedding.device.type),
-    }
+    meta = job_meta(p, model)
     df = pd.DataFrame([{**meta, **r} for r in records])
     vectors = {f"sample_{s['sample_id']}": load_file(partial / f"sample_{s['sample_id']}.safetensors")["vectors"]
                for s in samples}
     with atomic_path(out_vectors) as tmp:
-        save_file(vectors, tmp, metadata={"convention": CONVENTION})
-    write_parquet(df, out_parquet, {"convention": CONVENTION, **{k: str(v) for k, v in meta.items()}})
+        save_file(vectors, tmp, metadata={"convention": convention(p)})
+    write_parquet(df, out_parquet, {"convention": convention(p), **{k: str(v) for k, v in meta.items()}})
     shutil.rmtree(partial)
     return df

@@ -15,7 +15,8 @@ MISMATCH_KEYS = [f"{kind}_mismatch@{k}" for kind in ("tf", "greedy") for k in MI
 INFORMATION_KEYS = ["ce_text_nats", "ce_text_bits", "ce_with_mem_nats", "ce_with_mem_bits", "information_gain_bits",
                     "gain_tokens"]
 # Every per-sample metric evaluate() reports (a failed sample has NaN in each).
-METRIC_KEYS = ["teacher_forcing_accuracy", "greedy_convergence", *MISMATCH_KEYS, *INFORMATION_KEYS]
+METRIC_KEYS = ["teacher_forcing_accuracy", "greedy_convergence", "greedy_convergence_bf16", *MISMATCH_KEYS,
+               *INFORMATION_KEYS]
 
 
 @torch.no_grad()

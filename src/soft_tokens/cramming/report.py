@@ -1,5 +1,5 @@
-"""Cramming's report: per-job means and capacity from the per-sample results, findings checked
-against the numbers, the two figures and the section of the report."""
+"""Cramming's report: per-job means from the per-sample results, capacity from the searches' stages,
+findings checked against the numbers, the figures and the section of the report."""
 
 import math
 
@@ -11,23 +11,27 @@ from soft_tokens.report.figures import pyplot, save_figure
 from soft_tokens.report.latex import escape, escape_text, fmt, render, table
 from soft_tokens.workflow import INITS, VARIANTS
 
-JOB_KEYS = ["model", "corpus", "length", "n_mem", "variant", "init"]
-CAPACITY_KEYS = ["model", "corpus", "n_mem", "variant", "init"]
+JOB_KEYS = ["model", "corpus", "length", "n_mem", "variant", "init", "optimizer"]
+SEARCH_KEYS = ["model", "corpus", "n_mem", "variant", "init", "optimizer"]
+PROTOCOL_KEYS = ["placement", "margin", "stop_accuracy", "dtype", "hidden_size", "vocab_size"]
 ORDER = {"variant": {v: i for i, v in enumerate(VARIANTS)}, "init": {v: i for i, v in enumerate(INITS)}}
 MEANS = {
     "teacher_forcing_convergence": "mean_teacher_forcing_convergence",
     "greedy_convergence": "mean_greedy_convergence",
+    "greedy_convergence_bf16": "mean_greedy_convergence_bf16",
     **{k: f"mean_{k}" for k in INFORMATION_KEYS if k.endswith("bits") or k == "gain_tokens"},
     "steps": "mean_steps",
     "seconds": "mean_seconds",
     "converged": "converged_rate",
     **{m: m for m in MISMATCH_KEYS},
 }
-FIGURES = ("accuracy_vs_steps", "tf_vs_greedy")
+FIGURES = ("accuracy_vs_steps", "tf_vs_greedy", "capacity_search")
 
 
 def read_samples(paths) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    """The rows of every file in `paths` (none: an empty frame, e.g. when no capacity search is configured)."""
+    frames = [pd.read_parquet(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SEARCH_KEYS)
 
 
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +41,7 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     out = grouped[list(MEANS)].mean().rename(columns=MEANS)
     out["n_samples"] = grouped.size()
     out["n_failed"] = grouped["status"].apply(lambda s: int((s == "failed").sum()))
-    out[["hidden_size", "vocab_size"]] = grouped[["hidden_size", "vocab_size"]].first()
+    out[PROTOCOL_KEYS] = grouped[PROTOCOL_KEYS].first()
     return out.reset_index()
 
 
@@ -46,23 +50,42 @@ def theoretical_capacity(hidden_size: int, vocab_size: int, n_mem: int) -> float
     return n_mem * hidden_size * 16 / math.log2(vocab_size)
 
 
-def capacity(lengths_to_accuracy: dict[int, float], threshold: float) -> int:
-    """The largest tested length whose mean teacher-forced accuracy reaches `threshold` (0 if none)."""
-    return max((length for length, acc in lengths_to_accuracy.items() if acc >= threshold), default=0)
+def exact_greedy_length(search: pd.DataFrame, threshold: float) -> int:
+    """The longest length tried at which greedy decoding reaches `threshold` on average, in the
+    model's dtype and (where measured) in bf16: a lower bound on the length decoded back exactly."""
+    means = search.groupby("length")[["greedy_convergence", "greedy_convergence_bf16"]].mean()
+    ok = (means["greedy_convergence"] >= threshold) & (means["greedy_convergence_bf16"].isna()
+                                                      | (means["greedy_convergence_bf16"] >= threshold))
+    return int(means.index[ok].max()) if ok.any() else 0
 
 
-def capacity_table(summary: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def capacity_table(stages: pd.DataFrame) -> pd.DataFrame:
+    """One row per capacity search: the capacity it found, against the bound, with the mean
+    reconstruction and information gain of its texts at that length."""
     rows = []
-    for keys, group in summary.groupby(CAPACITY_KEYS, sort=False):
-        found = capacity(dict(zip(group["length"], group["mean_teacher_forcing_convergence"])), threshold)
-        bound = theoretical_capacity(int(group["hidden_size"].iloc[0]), int(group["vocab_size"].iloc[0]), keys[2])
+    for keys, search in stages.groupby(SEARCH_KEYS, sort=False):
+        first = search.iloc[0]
+        found = int(first["capacity_tokens"])
+        at = search[search["length"] == found]
+        by_length = search.groupby("length")["teacher_forcing_convergence"].mean().sort_index()
+        bound = theoretical_capacity(int(first["hidden_size"]), int(first["vocab_size"]), keys[2])
         rows.append({
-            **dict(zip(CAPACITY_KEYS, keys)),
+            **dict(zip(SEARCH_KEYS, keys)),
+            **{k: first[k] for k in ("placement", "margin", "stop_accuracy", "dtype", "threshold")},
             "capacity_tokens": found,
-            "max_tested_length": int(group["length"].max()),
+            "tokens_per_vector": found / keys[2],
             "theoretical_bound_tokens": bound,
             "utilisation": found / bound,
-            "threshold": threshold,
+            "n_samples": int(search["sample_id"].nunique()),
+            "mean_teacher_forcing_at_capacity": at["teacher_forcing_convergence"].mean(),
+            "mean_greedy_at_capacity": at["greedy_convergence"].mean(),
+            "mean_greedy_bf16_at_capacity": at["greedy_convergence_bf16"].mean(),
+            "information_gain_bits_at_capacity": at["information_gain_bits"].mean(),
+            "exact_greedy_tokens": exact_greedy_length(search, first["threshold"]),
+            "lengths_tried": [int(x) for x in search.drop_duplicates("stage")["length"]],
+            "shortest_failed": int(by_length[by_length < first["threshold"]].index.min())
+            if (by_length < first["threshold"]).any() else 0,
+            "total_steps": int(search["steps"].sum()),
         })
     return pd.DataFrame(rows)
 
@@ -77,9 +100,16 @@ def row_name(row) -> str:
     return name
 
 
+def protocol(row) -> str:
+    """The optimiser's name and what sets it apart where it matters for greedy decoding."""
+    margin = f", margin {fmt(row['margin'], 1)}" if row["margin"] else ""
+    stop = f", stop {fmt(row['stop_accuracy'], 2)}" if row["stop_accuracy"] < 1 else ""
+    return f"{row['optimizer']} ({row['placement']}{margin}{stop}, {row['dtype']})"
+
+
 def ordered(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values(["corpus", "model", "variant", "init", "n_mem"] + (["length"] if "length" in df else []),
-                          key=lambda c: c.map(ORDER[c.name]) if c.name in ORDER else c)
+    keys = ["corpus", "model", "optimizer", "variant", "init", "n_mem"] + (["length"] if "length" in df else [])
+    return df.sort_values(keys, key=lambda c: c.map(ORDER[c.name]) if c.name in ORDER else c, kind="stable")
 
 
 def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
@@ -88,7 +118,7 @@ def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
     for _, r in ordered(summary).iterrows():
         tf, greedy = r["mean_teacher_forcing_convergence"], r["mean_greedy_convergence"]
         early = [k for k in (0, 1) if r[f"greedy_mismatch@{k}"] >= 0.5]
-        where = f"{row_name(r)} at {r['length']} tokens ({r['corpus']})"
+        where = f"{row_name(r)} with {r['optimizer']} at {r['length']} tokens ({r['corpus']}, n = {r['n_samples']})"
         if tf - greedy >= 0.3 and early:
             out.append(
                 f"For {where}, teacher forcing reaches {tf:.2f} but greedy decoding only {greedy:.2f}: "
@@ -96,36 +126,56 @@ def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
                 f"{'--'.join(map(str, early))} (mismatch@0 = {fmt(r['greedy_mismatch@0'], 2)}, "
                 f"mismatch@1 = {fmt(r['greedy_mismatch@1'], 2)}), so one early miss derails the decode."
             )
-        elif tf >= 0.9 and greedy >= 0.9:
-            out.append(f"For {where}, greedy decoding recovers the text as well as teacher forcing "
-                       f"({greedy:.2f} vs {tf:.2f}).")
+        elif tf >= 0.99 and greedy >= 0.99:
+            out.append(f"For {where}, greedy decoding reproduces the text as teacher forcing does "
+                       f"({greedy:.3f} vs {tf:.3f}), after {r['mean_steps']:.0f} steps per text on average"
+                       + bf16_clause(r["mean_greedy_convergence_bf16"], greedy, r["margin"]) + ".")
+        elif tf >= 0.99 and greedy < 0.99:
+            out.append(f"For {where}, teacher forcing reaches {tf:.3f} yet greedy decoding only {greedy:.3f}: "
+                       "right under teacher forcing is not enough when the decode rounds differently"
+                       + bf16_clause(r["mean_greedy_convergence_bf16"], greedy, r["margin"]) + ".")
     out += variant_effects(summary)
     if (summary["mean_teacher_forcing_convergence"] < 0.5).all():
         out.append("No configuration reached a mean teacher-forced accuracy of 0.5 within its step budget.")
-    none = []
-    for _, c in ordered(capacity_df).iterrows():
-        who = f"{row_name(c)} ({c['corpus']})"
+    for _, c in (ordered(capacity_df) if len(capacity_df) else capacity_df).iterrows():
+        who = f"{row_name(c)} with {c['optimizer']} ({c['corpus']}, {c['dtype']}, n = {c['n_samples']} texts)"
         if c["capacity_tokens"] == 0:
-            none.append(who)
+            out.append(f"For {who}, no tried length reached a mean teacher-forced accuracy of {c['threshold']:.2f} "
+                       f"(lengths tried: {', '.join(map(str, c['lengths_tried']))}).")
             continue
-        longest = " (the longest tested, so the capacity may be higher)" \
-            if c["capacity_tokens"] == c["max_tested_length"] else ""
+        limit = (f"; {c['shortest_failed']} tokens failed" if c["shortest_failed"]
+                 else " (the longest tried, so the capacity may be higher)")
         out.append(
-            f"{who} reconstructs texts of {c['capacity_tokens']} tokens{longest} from {c['n_mem']} "
-            f"vector{'s' if c['n_mem'] > 1 else ''}: {100 * c['utilisation']:.1f}\\% of the theoretical "
-            f"bound of {c['theoretical_bound_tokens']:.0f} tokens."
+            f"{who} reconstructs {c['capacity_tokens']} tokens{limit}: {c['tokens_per_vector']:.0f} tokens per "
+            f"vector, {100 * c['utilisation']:.1f}\\% of the bound of {c['theoretical_bound_tokens']:.0f} tokens, "
+            f"{c['information_gain_bits_at_capacity']:.0f} bits of information gain per text; greedy decoding "
+            f"reaches {c['mean_greedy_at_capacity']:.3f} there (teacher forcing {c['mean_teacher_forcing_at_capacity']:.3f})"
+            + bf16_clause(c["mean_greedy_bf16_at_capacity"], c["mean_greedy_at_capacity"], c["margin"]) + "."
+            + ("" if c["exact_greedy_tokens"] == c["capacity_tokens"] else
+               f" Greedy decoding is exact (a mean of at least {c['threshold']:.2f}, in fp32 and bf16) up to "
+               f"{c['exact_greedy_tokens']} tokens of the lengths tried: at the capacity, a text that misses one "
+               "token under teacher forcing derails the greedy decode from there on.")
         )
-    if none:
-        threshold = capacity_df["threshold"].iloc[0]
-        out.append(f"No tested length reaches a mean teacher-forced accuracy of {threshold:.2f} for "
-                   f"{', '.join(none)}.")
     return [escape_text(s) for s in out]
+
+
+def bf16_clause(bf16: float, greedy: float, margin: float) -> str:
+    """What decoding the same vectors in bf16 gives, as a clause (nothing where it was not measured);
+    it blames bf16 rounding only where bf16 decodes worse than the model's own dtype."""
+    if np.isnan(bf16):
+        return ""
+    if bf16 >= 0.99:
+        return f"; decoded by the model in bf16 too ({bf16:.3f})"
+    if bf16 < greedy:
+        return (f"; decoded by the model in bf16 only {bf16:.3f}: a stop margin of {margin:g} logits does not "
+                "cover bf16 rounding for every text")
+    return f"; decoded in bf16 the same ({bf16:.3f})"
 
 
 def variant_effects(summary: pd.DataFrame) -> list[str]:
     """Greedy accuracy of `bos` and `2leading` against `base` on the same jobs, where it moves by >= 0.1."""
     out = []
-    keys = ["model", "corpus", "length", "n_mem", "init"]
+    keys = ["model", "corpus", "length", "n_mem", "init", "optimizer"]
     base = summary[summary["variant"] == "base"].set_index(keys)["mean_greedy_convergence"]
     for variant, what in (("bos", "Ignoring the BOS position"), ("2leading", "Up-weighting the first tokens")):
         other = summary[summary["variant"] == variant].set_index(keys)["mean_greedy_convergence"]
@@ -134,7 +184,8 @@ def variant_effects(summary: pd.DataFrame) -> list[str]:
             if abs(delta) >= 0.1:
                 model, corpus, length = key[:3]
                 out.append(f"{what} ({variant}) {'raises' if delta > 0 else 'lowers'} greedy accuracy for "
-                           f"{model} at {length} tokens ({corpus}) from {base[key]:.2f} to {other[key]:.2f}.")
+                           f"{model} with {key[5]} at {length} tokens ({corpus}) from {base[key]:.2f} to "
+                           f"{other[key]:.2f}.")
     return out
 
 
@@ -153,10 +204,10 @@ def plot_accuracy_vs_steps(samples: pd.DataFrame, paths: list) -> None:
     fig, axes = plt.subplots(1, len(lengths), figsize=(4 * len(lengths), 3.2), squeeze=False, sharey=True)
     grid = np.arange(1, max(max(s) for s in samples["curve_steps"] if len(s)) + 1)
     for ax, length in zip(axes[0], lengths):
-        for (model, corpus, variant, init, n_mem), g in ordered(samples[samples["length"] == length]).groupby(
-            ["model", "corpus", "variant", "init", "n_mem"], sort=False
+        for (model, corpus, optimizer, variant, init, n_mem), g in ordered(samples[samples["length"] == length]).groupby(
+            ["model", "corpus", "optimizer", "variant", "init", "n_mem"], sort=False
         ):
-            label = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {corpus}"
+            label = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer} {corpus}"
             ax.plot(grid, best_so_far_curves(g, grid).mean(0), label=label)
         ax.set(title=f"{length} tokens", xlabel="step", ylim=(0, 1.02))
     axes[0][0].set_ylabel("best teacher-forced accuracy")
@@ -172,8 +223,9 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
     panels = list(ordered(summary).groupby(["model", "corpus"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False, sharey=True)
     for ax, ((model, corpus), group) in zip(axes[0], panels):
-        for i, ((variant, init, n_mem), g) in enumerate(group.groupby(["variant", "init", "n_mem"], sort=False)):
-            name = row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))
+        for i, ((optimizer, variant, init, n_mem), g) in enumerate(
+                group.groupby(["optimizer", "variant", "init", "n_mem"], sort=False)):
+            name = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer}"
             ax.plot(g["length"], g["mean_teacher_forcing_convergence"], "o-", color=f"C{i % 10}", label=name)
             ax.plot(g["length"], g["mean_greedy_convergence"], "s--", color=f"C{i % 10}")
         ax.set(title=f"{model} / {corpus}", xlabel="text length (tokens)", ylim=(-0.02, 1.02))
@@ -188,40 +240,82 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
     save_figure(fig, paths)
 
 
-def figures(samples: pd.DataFrame, summary: pd.DataFrame, paths: dict) -> None:
-    """Both figures, each to the paths given for its name in FIGURES."""
+def plot_capacity_search(stages: pd.DataFrame, paths: list) -> None:
+    """Each search's stages in the order tried: mean best TF and greedy accuracy against length."""
+    plt = pyplot()
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for i, (keys, search) in enumerate(stages.groupby(SEARCH_KEYS, sort=False)):
+        per_stage = search.groupby(["stage", "length"], as_index=False)[
+            ["teacher_forcing_convergence", "greedy_convergence"]].mean().sort_values("length")
+        name = f"{row_name(dict(zip(SEARCH_KEYS, keys)))} {keys[-1]} {search['dtype'].iloc[0]}"
+        ax.plot(per_stage["length"], per_stage["teacher_forcing_convergence"], "o-", color=f"C{i % 10}", label=name)
+        ax.plot(per_stage["length"], per_stage["greedy_convergence"], "s--", color=f"C{i % 10}")
+        ax.axvline(search["capacity_tokens"].iloc[0], color=f"C{i % 10}", alpha=0.3)
+    if len(stages):
+        ax.axhline(stages["threshold"].iloc[0], color="k", lw=0.5, ls=":")
+    ax.set(xlabel="text length (tokens)", ylabel="mean accuracy at that length", ylim=(-0.02, 1.02))
+    ax.set_xscale("log", base=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    save_figure(fig, paths)
+
+
+def figures(samples: pd.DataFrame, summary: pd.DataFrame, stages: pd.DataFrame, paths: dict) -> None:
+    """Every figure, each to the paths given for its name in FIGURES."""
     plot_accuracy_vs_steps(samples, paths["accuracy_vs_steps"])
     plot_tf_vs_greedy(summary, paths["tf_vs_greedy"])
+    plot_capacity_search(stages, paths["capacity_search"])
 
 
 def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
     """One reconstruction table per corpus, then the capacity table."""
     out = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
-        rows = pd.DataFrame({  # the seed's columns, in its order
-            "model": group.apply(row_name, axis=1), "sequence length": group["length"].astype(int),
+        rows = pd.DataFrame({  # the seed's columns, in its order, with the protocol and its steps
+            "model": group.apply(row_name, axis=1), "optimizer": group.apply(protocol, axis=1),
+            "sequence length": group["length"].astype(int),
             **{f"mismatch@{k}": group[f"greedy_mismatch@{k}"].map(fmt) for k in (0, 1, 2)},
             "TF accuracy": group["mean_teacher_forcing_convergence"].map(fmt),
             "greedy accuracy": group["mean_greedy_convergence"].map(fmt),
+            "greedy (bf16)": group["mean_greedy_convergence_bf16"].map(fmt),
+            "steps": group["mean_steps"].map(lambda v: fmt(v, 0)),
         })
         failed = int(group["n_failed"].sum())
         out.append(table(rows, (
             f"Cramming on corpus \\texttt{{{escape(corpus)}}}: {int(group['n_samples'].max())} texts per row"
             + (f", {failed} failed (excluded from means)" if failed else "") + ". mismatch@$k$ is the fraction of "
-            "texts whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where the "
-            "variant does not score it). TF / greedy accuracy: mean teacher-forced / greedy reconstruction accuracy "
+            "texts whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where it is "
+            "not scored: the bos variant, or BOS given before the vectors). TF / greedy accuracy: mean "
+            "teacher-forced / greedy (KV-cached) reconstruction accuracy "
             "(\\texttt{mean\\_teacher\\_forcing\\_convergence}, \\texttt{mean\\_greedy\\_convergence} in "
-            "\\texttt{cramming\\_summary.parquet})."), "lrrrrrr", size="footnotesize"))
-    cap = ordered(capacity_df)
-    rows = pd.DataFrame({
-        "model": cap.apply(row_name, axis=1), "corpus": cap["corpus"], "capacity": cap["capacity_tokens"].astype(int),
-        "longest tested": cap["max_tested_length"].astype(int),
-        "bound": cap["theoretical_bound_tokens"].map(lambda v: fmt(v, 0)),
-        "utilisation (\\%)": cap["utilisation"].map(lambda v: fmt(100 * v, 1)),
-    })
-    threshold = fmt(float(capacity_df["threshold"].iloc[0]), 2)
-    out.append(table(rows, f"Capacity: the largest tested length with mean teacher-forced accuracy $\\geq$ "
-                           f"{threshold}, against the bound $N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens.", "llrrrr"))
+            "\\texttt{cramming\\_summary.parquet}); greedy (bf16): the same vectors decoded by the model in "
+            "bfloat16; steps: mean optimiser steps per text, restarts included."),
+            "llrrrrrrrr", size="footnotesize"))
+    if len(capacity_df):
+        cap = ordered(capacity_df)
+        rows = pd.DataFrame({
+            "model": cap.apply(row_name, axis=1), "corpus": cap["corpus"], "optimizer": cap.apply(protocol, axis=1),
+            "capacity": cap["capacity_tokens"].astype(int),
+            "failed at": cap["shortest_failed"].map(lambda v: str(v) if v else "--"),
+            "exact greedy": cap["exact_greedy_tokens"].astype(int),
+            "bound": cap["theoretical_bound_tokens"].map(lambda v: fmt(v, 0)),
+            "util. (\\%)": cap["utilisation"].map(lambda v: fmt(100 * v, 1)),
+            "TF": cap["mean_teacher_forcing_at_capacity"].map(fmt),
+            "greedy": cap["mean_greedy_at_capacity"].map(fmt),
+            "greedy (bf16)": cap["mean_greedy_bf16_at_capacity"].map(fmt),
+            "gain (bits)": cap["information_gain_bits_at_capacity"].map(lambda v: fmt(v, 0)),
+        })
+        threshold = fmt(float(capacity_df["threshold"].iloc[0]), 2)
+        n = int(capacity_df["n_samples"].max())
+        out.append(table(rows, (
+            f"Capacity by search ({n} texts): the longest length whose mean best teacher-forced accuracy is "
+            f"$\\geq$ {threshold} (lengths doubled until one failed, then bisected; each stage warm-started from "
+            "the vectors of the longest length that passed), the shortest length that failed, the bound "
+            "$N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens; exact greedy: the longest length tried whose mean greedy "
+            "accuracy (fp32 and bf16) is $\\geq$ the threshold too; and at the capacity length the mean teacher-forced and "
+            "greedy accuracy (the model in fp32 and in bfloat16) and information gain (CE of the text alone minus "
+            "CE given the vectors)."),
+            "lllrrrrrrrrr", size="footnotesize"))
     return out
 
 

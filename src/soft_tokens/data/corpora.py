@@ -96,7 +96,8 @@ def second_half(text: str) -> str:
 
 
 def cramming_samples(
-    corpus: pd.DataFrame, tokenizer, n_samples: int, length: int, draw_length: bool, seed: int, corpus_name: str
+    corpus: pd.DataFrame, tokenizer, n_samples: int, length: int, draw_length: bool, seed: int, corpus_name: str,
+    length_key: str = "cramming.lengths",
 ) -> list[dict]:
     """The first `n_samples` passages as token ids (BOS first), each exactly `length` tokens long.
 
@@ -119,7 +120,7 @@ def cramming_samples(
     if too_short:
         raise ValueError(
             f"corpus '{corpus_name}': {len(too_short)} of {n_samples} passages are shorter than {length} "
-            f"tokens in their second half (id, tokens: {too_short[:5]}); lower cramming.lengths or "
+            f"tokens in their second half (id, tokens: {too_short[:5]}); lower {length_key} or "
             f"raise corpora.{corpus_name}.passage_words / words_per_passage"
         )
     return samples

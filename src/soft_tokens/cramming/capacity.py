@@ -1,0 +1,134 @@
+"""Capacity by the cramming paper's protocol: the longest text N vectors reconstruct.
+
+One search per model x corpus x n_mem x variant x init x optimiser, on the same texts throughout:
+the length doubles while the mean best teacher-forced accuracy over the texts stays at or above
+the threshold, then the gap between the last length that passed and the first that failed is
+bisected down to `resolution` tokens. Each stage starts every text from its vectors at the longest
+length that passed (progressive cramming: the text grows, the vectors are warm-started), so a
+stage refines instead of starting over. A stage has `stage_steps` steps per text, and a text that
+ends unconverged starts again up to `capacity.restarts` times: with a mean
+threshold of 0.99, one stuck text would fail a length the vector can hold. A warm-started text
+restarts from its best vectors so far with the schedule started over (a warm restart); a cold one
+from a fresh draw. Each finished stage is saved at once, so a killed search
+resumes after its last finished stage.
+"""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, resumable_dir, write_parquet
+from soft_tokens.core.models import load_model
+from soft_tokens.core.optimiser import optimise_with_restarts
+from soft_tokens.cramming.job import (
+    bf16_copy,
+    convention,
+    evaluate,
+    initial_vectors,
+    job_meta,
+    model_dtype,
+    optim_settings,
+    sample_record,
+    task_for,
+)
+from soft_tokens.data.corpora import cramming_samples, read_corpus
+
+log = logging.getLogger(__name__)
+
+
+def check_search(start: int, max_length: int, resolution: int) -> None:
+    if start < 2 or max_length < start:
+        raise ValueError(f"cramming.capacity: start_length {start} must be >= 2 and <= max_length {max_length}")
+    if resolution < 1:
+        raise ValueError(f"cramming.capacity.resolution must be >= 1 token, got {resolution}")
+
+
+def next_length(history: dict[int, float], threshold: float, start: int, max_length: int, resolution: int):
+    """The next length to try given {length: mean best TF accuracy} so far, or None when the search
+    is over: double from `start` while lengths pass, then bisect between the longest pass and the
+    shortest failure above it until they are `resolution` tokens apart (or `max_length` passes)."""
+    if not history:
+        return start
+    lo = max((length for length, acc in history.items() if acc >= threshold), default=0)
+    failed = [length for length, acc in history.items() if acc < threshold and length > lo]
+    if not failed:
+        return None if lo >= max_length else min(2 * lo, max_length)
+    hi = min(failed)
+    mid = (lo + hi) // 2
+    return None if hi - lo <= resolution or mid < 2 else mid
+
+
+def capacity_of(history: dict[int, float], threshold: float) -> int:
+    """The longest length that passed (0 if none did)."""
+    return max((length for length, acc in history.items() if acc >= threshold), default=0)
+
+
+def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, p: dict) -> pd.DataFrame:
+    """A whole capacity search; `p` holds the job's parameters (soft_tokens.workflow.job_params)."""
+    c = p["capacity"]
+    check_search(c["start_length"], c["max_length"], c["resolution"])
+    model, tokenizer = load_model(model_dir, p["device"], model_dtype(p))
+    embedding = model.get_input_embeddings().weight
+    samples = cramming_samples(read_corpus(corpus_path), tokenizer, p["n_samples"], c["max_length"], False, p["seed"],
+                               p["corpus"], length_key="cramming.capacity.max_length")
+    partial = Path(str(out_parquet) + ".partial")
+    resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))
+    settings = optim_settings(p, c["stage_steps"], c["stage_steps"])
+
+    decode_bf16 = bf16_copy(model)
+    stages, history, vectors = [], {}, {}
+    while (length := next_length(history, c["threshold"], c["start_length"], c["max_length"], c["resolution"])):
+        stage = len(history)
+        records_file, vectors_file = partial / f"stage_{stage}.json", partial / f"stage_{stage}.safetensors"
+        if not records_file.exists():
+            lo = capacity_of(history, c["threshold"])
+            warm = vectors.get(lo, {})
+            tasks, by_key = [], {}
+            for s in samples:
+                ids = torch.tensor(s["input_ids"][:length])
+                init = warm.get(s["sample_id"])
+                if init is None:
+                    init = initial_vectors(p, embedding, s["sample_id"])
+                task, weights = task_for(s["sample_id"], ids, init, p)
+                tasks.append(task)
+                by_key[s["sample_id"]] = (ids, weights)
+            results = []
+            # A warm-started text restarts warm (its best vectors, the schedule started over); a cold one
+            # from a fresh draw.
+            optimise_with_restarts(
+                model, tasks, settings, c["restarts"],
+                lambda key, attempt, best: best.vectors if key in warm else initial_vectors(p, embedding, key, attempt),
+                results.append, desc=f"capacity {length} tokens")
+            records = []
+            for r in sorted(results, key=lambda r: r.key):
+                ids, weights = by_key[r.key]
+                metrics = evaluate(model, r.vectors, ids, weights, p["variant"], p["optimizer_settings"]["placement"],
+                                   decode_bf16)
+                records.append({"stage": stage, "length": length, "warm_start_length": lo,
+                                **sample_record(r, ids, metrics, p["curve_points"])})
+            with atomic_path(vectors_file) as tmp:
+                save_file({f"sample_{r.key}": r.vectors.contiguous() for r in results}, tmp)
+            atomic_write_json(records_file, records)
+        records = json.loads(records_file.read_text())
+        stage_vectors = {int(k.split("_")[1]): v for k, v in load_file(vectors_file).items()}
+        stages.extend(records)
+        vectors[length] = stage_vectors
+        history[length] = sum(r["teacher_forcing_convergence"] for r in records) / len(records)
+        log.info("stage %d: %d tokens, mean best TF %.3f, mean greedy %.3f", stage, length, history[length],
+                 sum(r["greedy_convergence"] for r in records) / len(records))
+
+    found = capacity_of(history, c["threshold"])
+    meta = {**job_meta(p, model), "capacity_tokens": found, "threshold": c["threshold"]}
+    df = pd.DataFrame([{**meta, **r} for r in stages])
+    with atomic_path(out_vectors) as tmp:
+        save_file({f"sample_{k}": v.contiguous() for k, v in vectors.get(found, {}).items()}, tmp,
+                  metadata={"convention": convention(p), "length": str(found)})
+    write_parquet(df, out_parquet, {"convention": convention(p), **{k: str(v) for k, v in meta.items()}})
+    shutil.rmtree(partial)
+    return df
+
