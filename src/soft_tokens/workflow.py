@@ -81,14 +81,22 @@ def check_config(config: dict) -> None:
         if unknown:
             raise ValueError(f"{key} names {unknown}, which are not defined under cramming.optimizer_settings "
                              f"(defined: {sorted(cram['optimizer_settings'])})")
-    capacity = cram["capacity"]
-    if capacity["optimizers"] and capacity["max_length"] < capacity["start_length"]:
-        raise ValueError(f"cramming.capacity: max_length {capacity['max_length']} is below start_length "
-                         f"{capacity['start_length']}, so the search cannot try its first length; raise max_length")
+    if cram["capacity"]["optimizers"]:
+        check_capacity(cram["capacity"])
     check_overrides("coconut", config["coconut"], config["reasoning"], "a dataset defined under `reasoning:`",
                     COCONUT_OVERRIDABLE)
     if config["coconut"]["models"] and not config["coconut"]["datasets"]:
         raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
+
+
+def check_capacity(capacity: dict) -> None:
+    """A capacity search must be able to try its first length and to stop bisecting."""
+    if capacity["start_length"] < 2 or capacity["resolution"] < 1:
+        raise ValueError(f"cramming.capacity: start_length {capacity['start_length']} must be >= 2 and resolution "
+                         f"{capacity['resolution']} >= 1 token")
+    if capacity["max_length"] < capacity["start_length"]:
+        raise ValueError(f"cramming.capacity: max_length {capacity['max_length']} is below start_length "
+                         f"{capacity['start_length']}, so the search cannot try its first length; raise max_length")
 
 
 def check_overrides(section: str, settings: dict, names, what: str, allowed: tuple) -> None:

@@ -37,15 +37,14 @@ from soft_tokens.cramming.job import (
     task_for,
 )
 from soft_tokens.data.corpora import cramming_samples, read_corpus
+from soft_tokens.workflow import check_capacity
 
 log = logging.getLogger(__name__)
 
 
-def check_search(start: int, max_length: int, resolution: int) -> None:
-    if start < 2 or max_length < start:
-        raise ValueError(f"cramming.capacity: start_length {start} must be >= 2 and <= max_length {max_length}")
-    if resolution < 1:
-        raise ValueError(f"cramming.capacity.resolution must be >= 1 token, got {resolution}")
+def capacity_of(history: dict[int, float], threshold: float) -> int:
+    """The longest length that passed (0 if none did)."""
+    return max((length for length, acc in history.items() if acc >= threshold), default=0)
 
 
 def next_length(history: dict[int, float], threshold: float, start: int, max_length: int, resolution: int):
@@ -54,7 +53,7 @@ def next_length(history: dict[int, float], threshold: float, start: int, max_len
     shortest failure above it until they are `resolution` tokens apart (or `max_length` passes)."""
     if not history:
         return start
-    lo = max((length for length, acc in history.items() if acc >= threshold), default=0)
+    lo = capacity_of(history, threshold)
     failed = [length for length, acc in history.items() if acc < threshold and length > lo]
     if not failed:
         return None if lo >= max_length else min(2 * lo, max_length)
@@ -63,15 +62,10 @@ def next_length(history: dict[int, float], threshold: float, start: int, max_len
     return None if hi - lo <= resolution or mid < 2 else mid
 
 
-def capacity_of(history: dict[int, float], threshold: float) -> int:
-    """The longest length that passed (0 if none did)."""
-    return max((length for length, acc in history.items() if acc >= threshold), default=0)
-
-
 def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, p: dict) -> pd.DataFrame:
     """A whole capacity search; `p` holds the job's parameters (soft_tokens.workflow.job_params)."""
     c = p["capacity"]
-    check_search(c["start_length"], c["max_length"], c["resolution"])
+    check_capacity(c)
     model, tokenizer = load_model(model_dir, p["device"], model_dtype(p))
     embedding = model.get_input_embeddings().weight
     samples = cramming_samples(read_corpus(corpus_path), tokenizer, p["n_samples"], c["max_length"], False, p["seed"],

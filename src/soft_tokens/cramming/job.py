@@ -106,12 +106,15 @@ def greedy_decode(model, vectors: torch.Tensor, ids: torch.Tensor, variant: str,
     """The text as `model` decodes it greedily from the vectors (KV cache, as a user would decode),
     BOS given where the placement or variant gives it: [L] ids, comparable position by position."""
     embed = model.get_input_embeddings()
-    vec, bos = vectors.to(embed.weight.device)[None], embed(ids[None, :1].to(embed.weight.device))
+    vec = vectors.to(embed.weight.device)[None]
+    bos = embed(ids[None, :1].to(embed.weight.device)).to(vec.dtype)
     if placement == "after_bos":  # BOS, then the vectors, which predict tokens 1..L-1
-        return torch.cat([ids[:1], greedy_from_embeds(model, torch.cat([bos.to(vec.dtype), vec], 1), len(ids) - 1)[0]])
-    if variant == "bos":  # BOS is known, not reconstructed: decode the rest after it
-        return torch.cat([ids[:1], greedy_from_embeds(model, torch.cat([vec, bos.to(vec.dtype)], 1), len(ids) - 1)[0]])
-    return greedy_from_embeds(model, vec, len(ids))[0]
+        prefix, given = torch.cat([bos, vec], 1), ids[:1]
+    elif variant == "bos":  # BOS is known, not reconstructed: decode the rest after it
+        prefix, given = torch.cat([vec, bos], 1), ids[:1]
+    else:
+        prefix, given = vec, ids[:0]
+    return torch.cat([given, greedy_from_embeds(model, prefix, len(ids) - len(given))[0].to(given.device)])
 
 
 @torch.no_grad()
