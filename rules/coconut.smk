@@ -7,11 +7,11 @@ rule train_coconut:
     input:
         unpack(coconut_train_inputs),
     output:
-        directory("results/coconut/{model}/{dataset}/{method}"),
+        directory("results/coconut/{model}/{dataset}/seed{seed}/{method}"),
     log:
-        "logs/coconut/{model}/{dataset}/train_{method}.log",
+        "logs/coconut/{model}/{dataset}/seed{seed}/train_{method}.log",
     benchmark:
-        "results/benchmarks/coconut/{model}/{dataset}/train_{method}.tsv"
+        "results/benchmarks/coconut/{model}/{dataset}/seed{seed}/train_{method}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -27,14 +27,14 @@ rule train_coconut:
 
 rule eval_coconut:
     input:
-        run="results/coconut/{model}/{dataset}/{method}",
+        run="results/coconut/{model}/{dataset}/seed{seed}/{method}",
         test="resources/reasoning/{dataset}/test.parquet",
     output:
-        "results/coconut/{model}/{dataset}/eval_{method}.parquet",
+        "results/coconut/{model}/{dataset}/seed{seed}/eval_{method}.parquet",
     log:
-        "logs/coconut/{model}/{dataset}/eval_{method}.log",
+        "logs/coconut/{model}/{dataset}/seed{seed}/eval_{method}.log",
     benchmark:
-        "results/benchmarks/coconut/{model}/{dataset}/eval_{method}.tsv"
+        "results/benchmarks/coconut/{model}/{dataset}/seed{seed}/eval_{method}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -49,9 +49,10 @@ rule eval_coconut:
 rule summarize_coconut:
     input:
         expand(
-            "results/coconut/{model}/{dataset}/eval_{method}.parquet",
+            "results/coconut/{model}/{dataset}/seed{seed}/eval_{method}.parquet",
             model=config["coconut"]["models"],
             dataset=config["coconut"]["datasets"],
+            seed=coconut_seeds(config),
             method=config["coconut"]["methods"],
         ),
     output:
@@ -64,5 +65,7 @@ rule summarize_coconut:
         "results/benchmarks/summarize_coconut.tsv"
     conda:
         "../envs/report.yaml"
+    params:
+        protocol=coconut_protocol(config),
     script:
         "../workflow/scripts/summarize_coconut.py"

@@ -18,6 +18,9 @@ from soft_tokens.workflow import (
     canonical,
     check_config,
     capacity_jobs,
+    coconut_protocol,
+    coconut_seeds,
+    compressor_protocol,
     cram_jobs,
     cram_settings,
     job_params,
@@ -70,6 +73,7 @@ wildcard_constraints:
     arch="|".join(CONVERTER_ARCHS),
     carch="|".join(COMPRESSOR_ARCHS),
     dataset=r"[^/]+",
+    seed=r"\d+",
     method="|".join(COCONUT_METHODS),
 
 
@@ -149,12 +153,14 @@ def all_outputs():
 
 
 def coconut_train_inputs(wildcards):
-    """The base model and the data; methods that continue from CoT also get the CoT run."""
+    """The base model and the data; methods that continue from CoT also get the CoT run of their seed."""
     inputs = {
         "model": f"resources/models/{wildcards.model}",
         "train": f"resources/reasoning/{wildcards.dataset}/train.parquet",
         "val": f"resources/reasoning/{wildcards.dataset}/val.parquet",
     }
     if wildcards.method in STARTS_FROM_COT:
-        inputs["cot"] = f"results/coconut/{wildcards.model}/{wildcards.dataset}/cot"
+        inputs["cot"] = (
+            f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{wildcards.seed}/cot"
+        )
     return inputs

@@ -85,5 +85,7 @@ rule summarize_compressor:
         "results/benchmarks/summarize_compressor.tsv"
     conda:
         "../envs/report.yaml"
+    params:
+        protocol=compressor_protocol(config),
     script:
         "../workflow/scripts/summarize_compressor.py"

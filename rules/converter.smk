@@ -105,6 +105,7 @@ rule summarize_converter:
         ),
     output:
         summary="results/converter_summary.parquet",
+        demo_summary="results/recursive_demo_summary.parquet",
         section="results/sections/converter.tex",
     log:
         "logs/summarize_converter.log",

@@ -1,5 +1,6 @@
 """Coconut: curriculum layouts by hand, cached multi-pass forward = full recomputation, batched
-generation = one at a time, and stage checkpoints that a rerun resumes from."""
+generation = one at a time, stage checkpoints that a rerun resumes from, and the report: intervals
+on every number, findings that name only separated differences, the mean and sd across seeds."""
 
 import copy
 import json
@@ -29,11 +30,16 @@ from soft_tokens.latent.coconut.method import (
     n_latents,
     tokenize_problem,
 )
+from soft_tokens.latent.coconut.report import figures, findings, section, summarize
 from soft_tokens.latent.coconut.training import evaluate_method, finished_stages, mean_loss, train_method
+from soft_tokens.report.stats import bootstrap_crossed, rate_crossed
 
 IDS = LatentIds(start=100, end=101, latent=102)
 PROBLEM = Problem(question=[10, 11], steps=[[20, 21], [30], [40, 41]], answer=[50, 2])
 M = IGNORE
+# The summary rule's parameters: `coconut` as it applies to each dataset.
+PROTOCOL = {"prosqa": {"c_thought": 1, "max_latent_stage": 2, "epochs_per_stage": 3, "lr": 1e-4, "batch_size": 8,
+                       "finetune": "full"}}
 
 
 def test_layouts_by_hand_at_each_stage():
@@ -255,3 +261,119 @@ def test_validation_loss_is_taken_without_dropout(latent_model):
     first, second = (mean_loss(dropped, layouts, False, {"eval_batch_size": 2, "dtype": "float32"}) for _ in range(2))
     assert first == second and dropped.training
     assert first == pytest.approx(mean_loss(model.eval(), layouts, False, {"eval_batch_size": 2, "dtype": "float32"}))
+
+
+def evals_of(method, stage, correct, generated, latent, seed=1337):
+    """Evaluation rows as eval_coconut writes them: one per test problem."""
+    return [dict(model="m", dataset="prosqa", seed=seed, method=method, stage=stage, id=i, answer="a", generated="",
+                 predicted="", correct=c, latent_tokens=latent, generated_tokens=g, truncated=g == 12,
+                 final_train_loss=0.5)
+            for i, (c, g) in enumerate(zip(correct, generated))]
+
+
+def table_rows(tex):
+    rows = tex[tex.index("Coconut: reasoning"):].splitlines()
+    return [r for r in rows if " & " in r and not r.startswith((" &", "method"))]
+
+
+def test_summary_and_table_carry_wilson_and_bootstrap_intervals():
+    evals = pd.DataFrame(evals_of("cot", 0, [True] * 15 + [False] * 5, [10] * 10 + [12] * 10, 0)
+                         + evals_of("coconut", 1, [False] * 20, [6] * 20, 1)
+                         + evals_of("coconut", 2, [True] * 20, [4] * 20, 2)
+                         + evals_of("nocot", 0, [False] * 20, [3] * 20, 0))
+    s = summarize(evals).set_index(["method", "stage"])
+    cot = s.loc[("cot", 0)]
+    # 15 of 20: the Wilson interval by hand, (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n).
+    assert (cot["accuracy"], cot["n_problems"], cot["n_seeds"], cot["n_correct"]) == (0.75, 20, 1, 15)
+    assert cot["accuracy_low"] == pytest.approx(0.5313, abs=1e-4)
+    assert cot["accuracy_high"] == pytest.approx(0.8881, abs=1e-4)
+    assert cot["mean_tokens"] == 11 and 10 < cot["mean_tokens_low"] < 11 < cot["mean_tokens_high"] < 12
+    assert np.isnan(cot["accuracy_sd"]) and cot["truncated_rate"] == 0.5
+    # 0 of 20 and 20 of 20: Wilson stays sound at the edges; constant tokens have a zero-width interval.
+    assert s.loc[("coconut", 1), "accuracy_low"] == 0 and s.loc[("coconut", 1), "accuracy_high"] == pytest.approx(
+        0.1611, abs=1e-4)
+    assert s.loc[("coconut", 2), "accuracy_low"] == pytest.approx(0.8389, abs=1e-4)
+    assert (s.loc[("coconut", 2), ["mean_tokens", "mean_tokens_low", "mean_tokens_high"]] == 4 + 2).all()
+    assert s["final"].to_dict() == {("coconut", 1): False, ("coconut", 2): True, ("cot", 0): True,
+                                    ("nocot", 0): True}
+    tex = section(summarize(evals), PROTOCOL)
+    # Table 1's order; Coconut at its last stage; methods not run are left out; accuracy in %.
+    low, high = cot["mean_tokens_low"], cot["mean_tokens_high"]
+    assert table_rows(tex) == [r"No-CoT & 0.0 [0.0, 16.1] & 3.0 [3.0, 3.0] \\",
+                               rf"CoT & 75.0 [53.1, 88.8] & 11.0 [{low:.1f}, {high:.1f}] \\",
+                               r"Coconut & 100.0 [83.9, 100.0] & 6.0 [6.0, 6.0] \\"]
+    assert r"\multicolumn{2}{c}{prosqa ($n = 20$)}" in tex and "95\\% intervals (Wilson" in tex
+    assert (r"\item On prosqa, of 20 test problems, m gets right 0 with No-CoT (3.0 tokens per answer), 15 with "
+            r"CoT (11.0 tokens per answer) and 20 with Coconut (6.0 tokens per answer).") in tex
+
+
+def final_rows(*rows, n=20):
+    """A summary's final rows by hand: (method, accuracy, low, high, tokens, tokens low, tokens high)."""
+    keys = ["method", "accuracy", "accuracy_low", "accuracy_high", "mean_tokens", "mean_tokens_low",
+            "mean_tokens_high"]
+    df = pd.DataFrame([dict(zip(keys, r)) for r in rows])
+    return df.assign(model="m", dataset="prosqa", stage=0, n_problems=n, n_seeds=1,
+                     n_correct=(df["accuracy"] * n).round().astype(int), final=True)
+
+
+def test_findings_name_a_difference_only_where_the_intervals_separate():
+    overlapping = final_rows(("cot", 0.60, 0.387, 0.781, 30.0, 29.0, 31.0),
+                             ("coconut", 0.75, 0.531, 0.888, 6.0, 6.0, 6.0),
+                             ("coconut_nocurriculum", 0.70, 0.481, 0.855, 6.0, 6.0, 6.0))
+    found = findings(overlapping)
+    assert found[0] == ("On prosqa, of 20 test problems, m gets right 12 with CoT (30.0 tokens per answer), 14 with "
+                        "Coconut w/o curriculum (6.0 tokens per answer) and 15 with Coconut (6.0 tokens per answer).")
+    assert found[1] == (r"Coconut and CoT are within noise at n = 20 on prosqa accuracy (\%): 75.0 (95\% CI "
+                        r"53.1--88.8, n = 20) vs 60.0 (95\% CI 38.7--78.1, n = 20), the intervals overlap.")
+    # Tokens: separated intervals, so the direction is named.
+    assert found[2].startswith("Coconut has lower prosqa tokens per answer than CoT: 6.0 (95\\% CI 6.0--6.0")
+    assert found[3].startswith("Coconut and Coconut w/o curriculum are within noise at n = 20")
+    assert len(found) == 4  # no No-CoT or pause run: nothing said about them
+    separated = final_rows(("nocot", 0.20, 0.081, 0.416, 3.0, 3.0, 3.0), ("coconut", 0.90, 0.699, 0.972, 6.0, 6.0, 6.0),
+                           ("pause", 0.25, 0.112, 0.469, 6.0, 6.0, 6.0))
+    found = findings(separated)
+    assert found[1] == (r"Coconut has higher prosqa accuracy (\%) than No-CoT: 90.0 (95\% CI 69.9--97.2, n = 20) vs "
+                        r"20.0 (95\% CI 8.1--41.6, n = 20).")
+    assert found[2].startswith(r"Pause as thought has lower prosqa accuracy (\%) than Coconut: 25.0")
+
+
+def test_seeds_give_the_mean_and_sd_across_seeds(tmp_path):
+    # Seed 1337: 3 of 4 right with 1 + 4 tokens; seed 1338: 1 of 4 with 1 + 6; CoT 2 of 4 with 10 in both.
+    evals = pd.DataFrame(evals_of("coconut", 1, [True, True, True, False], [4] * 4, 1, seed=1337)
+                         + evals_of("coconut", 1, [False, True, False, False], [6] * 4, 1, seed=1338)
+                         + evals_of("cot", 0, [True, True, False, False], [10] * 4, 0, seed=1337)
+                         + evals_of("cot", 0, [False, False, True, True], [10] * 4, 0, seed=1338))
+    s = summarize(evals).set_index("method")
+    coconut = s.loc["coconut"]
+    assert (coconut["n_problems"], coconut["n_seeds"], coconut["n_correct"]) == (4, 2, 4)
+    assert coconut["accuracy"] == 0.5 and coconut["accuracy_sd"] == pytest.approx(np.std([0.75, 0.25], ddof=1))
+    assert coconut["mean_tokens"] == 6 and coconut["mean_tokens_sd"] == pytest.approx(np.std([5, 7], ddof=1))
+    # Never narrower than Wilson's over the 4 problems at their seed-averaged 2 right: [0.150, 0.850].
+    assert coconut["accuracy_low"] <= 0.1501 and coconut["accuracy_high"] >= 0.8499
+    assert coconut["mean_tokens_low"] == 5 and coconut["mean_tokens_high"] == 7  # all seed 1337, or all 1338
+    assert s.loc["cot", "accuracy_sd"] == 0 and s.loc["cot", "mean_tokens_sd"] == 0
+    tex = section(summarize(evals), PROTOCOL)
+    assert table_rows(tex) == [r"CoT & 50.0 (sd 0.0) & 10.0 (sd 0.0) \\", r"Coconut & 50.0 (sd 35.4) & 6.0 (sd 1.4) \\"]
+    assert r"prosqa ($n = 2 \times 4$)" in tex and "mean and sd across 2 training seeds" in tex
+    assert ("Each method fine-tunes m on a dataset's training split and answers its held-out test problems greedily "
+            "(n in each table header; 2 training seeds): prosqa: c = 1 thought per step, 2 latent stages after CoT at "
+            "3 epochs each, lr 0.0001, batch 8, full fine-tuning.") in tex
+    assert "of 8 answers (2 seeds, each on the same 4 test problems), m gets right 4 with CoT" in tex
+    assert "within noise at n = 8 on prosqa accuracy" in tex
+    figures(summarize(evals), {"coconut_accuracy_by_stage": [tmp_path / "f.png"]})
+    assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_the_crossed_intervals_hold_the_spread_between_seeds_and_stay_sound_at_zero():
+    """Two seeds that disagree on every problem: resampling problems alone would see every problem's
+    mean at 0.5 and a zero-width interval; resampling seeds too spans all of [0, 1]."""
+    table = np.column_stack([np.ones(50), np.zeros(50)])
+    iv = bootstrap_crossed(table)
+    assert (iv.mean, iv.low, iv.high, iv.n) == (0.5, 0.0, 1.0, 100)
+    one_seed = bootstrap_crossed(np.array([[1.0], [0.0]] * 25))
+    assert 0.3 < one_seed.low < 0.5 < one_seed.high < 0.7 and one_seed.n == 50
+    # None right in 2 seeds x 4 problems: a bootstrap collapses to [0, 0], the rate keeps Wilson's 0 of 4.
+    assert bootstrap_crossed(np.zeros((4, 2))).high == 0
+    none_right = rate_crossed(np.zeros((4, 2)))
+    assert (none_right.mean, none_right.low, none_right.n) == (0, 0, 8)
+    assert none_right.high == pytest.approx(0.4899, abs=1e-4)

@@ -12,10 +12,12 @@ from soft_tokens.compression.compressor import (
     evaluate_conditions,
     load_compressor,
     regression_loss,
+    run_with_context,
     save_compressor,
+    teacher_final_states,
     train_compressor,
 )
-from soft_tokens.compression.estar import build_estar, context_pairs, teacher_states
+from soft_tokens.compression.estar import build_estar, context_pairs, teacher_states, with_estar
 from soft_tokens.core.io import fingerprint
 from soft_tokens.core.models import load_model
 from soft_tokens.data.corpora import embedded_prose
@@ -25,18 +27,20 @@ SETTINGS = dict(width=16, heads=2, layers=1, ffn_dim=32, lr=1e-3, weight_decay=0
                 match_layers=[-1])
 ESTAR = dict(context_layer=-1, match_layer=1, match_weight=0.5, match_loss="mse", lr=0.1, max_steps=50,
              batch_size=3)
-TRAIN = torch.tensor([0, 1])
+TRAIN = torch.tensor([1, 2])
 
 
 @pytest.fixture(scope="module")
 def estar_data(tiny):
     model, tokenizer = tiny
-    pairs = context_pairs(embedded_prose(100), tokenizer, 3, 10, 5)
-    inits = [torch.randn(2, model.config.hidden_size, generator=torch.Generator().manual_seed(i)) * 0.02
-             for i in range(3)]
+    pairs = context_pairs(embedded_prose(100), tokenizer, 2, 1, 10, 5)  # one held out, then two to train on
+    inits = {i: torch.randn(2, model.config.hidden_size, generator=torch.Generator().manual_seed(i)) * 0.02
+             for i in range(3)}
     built = build_estar(model, pairs, ESTAR, inits)
     return pairs, built, {
         "estar": torch.stack([b["estar"] for b in built]),
+        "has_estar": torch.tensor([True, True, False]),  # the last training context trains on KL alone
+        "held_out": torch.tensor([True, False, False]),
         "context_hidden": torch.stack([b["context_hidden"] for b in built]),
         "context": torch.tensor([b["context"] for b in built]),
         "follow": torch.tensor([b["follow"] for b in built]),
@@ -66,14 +70,33 @@ def after_vectors(model, vectors, follow):
     return model(inputs_embeds=embeds[None]).logits[0, len(vectors) - 1 :]
 
 
-def test_context_pairs_follow_the_context(tiny):
+def test_context_pairs_hold_out_the_end_and_spread_training_windows_before_it(tiny):
     _, tokenizer = tiny
-    pairs = context_pairs(embedded_prose(100), tokenizer, 2, 10, 5)
-    ids = tokenizer(embedded_prose(100)["text"][0], add_special_tokens=False).input_ids
-    assert pairs[0]["context"] == [tokenizer.bos_token_id] + ids[:9] and pairs[0]["follow"] == ids[9:14]
-    assert pairs[1]["context"] == [tokenizer.bos_token_id] + ids[14:23] and pairs[1]["follow"] == ids[23:28]
-    with pytest.raises(ValueError, match="only 0 windows of 5000 \\+ 5 tokens; lower estar.n_contexts"):
-        context_pairs(embedded_prose(100), tokenizer, 2, 5000, 5)
+    corpus = embedded_prose(100)
+    stream = [t for text in corpus["text"] for t in tokenizer(text, add_special_tokens=False).input_ids]
+    pairs = context_pairs(corpus, tokenizer, 3, 2, 10, 5)  # windows of 9 + 5 = 14 stream tokens
+    bos, end = tokenizer.bos_token_id, len(stream)
+    assert [p["split"] for p in pairs] == ["held_out", "held_out", "train", "train", "train"]
+    held_start = end - 2 * 14
+    assert [p["start"] for p in pairs] == [held_start, held_start + 14, 0, round((held_start - 14) / 2),
+                                           held_start - 14]
+    for p in pairs:
+        assert p["context"] == [bos] + stream[p["start"] : p["start"] + 9]
+        assert p["follow"] == stream[p["start"] + 9 : p["start"] + 14]
+    train_end = max(p["start"] + 14 for p in pairs if p["split"] == "train")
+    assert train_end <= held_start  # no held-out token is trained on
+    with pytest.raises(ValueError, match="2 held-out windows of 5000 \\+ 5 tokens and 3 distinct training windows need "
+                                         "more; lower estar.train_contexts"):
+        context_pairs(corpus, tokenizer, 3, 2, 5000, 5)
+
+
+def test_estar_goes_to_every_held_out_pair_and_evenly_spread_training_ones(tiny):
+    _, tokenizer = tiny
+    pairs = context_pairs(embedded_prose(100), tokenizer, 5, 2, 10, 5)
+    assert with_estar(pairs, 0) == [0, 1]
+    assert with_estar(pairs, 3) == [0, 1, 2, 4, 6]
+    with pytest.raises(ValueError, match="estar.estar_train_contexts is 6 but there are 5 training contexts"):
+        with_estar(pairs, 6)
 
 
 def test_teacher_states_are_the_full_forward_at_the_predicting_positions(tiny):
@@ -91,6 +114,7 @@ def test_estar_predicts_the_follow_text_better_than_no_context(tiny, estar_data)
     _, built, data = estar_data
     d = model.config.hidden_size
     assert data["estar"].shape == (3, 2, d) and data["context_hidden"].shape == (3, 10, d)
+    assert [b["has_estar"] for b in built] == [True] * 3 and [b["split"] for b in built] == ["held_out", "train", "train"]
     for b in built:
         assert b["status"] in {"converged", "max_steps", "patience"}
         assert b["reason"] == ("" if b["status"] == "converged" else f"stopped at max_steps={ESTAR['max_steps']}")
@@ -103,13 +127,29 @@ def test_estar_predicts_the_follow_text_better_than_no_context(tiny, estar_data)
 
 
 def test_regression_loss_by_hand():
-    a = torch.tensor([[[1.0, 0.0]]])
-    assert float(regression_loss(a, a)) == 0.0
-    assert float(regression_loss(torch.tensor([[[0.0, 1.0]]]), a)) == pytest.approx(1.0)  # orthogonal, same norm
-    assert float(regression_loss(2 * a, a)) == pytest.approx(1.0)  # same direction, norm off by 100%
+    a, one = torch.tensor([[[1.0, 0.0]]]), torch.tensor([True])
+    assert float(regression_loss(a, a, one)) == 0.0
+    assert float(regression_loss(torch.tensor([[[0.0, 1.0]]]), a, one)) == pytest.approx(1.0)  # orthogonal, same norm
+    assert float(regression_loss(2 * a, a, one)) == pytest.approx(1.0)  # same direction, norm off by 100%
     # Opposite (cosine term 2) with a third of the norm (norm term 4/9), averaged with an exact row.
     pred, target = torch.tensor([[[-1.0, 0.0], [0.0, 3.0]]]), torch.tensor([[[3.0, 0.0], [0.0, 3.0]]])
-    assert float(regression_loss(pred, target)) == pytest.approx((2 + 4 / 9) / 2)
+    assert float(regression_loss(pred, target, one)) == pytest.approx((2 + 4 / 9) / 2)
+    # A context without e* counts zero: the norm error of the first context (1.0) over a batch of two,
+    # then only the exact second one, then none at all.
+    pred, target = torch.cat([2 * a, a]), torch.cat([a, a])
+    assert float(regression_loss(pred, target, torch.tensor([True, False]))) == pytest.approx(0.5)
+    assert float(regression_loss(pred, target, torch.tensor([False, True]))) == 0.0
+    assert float(regression_loss(pred, target, torch.tensor([False, False]))) == 0.0
+
+
+def test_cached_teacher_states_give_the_full_context_logits(tiny, estar_data):
+    """The KL target from the cached last hidden states equals the teacher run on the full context."""
+    model, _ = tiny
+    _, _, data = estar_data
+    with torch.no_grad():
+        cached = model.get_output_embeddings()(teacher_final_states(model, data, 2))
+        direct = run_with_context(model, data["context"], data["follow"], [], False)["logits"]
+    torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
 
 
 def test_kl_by_hand():
@@ -132,7 +172,8 @@ def test_compressor_loss_is_zero_when_the_student_reads_what_the_teacher_reads(t
     embedding = model.get_input_embeddings().weight[bos].detach()
     follow = torch.tensor([[40, 41, 42, 43, 44], [700, 701, 702, 703, 704]])
     batch = {"context": torch.full((2, 1), bos), "follow": follow, "context_hidden": torch.zeros(2, 1, 32),
-             "estar": embedding.expand(2, 1, -1)}
+             "estar": embedding.expand(2, 1, -1), "has_estar": torch.tensor([True, True])}
+    batch["teacher_final"] = teacher_final_states(model, batch, 2)
     s = {**SETTINGS, "attention_weight": 2.0, "match_layers": [1, -1]}
     total, terms = compressor_loss(model, Constant(embedding[None]), batch, s)
     assert set(terms) == {"regression", "kl", "hidden", "attention"}
@@ -182,6 +223,7 @@ def test_training_lowers_the_training_loss(tiny, estar_data, tmp_path):
     _, _, data = estar_data
     s = {**SETTINGS, "lr": 1e-2, "epochs": 5}
     batch = {key: value[TRAIN] for key, value in data.items()}
+    batch["teacher_final"] = teacher_final_states(model, batch, 2)
     torch.manual_seed(0)
     untrained = build_compressor("qattn", model.config.hidden_size, 2, s)
     with torch.no_grad():
@@ -242,6 +284,7 @@ def test_evaluation_matches_independent_forwards(tiny, estar_data):
     net = build_compressor("qattn", model.config.hidden_size, 2, SETTINGS).eval()
     rows = evaluate_conditions(model, net, data, torch.tensor([2, 0]), top_k=3)
     assert [r["condition"] for r in rows] == ["no_context", "full_context", "estar", "compressor"] * 2
+    assert [r["context"] for r in rows] == [2] * 4 + [0] * 4
     with torch.no_grad():
         for i, got in zip([2, 0], (rows[:4], rows[4:])):
             context, follow = data["context"][i], data["follow"][i]
@@ -268,6 +311,6 @@ def test_evaluation_matches_independent_forwards(tiny, estar_data):
 
 def test_estar_layer_out_of_range_names_the_key(tiny):
     model, tokenizer = tiny
-    pairs = context_pairs(embedded_prose(100), tokenizer, 1, 10, 5)
+    pairs = context_pairs(embedded_prose(100), tokenizer, 1, 1, 10, 5)
     with pytest.raises(ValueError, match="estar.match_layer: layer 7 is out of range"):
-        build_estar(model, pairs, {**ESTAR, "match_layer": 7}, [torch.zeros(2, model.config.hidden_size)])
+        build_estar(model, pairs, {**ESTAR, "match_layer": 7}, {0: torch.zeros(2, model.config.hidden_size)})

@@ -7,7 +7,15 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from soft_tokens.workflow import capacity_jobs, check_config, coconut_settings, cram_jobs, cram_settings, job_params
+from soft_tokens.workflow import (
+    capacity_jobs,
+    check_config,
+    coconut_seeds,
+    coconut_settings,
+    cram_jobs,
+    cram_settings,
+    job_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -110,12 +118,39 @@ def test_coconut_names_overrides_and_c_are_checked():
 
 def test_coconut_settings_apply_per_dataset_overrides():
     paper = load("paper.yaml")
-    gsm, prosqa = (job_params(paper, "train_coconut", {"model": "gpt2", "dataset": d, "method": "coconut"})
+    gsm, prosqa = (job_params(paper, "train_coconut", {"model": "gpt2", "dataset": d, "seed": "1338",
+                                                       "method": "coconut"})
                    for d in ("gsm8k_aug", "prosqa"))
     assert (gsm["c_thought"], gsm["max_latent_stage"], gsm["epochs_per_stage"]) == (2, 3, 3)
     assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"]) == (1, 6, 5)
-    assert gsm["lr"] == 1e-4 and gsm["seed"] == 1337 and "models" not in gsm
+    assert gsm["lr"] == 1e-4 and "models" not in gsm and "seeds" not in gsm
     assert coconut_settings(paper, "prosqa")["max_latent_stage"] == 6
+
+
+def test_coconut_jobs_train_with_their_seed_wildcard():
+    """One run per seed; a job seeds with its wildcard, so the seed it is re-run on is the one it uses."""
+    default, smoke, paper = load("config.yaml"), load("smoke.yaml"), load("paper.yaml")
+    assert coconut_seeds(default) == [default["seed"]] and default["coconut"]["seeds"] is None
+    assert coconut_seeds(smoke) == [1337, 1338] and coconut_seeds(paper) == [1337, 1338, 1339]
+    default["seed"] = 7
+    assert coconut_seeds(default) == [7]
+    wildcards = {"model": "tiny-llama", "dataset": "prosqa", "seed": "1338", "method": "coconut"}
+    assert job_params(smoke, "train_coconut", wildcards)["seed"] == 1338
+    assert job_params(smoke, "eval_coconut", wildcards)["seed"] == 1338
+    smoke["seed"] = 1  # the top-level seed makes the data (an input), not the training run
+    assert job_params(smoke, "train_coconut", wildcards)["seed"] == 1338
+    smoke["coconut"]["seeds"] = [1, 1]
+    with pytest.raises(WorkflowError, match="non-unique"):
+        validate(smoke, SCHEMA)
+
+
+def test_default_coconut_evaluations_have_200_test_problems_and_52_training_problems():
+    from soft_tokens.data.reasoning import reasoning_splits
+
+    default = load("config.yaml")
+    for name in default["coconut"]["datasets"]:
+        splits = reasoning_splits(name, default["reasoning"][name], default["seed"])
+        assert (len(splits["test"]), len(splits["val"]), len(splits["train"])) == (200, 8, 52), name
 
 
 def test_jobs_get_exactly_the_keys_they_read():
@@ -128,16 +163,18 @@ def test_jobs_get_exactly_the_keys_they_read():
     assert not {"lengths", "models", "corpora", "variants", "mem_mb", "runtime", "overrides", "capacity"} & set(cram)
     search = job_params(smoke, "capacity", {"model": "tiny-llama", "corpus": "random_words", "n_mem": "1",
                                             "variant": "base", "init": "randn", "optimizer": "fast"})
-    assert search["capacity"] == {"max_length": 16, "resolution": 2, "restarts": 1, "stage_steps": 4,
+    assert search["capacity"] == {"max_length": 16, "n_samples": 2, "resolution": 2, "restarts": 1, "stage_steps": 4,
                                   "start_length": 4, "threshold": 0.99}  # not the list of optimizers searched with
     assert "restarts" not in search["optimizer_settings"]  # a search restarts by cramming.capacity.restarts
-    assert "max_steps" not in search and "draw_length" not in search
+    assert not {"max_steps", "draw_length", "n_samples"} & set(search)  # its text count is capacity.n_samples
+    estar = job_params(smoke, "build_estar", {"model": "tiny-llama"})
+    assert (estar["train_contexts"], estar["held_out_contexts"], estar["estar_train_contexts"]) == (4, 2, 2)
     paper = load("paper.yaml")
     eight_b = job_params(paper, "cram", {"model": "Llama-3.1-8B", "corpus": "pg19", "length": "1568", "n_mem": "1",
                                          "variant": "base", "init": "randn", "optimizer": "anchor"})
     assert eight_b["batch_size"] == 2  # the per-model override
-    train = job_params(smoke, "train_coconut", {"model": "tiny-llama", "dataset": "gsm_symbolic", "method": "cot"})
-    evaluate = job_params(smoke, "eval_coconut", {"model": "tiny-llama", "dataset": "gsm_symbolic", "method": "cot"})
+    coconut = {"model": "tiny-llama", "dataset": "gsm_symbolic", "seed": "1337", "method": "cot"}
+    train, evaluate = job_params(smoke, "train_coconut", coconut), job_params(smoke, "eval_coconut", coconut)
     assert "max_new_tokens" not in train and evaluate["max_new_tokens"] == 8  # eval-only: never retrains
     assert train["c_thought"] == evaluate["c_thought"] == 2 and "lr" not in evaluate
     assert "epochs" not in job_params(smoke, "eval_compressor", {"model": "tiny-llama", "carch": "hyper"})

@@ -8,7 +8,7 @@ from soft_tokens.compression.converter import (
     extract_pairs,
     load_converter,
     load_pairs,
-    nearest_token_accuracy,
+    nearest_token_hits,
     save_converter,
     save_pairs,
     split,
@@ -95,12 +95,12 @@ def pairs_file(tmp_path):
     return path
 
 
-def test_nearest_token_accuracy_by_hand():
+def test_nearest_token_hits_by_hand():
     embedding = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     pred = torch.tensor([[2.0, 0.1], [0.9, 1.0], [-1.0, -0.2]])
     # Nearest rows: 0 (right); 1 then 0 (wrong at top-1, right at top-2); 2 (right).
-    top1, top2 = nearest_token_accuracy(pred, embedding, torch.tensor([0, 0, 2]), k=2)
-    assert top1 == pytest.approx(2 / 3) and top2 == 1.0
+    top1, top2 = nearest_token_hits(pred, embedding, torch.tensor([0, 0, 2]), k=2)
+    assert top1.tolist() == [True, False, True] and top2.tolist() == [True, True, True]
 
 
 def test_converter_of_another_width_is_refused(tmp_path):
@@ -123,7 +123,8 @@ def test_evaluation_of_a_perfect_converter():
     embedding = torch.eye(4)
     ids = torch.tensor([0, 3])
     out = evaluate_converter(torch.nn.Identity(), embedding[ids], embedding[ids], ids, embedding, k=2)
-    assert out["mse"] == 0.0 and out["cosine"] == pytest.approx(1.0) and out["top1"] == 1.0 and out["topk"] == 1.0
+    assert out["mse"] == [0.0, 0.0] and out["cosine"] == pytest.approx([1.0, 1.0])
+    assert out["top1"] == out["topk"] == [True, True] and out["token_id"] == [0, 3]
 
 
 def test_a_non_finite_loss_stops_training_with_the_fix(tmp_path):

@@ -196,12 +196,12 @@ def test_capacity_search_doubles_then_bisects_by_hand():
     assert next_length({8: 0.5, 4: 0.5, 2: 0.5}, 0.99, 8, 100, 1) is None  # nothing shorter than 2 tokens
 
 
-CAPACITY = dict(threshold=0.99, start_length=4, max_length=12, resolution=2, stage_steps=5, restarts=0)
+CAPACITY = dict(threshold=0.99, start_length=4, max_length=12, resolution=2, stage_steps=5, restarts=0, n_samples=2)
 
 
 def search_params(**overrides):
-    p = job_params(FAST, n_samples=2, capacity=CAPACITY)
-    del p["length"], p["max_steps"], p["patience"], p["draw_length"]
+    p = job_params(FAST, capacity=CAPACITY)
+    del p["length"], p["max_steps"], p["patience"], p["draw_length"], p["n_samples"]
     return {**p, **overrides}
 
 

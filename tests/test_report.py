@@ -3,11 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from soft_tokens.compression.report import summarize_compressor
+from soft_tokens.compression.report import compressor_findings, summarize_compressor
 from soft_tokens.cramming.report import capacity_table, findings, section, summarize, theoretical_capacity
-from soft_tokens.latent.coconut.report import findings as coconut_findings
-from soft_tokens.latent.coconut.report import section as coconut_section
-from soft_tokens.latent.coconut.report import summarize as summarize_coconut
 from soft_tokens.report.latex import escape
 
 METRICS = ["teacher_forcing_convergence", "greedy_convergence", "greedy_convergence_bf16", "ce_text_bits", "ce_with_mem_bits",
@@ -16,7 +13,8 @@ METRICS = ["teacher_forcing_convergence", "greedy_convergence", "greedy_converge
 
 def sample(**kw):
     row = dict(model="SmolLM2-135M", corpus="prose", length=16, n_mem=1, variant="base", init="randn",
-               optimizer="fast", placement="after_bos", margin=1.0, stop_accuracy=1.0, dtype="float32",
+               optimizer="fast", placement="after_bos", margin=1.0, stop_accuracy=1.0, step_budget=150, restarts=2,
+               dtype="float32",
                teacher_forcing_convergence=1.0, greedy_convergence=0.0, greedy_convergence_bf16=0.0, ce_text_bits=40.0,
                ce_with_mem_bits=4.0, information_gain_bits=36.0, gain_tokens=10, steps=100, seconds=5.0,
                converged=True, status="converged", hidden_size=576, vocab_size=49152,
@@ -87,84 +85,71 @@ def test_findings_state_the_early_token_failure_only_when_it_holds():
     s = early_error_summary(0.995, 0.0)
     text = " ".join(findings(s, NO_SEARCH))
     assert "already misses" not in text and "greedy decoding reproduces the text as teacher forcing does" in text
-    assert "decoded by the model in bf16 only 0.000: a stop margin of 1 logits does not cover" in text
+    assert ("decoded by the model in bf16 only 0.000 (95\\% CI 0.000--0.000, n = 1): a stop margin of 1 logits "
+            "does not cover") in text
     s = summarize(pd.DataFrame([sample(greedy_convergence=0.9, greedy_convergence_bf16=0.9)]))
     text = " ".join(findings(s, NO_SEARCH))
-    assert "decoded in bf16 the same (0.900)" in text and "does not cover" not in text
+    assert "decoded in bf16 within noise of that (0.900" in text and "does not cover" not in text
     s = early_error_summary(0.9, 0.0)
     text = " ".join(findings(s, NO_SEARCH))
-    assert "reproduces" not in text and "teacher forcing reaches 1.000 yet greedy decoding only 0.900" in text
+    assert "reproduces" not in text and "teacher forcing reaches 1.000 (95\\% CI 1.000--1.000, n = 1) yet greedy" in text
 
 
-def test_findings_compare_variants_and_capacity():
-    s = summarize(pd.DataFrame([sample(variant="base", greedy_convergence=0.1),
-                                sample(variant="bos", greedy_convergence=0.8)]))
-    text = " ".join(findings(s, capacity_table(capacity_stages())))
-    assert "Ignoring the BOS position (bos) raises greedy accuracy for SmolLM2-135M with fast at 16 tokens" in text
+def test_findings_call_overlapping_intervals_noise_and_name_separated_effects():
+    """Four texts per row: greedy 0.1 against 0.8 on every text separates; a spread that overlaps is noise."""
+    s = summarize(pd.DataFrame([sample(variant="base", sample_id=i, greedy_convergence=0.1) for i in range(4)]
+                               + [sample(variant="bos", sample_id=i, greedy_convergence=0.8) for i in range(4)]))
+    text = " ".join(findings(s, NO_SEARCH))
+    assert ("For SmolLM2-135M with fast at 16 tokens (prose), variant bos has higher greedy accuracy than base: "
+            "0.800 (95\\% CI 0.800--0.800, n = 4) vs 0.100 (95\\% CI 0.100--0.100, n = 4).") in text
+    s = summarize(pd.DataFrame([sample(optimizer=o, sample_id=i, greedy_convergence=g)
+                                for o, values in (("seed_stop", (0.0, 1.0, 0.0, 1.0)), ("fast", (1.0, 1.0, 0.0, 1.0)))
+                                for i, g in enumerate(values)]))
+    text = " ".join(findings(s, NO_SEARCH))
+    assert (r"For SmolLM2-135M\_base at 16 tokens (prose), optimizer seed\_stop and fast are within noise at n = 4 on "
+            r"greedy accuracy: 0.500 (95\% CI 0.000--1.000, n = 4) vs 0.750") in text
+
+
+def test_findings_report_capacity_with_intervals():
+    text = " ".join(findings(summarize(pd.DataFrame([sample()])), capacity_table(capacity_stages())))
     assert ("reconstructs 48 tokens; 64 tokens failed: 48 tokens per vector, 8.1\\% of the bound of 591 tokens, "
-            "480 bits of information gain per text; greedy decoding reaches 0.990 there (teacher forcing 0.995); "
-            "decoded by the model in bf16 too (0.990).") in text
+            "480 bits of information gain per text; greedy decoding reaches 0.990 (95\\% CI 0.980--1.000, n = 2) "
+            "there (teacher forcing 0.995 (95\\% CI 0.990--1.000, n = 2)); decoded by the model in bf16 too (0.990).") in text
 
 
-def test_render_table_has_the_seed_columns_and_escaped_names():
+def test_render_tables_carry_n_and_intervals_and_escaped_names():
     s = summarize(pd.DataFrame([sample(variant=v) for v in ("base", "bos", "2leading")]
                                + [sample(variant="bos", init="mean", n_mem=2)]))
     tex = section(s, capacity_table(capacity_stages()))
     assert r"\toprule" in tex and r"\bottomrule" in tex
-    assert (r"model & optimizer & sequence length & mismatch@0 & mismatch@1 & mismatch@2 & TF accuracy & "
-            r"greedy accuracy & greedy (bf16) & steps \\") in tex
-    assert r"SmolLM2-135M\_base & prose & fast (after\_bos, margin 1.0, float32) & 48 & 64 & 48 & 591 & 8.1 &" in tex
-    assert r"\texttt{mean\_teacher\_forcing\_convergence}" in tex  # the seed's column names, in the caption
+    assert r"model & optimizer & length & $n$ & TF accuracy & greedy accuracy & greedy (bf16) & steps \\" in tex
+    assert r"model & optimizer & length & $n$ & mismatch@0 & mismatch@1 & mismatch@2 \\" in tex
+    assert r"SmolLM2-135M\_base & fast & 48 & prose & 64 & 48 & 591 & 8.1 \\" in tex
+    assert r"SmolLM2-135M\_base & fast & 48 & 2 & 0.995 [0.990, 1.000] & 0.990 [0.980, 1.000] &" in tex
     rows = [line for line in tex.splitlines() if line.startswith("SmolLM2")]
     assert [r.split(" & ")[0] for r in rows[:4]] == [
         r"SmolLM2-135M\_base", r"SmolLM2-135M\_bos", r"SmolLM2-135M\_bos\_mean\_mem2", r"SmolLM2-135M\_2leading"]
-    assert rows[0].endswith(r"& 1.000 & 0.000 & 0.000 & 100 \\")
+    assert rows[0] == r"SmolLM2-135M\_base & fast & 16 & 1 & 1.000 [1.000, 1.000] & 0.000 [0.000, 0.000] & " \
+                      r"0.000 [0.000, 0.000] & 100 [100, 100] \\"
+    assert "fast (after\\_bos, margin 1.0, float32), at most 150 steps and 2 restarts" in tex  # the protocol
 
 
-def test_compressor_summary_is_one_row_per_model_arch_k_by_hand():
-    rows = []
-    for context, ce in ((0, 2.0), (1, 4.0)):
-        for condition in ("no_context", "full_context", "estar", "compressor"):
-            row = dict(model="m", arch="hyper", k=2, condition=condition, ce_nats=ce + len(condition),
-                       topk_agreement=0.5 * context)
-            if condition == "compressor":
-                row.update(mse=0.1 * (context + 1), cosine=0.5, norm_rmse=1.0)
-            rows.append(row)
+def test_compressor_summary_gap_share_and_findings_by_hand():
+    """Two held-out contexts: none 6 / 8, full 2 / 4, compressor 4 / 6 nats: half the gap closed on
+    the means and in every resample (the paired bootstrap of a constant share has zero width)."""
+    ce = {"no_context": (6.0, 8.0), "full_context": (2.0, 4.0), "estar": (1.0, 3.0), "compressor": (4.0, 6.0)}
+    rows = [dict(model="m", arch="hyper", k=2, context=c, condition=condition, ce_nats=values[c],
+                 topk_agreement=0.5 * c, **({"mse": 0.1 * (c + 1), "cosine": 0.5, "norm_rmse": 1.0}
+                                            if condition == "compressor" else {}))
+            for c in (0, 1) for condition, values in ce.items()]
     s = summarize_compressor(pd.DataFrame(rows))
     assert len(s) == 1
     r = s.iloc[0]
-    assert r["ce_estar"] == pytest.approx(3.0 + 5) and r["ce_compressor"] == pytest.approx(3.0 + 10)
+    assert r["ce_estar"] == pytest.approx(2.0) and r["ce_compressor"] == pytest.approx(5.0)
+    assert (r["ce_compressor_low"], r["ce_compressor_high"]) == pytest.approx((4.0, 6.0))
     assert r["topk_full_context"] == pytest.approx(0.25) and r["mse"] == pytest.approx(0.15)
-    assert r["n_contexts"] == 2
-
-
-def coconut_eval(method, stage, correct, generated, latent):
-    return [dict(model="m", dataset="prosqa", method=method, stage=stage, id=i, answer="a", generated="",
-                 predicted="", correct=c, latent_tokens=latent, generated_tokens=g, truncated=g == 12,
-                 final_train_loss=0.5)
-            for i, (c, g) in enumerate(zip(correct, generated))]
-
-
-def test_coconut_summary_and_table_by_hand():
-    evals = pd.DataFrame(coconut_eval("cot", 0, [True, False], [10, 12], 0)
-                         + coconut_eval("coconut", 1, [False, False], [6, 6], 1)
-                         + coconut_eval("coconut", 2, [True, True], [4, 6], 2)
-                         + coconut_eval("nocot", 0, [False, True], [3, 3], 0))
-    s = summarize_coconut(evals).set_index(["method", "stage"])
-    assert s.loc[("cot", 0), "accuracy"] == 0.5 and s.loc[("cot", 0), "mean_tokens"] == 11
-    assert s.loc[("cot", 0), "truncated_rate"] == 0.5 and s.loc[("nocot", 0), "truncated_rate"] == 0
-    assert s.loc[("coconut", 2), "accuracy"] == 1.0 and s.loc[("coconut", 2), "mean_tokens"] == 5 + 2
-    assert s["final"].to_dict() == {("coconut", 1): False, ("coconut", 2): True, ("cot", 0): True,
-                                    ("nocot", 0): True}
-    tex = coconut_section(summarize_coconut(evals))
-    rows = tex[tex.index("Coconut: reasoning"):].splitlines()
-    body = [r for r in rows if " & " in r and not r.startswith((" &", "method"))]
-    # Table 1's order; Coconut at its last stage; methods not run are left out.
-    assert body == [r"No-CoT & 50.0 & 3.0 \\", r"CoT & 50.0 & 11.0 \\", r"Coconut & 100.0 & 7.0 \\"]
-    assert r"\multicolumn{2}{c}{prosqa}" in tex and "on 2 held-out problems" in tex
-    assert (r"\item On prosqa, m with Coconut answers 2 of 2 test problems (100.0\%) with 7.0 tokens per answer; "
-            r"CoT answers 1 (50.0\%) with 11.0 tokens, 1.6 times as many.") in tex
-    nocurriculum = summarize_coconut(pd.concat([evals, pd.DataFrame(
-        coconut_eval("coconut_nocurriculum", 2, [True, False], [4, 4], 2))]))
-    assert coconut_findings(nocurriculum[nocurriculum["final"]])[1] == (
-        "Without the curriculum, Coconut answers 1 of 2 on prosqa: 1 problem fewer than with it.")
+    assert (r["gap_share_compressor"], r["gap_share_compressor_low"], r["gap_share_compressor_high"]) == (0.5, 0.5, 0.5)
+    assert r["gap_share_estar"] == pytest.approx(1.25) and r["n_contexts"] == 2
+    text = " ".join(compressor_findings(s))
+    assert "HyperPromptNet (m, k = 2) closes a share of the gap above zero: 0.50 (95\\% CI 0.50--0.50, n = 2)" in text
+    assert "HyperPromptNet (m, k = 2) and no context are within noise at n = 2 on follow-text CE" in text

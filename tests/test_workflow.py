@@ -41,25 +41,35 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
                     str(tmp_path), "all", timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     tex = (tmp_path / "results" / "table.tex").read_text()
-    for variant in ("base", "bos", "2leading"):
-        assert f"tiny-llama\\_{variant} & anchor (first, float32) & 8 &" in tex
-    assert "tiny-llama\\_base & fast (after\\_bos, margin 1.0, float32) & 8 &" in tex
-    assert r"tiny-llama & -1 & linear &" in tex and r"tiny-llama & 1 & mlp &" in tex  # the converter table
-    assert r"tiny-llama & 1 & mlp & 2 &" in tex  # the recursive demo, two passages
+    for variant in ("base", "bos", "2leading"):  # two texts per row, each mean with its interval
+        assert f"tiny-llama\\_{variant} & anchor & 8 & 2 & " in tex
+    assert "tiny-llama\\_base & fast & 8 & 2 & " in tex
+    assert "fast (after\\_bos, margin 1.0, float32), at most 8 steps and 2 restarts" in tex  # the protocol
+    assert r"tiny-llama & -1 & linear & " in tex and r"tiny-llama & 1 & mlp & " in tex  # the converter table
+    assert r"tiny-llama & 1 & mlp & no prefix & 2 & " in tex  # the recursive demo, two passages
     generations = (tmp_path / "results" / "converter" / "tiny-llama" / "recursive_demo.jsonl").read_text()
     assert len(generations.splitlines()) == 2 * 3
-    assert r"tiny-llama & hyper & 2 & 2 &" in tex and r"tiny-llama & qattn & 2 & 2 &" in tex  # the compressor table
+    compressor = tex[tex.index("e* and the compressor"):]  # two held-out contexts; a row per compressor
+    assert "tiny-llama, $k$ = 2 vectors, 2 held-out contexts" in compressor
+    assert "\nHyperPromptNet & " in compressor and "\nquery attention & " in compressor
     assert (tmp_path / "results" / "figures" / "compressor_ce.png").exists()
-    # Coconut: Table 1's five rows over both datasets, every stage evaluated, the stage figure.
+    # Coconut: Table 1's five rows over both datasets, every stage evaluated for both seeds, the stage figure.
     coconut = tex[tex.index("Coconut: reasoning"):]
     for method in ("No-CoT", "CoT", "Pause as thought", "Coconut w/o curriculum", "Coconut"):
-        assert len([r for r in coconut.splitlines() if r.startswith(f"{method} & ")]) == 1
-    assert r"\multicolumn{2}{c}{gsm\_symbolic} & \multicolumn{2}{c}{prosqa}" in coconut
-    stages = pd.read_parquet(tmp_path / "results" / "coconut_summary.parquet").groupby("method")["stage"].apply(list)
+        assert len([r for r in coconut.splitlines() if r.startswith(f"{method} & ") and "(sd " in r]) == 1
+    assert r"\multicolumn{2}{c}{gsm\_symbolic ($n = 2 \times 4$)} & \multicolumn{2}{c}{prosqa ($n = 2 \times 4$)}" \
+        in coconut
+    coconut_summary = pd.read_parquet(tmp_path / "results" / "coconut_summary.parquet")
+    stages = coconut_summary.groupby("method")["stage"].apply(list)
     assert stages.to_dict() == {"coconut": [1, 2, 1, 2], "coconut_nocurriculum": [2, 2], "cot": [0, 0],
                                 "nocot": [0, 0], "pause": [1, 2, 1, 2]}
+    assert (coconut_summary["n_seeds"] == 2).all() and coconut_summary["accuracy_sd"].notna().all()
+    assert (coconut_summary["accuracy_low"] <= coconut_summary["accuracy"]).all()
+    assert (coconut_summary["mean_tokens"] <= coconut_summary["mean_tokens_high"]).all()
     assert (tmp_path / "results" / "figures" / "coconut_accuracy_by_stage.png").exists()
-    assert (tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / "coconut" / "stage2" / "history.json").exists()
+    for seed in (1337, 1338):
+        run = tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / f"seed{seed}" / "coconut"
+        assert (run / "stage2" / "history.json").exists()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
     assert len(summary) == 10 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
     means = summary.filter(regex="^mean_|mismatch@[12]$")
@@ -73,7 +83,17 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
                        str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path))
     assert report.returncode == 0 and (tmp_path / "results" / "report.html").exists(), report.stderr[-3000:]
     estar = pd.read_parquet(tmp_path / "results" / "estar" / "tiny-llama" / "estar.parquet")
-    assert set(estar["status"]) <= {"converged", "patience", "max_steps"}
+    assert set(estar.loc[estar["has_estar"], "status"]) <= {"converged", "patience", "max_steps"}
+    assert estar.groupby("split")["has_estar"].sum().to_dict() == {"held_out": 2, "train": 2}
+
+    # Same config, same numbers: a second run from clean writes identical tables, timings aside.
+    again = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
+                      str(tmp_path / "again"), "all", timeout=900)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    first, second = parquet_tables(tmp_path), parquet_tables(tmp_path / "again")
+    assert sorted(first) == sorted(second) and len(first) > 40
+    for name, table in first.items():
+        pd.testing.assert_frame_equal(table, second[name], obj=name)
 
     # Edits a dry run must answer with exactly the jobs they touch, and nothing else.
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
@@ -89,8 +109,25 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
                                            "effective_config": 1, "all": 1}
     decoding = copy.deepcopy(smoke)
     decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
-    assert scheduled(tmp_path, decoding) == {"eval_coconut": 10, "summarize_coconut": 1, "render_report": 1,
+    assert scheduled(tmp_path, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, "render_report": 1,
                                              "effective_config": 1, "all": 1}
+    seeds = copy.deepcopy(smoke)
+    seeds["coconut"]["seeds"] = [1337, 1338, 1339]  # one more seed: its runs alone, and the summary
+    assert scheduled(tmp_path, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1,
+                                          "render_report": 1, "effective_config": 1, "all": 1}
+
+
+# Wall-clock columns: the only ones two runs of one config may differ in (README: "Reading the numbers").
+TIMING = re.compile(r"(^|_)seconds($|_)")
+
+
+def parquet_tables(workdir: Path) -> dict:
+    """Every parquet file the run wrote (results/ and resources/), without its timing columns."""
+    tables = {}
+    for path in sorted([*(workdir / "results").rglob("*.parquet"), *(workdir / "resources").rglob("*.parquet")]):
+        table = pd.read_parquet(path)
+        tables[str(path.relative_to(workdir))] = table.drop(columns=[c for c in table if TIMING.search(c)])
+    return tables
 
 
 def scheduled(workdir, config: dict) -> dict:

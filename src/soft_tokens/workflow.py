@@ -31,7 +31,7 @@ RUNTIME = ("device", "dtype")
 READS = {
     "cram": ("cramming", ("n_samples", "batch_size", "max_steps", "patience", "leading_tokens", "leading_weight",
                           "curve_points"), ("seed", *RUNTIME)),
-    "capacity": ("cramming", ("n_samples", "batch_size", "leading_tokens", "leading_weight", "curve_points",
+    "capacity": ("cramming", ("batch_size", "leading_tokens", "leading_weight", "curve_points",
                               "capacity"), ("seed", *RUNTIME)),
     "extract_pairs": ("converter", ("layers", "bos", "max_tokens", "batch_size"), ("seed", *RUNTIME)),
     "train_converter": ("converter", ("hidden_dim", "epochs", "lr", "weight_decay", "batch_size", "val_fraction"),
@@ -39,15 +39,17 @@ READS = {
     "eval_converter": ("converter", ("val_fraction", "top_k"), ("seed", *RUNTIME)),
     "recursive_demo": ("recursive_demo", ("layer", "arch", "n_passages", "context_tokens", "continuation_tokens", "prompt",
                                           "max_new_tokens"), RUNTIME),
-    "build_estar": ("estar", ("n_contexts", "ctx_len", "follow_len", "k", "context_layer", "match_layer",
-                              "match_weight", "match_loss", "lr", "max_steps", "batch_size"), ("seed", *RUNTIME)),
+    "build_estar": ("estar", ("train_contexts", "held_out_contexts", "estar_train_contexts", "ctx_len", "follow_len",
+                              "k", "context_layer", "match_layer", "match_weight", "match_loss", "lr", "max_steps",
+                              "batch_size"), ("seed", *RUNTIME)),
     "train_compressor": ("compressor", ("width", "heads", "layers", "ffn_dim", "epochs", "batch_size", "lr",
-                                        "weight_decay", "val_fraction", "regression_weight", "kl_weight", "temperature",
+                                        "weight_decay", "regression_weight", "kl_weight", "temperature",
                                         "hidden_weight", "attention_weight", "match_layers"), ("seed", *RUNTIME)),
-    "eval_compressor": ("compressor", ("val_fraction", "top_k"), ("seed", *RUNTIME)),
+    "eval_compressor": ("compressor", ("top_k",), RUNTIME),
+    # Coconut jobs seed with their `seed` wildcard (one of coconut_seeds), not the top-level seed.
     "train_coconut": ("coconut", ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay",
                                   "batch_size", "eval_batch_size", "finetune", "lora_r", "lora_alpha",
-                                  "lora_dropout", "lora_target_modules", "init_token"), ("seed", *RUNTIME)),
+                                  "lora_dropout", "lora_target_modules", "init_token"), RUNTIME),
     "eval_coconut": ("coconut", ("c_thought", "max_latent_stage", "eval_batch_size", "max_new_tokens"), RUNTIME),
 }
 
@@ -122,6 +124,29 @@ def coconut_settings(config: dict, dataset: str) -> dict:
     return s
 
 
+def coconut_seeds(config: dict) -> list[int]:
+    """The seeds Coconut trains every method with, one run each: `coconut.seeds`, or the top-level seed."""
+    seeds = config["coconut"]["seeds"]
+    return [config["seed"]] if seeds is None else seeds
+
+
+# The keys each report section's opening paragraph states (its summary rule's parameters), so that
+# editing anything else, a scheduler resource above all, does not rewrite the report.
+COMPRESSOR_PROTOCOL = {"estar": ("corpus", "ctx_len", "follow_len", "k", "max_steps", "train_contexts",
+                                 "held_out_contexts", "estar_train_contexts"), "compressor": ("epochs",)}
+COCONUT_PROTOCOL = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "batch_size", "finetune")
+
+
+def compressor_protocol(config: dict) -> dict:
+    return canonical({k: config[section][k] for section, keys in COMPRESSOR_PROTOCOL.items() for k in keys})
+
+
+def coconut_protocol(config: dict) -> dict:
+    """Per dataset, the Coconut settings (overrides applied) the section states."""
+    return canonical({d: {k: coconut_settings(config, d)[k] for k in COCONUT_PROTOCOL}
+                      for d in config["coconut"]["datasets"]})
+
+
 def section_settings(config: dict, section: str, wildcards: dict) -> dict:
     """A section as it applies to one job: per-model overrides for cramming, per-dataset for Coconut."""
     if section == "cramming":
@@ -148,6 +173,8 @@ def job_params(config: dict, rule: str, wildcards: dict) -> dict:
     section, keys, top = READS[rule]
     s = section_settings(config, section, wildcards)
     params = {**{k: config[k] for k in top}, **{k: s[k] for k in keys}, **dict(wildcards)}
+    if "seed" in wildcards:  # the Coconut seed a job trains (and is evaluated) with
+        params["seed"] = int(wildcards["seed"])
     if rule in ("cram", "capacity"):
         params["optimizer_settings"] = dict(s["optimizer_settings"][wildcards["optimizer"]])
         for key in ("length", "n_mem"):

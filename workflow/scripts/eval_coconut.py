@@ -1,4 +1,4 @@
-"""Snakemake entry point: test accuracy and generated tokens of every stage of one method."""
+"""Snakemake entry point: test accuracy and generated tokens of every stage of one method and seed."""
 
 import sys
 from pathlib import Path
@@ -15,7 +15,8 @@ from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.training import evaluate_method
 
 torch.set_num_threads(snakemake.threads)
-meta = {"model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset}
+meta = {"model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset,
+        "seed": int(snakemake.wildcards.seed)}
 results = evaluate_method(Path(snakemake.input.run), read_reasoning(snakemake.input.test),
                           snakemake.wildcards.method, snakemake.params.job, meta)
 write_parquet(results, snakemake.output[0])

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from soft_tokens.compression.compressor import evaluate_conditions, load_compressor
-from soft_tokens.compression.converter import split
 from soft_tokens.core.io import write_parquet
 from soft_tokens.core.models import load_model
 
@@ -21,7 +20,7 @@ torch.set_num_threads(snakemake.threads)
 s = snakemake.params.job
 model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 data = load_file(snakemake.input.estar)
-_, held_out = split(len(data["estar"]), s["val_fraction"], s["seed"])
+held_out = data["held_out"].nonzero()[:, 0]
 net = load_compressor(Path(snakemake.input.compressor), model.config.hidden_size)
 net.to(model.get_input_embeddings().weight.device)
 rows = evaluate_conditions(model, net, data, held_out, s["top_k"])

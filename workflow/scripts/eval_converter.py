@@ -26,4 +26,4 @@ net = load_converter(Path(snakemake.input.converter), embedding.shape[1])
 row = evaluate_converter(net, pairs["X"][held_out], pairs["Y"][held_out], pairs["token_ids"][held_out], embedding,
                          s["top_k"])
 meta = {"model": snakemake.wildcards.model, "layer": int(snakemake.wildcards.layer), "arch": snakemake.wildcards.arch}
-write_parquet(pd.DataFrame([{**meta, **row}]), snakemake.output[0])
+write_parquet(pd.DataFrame(row).assign(**meta), snakemake.output[0])

@@ -16,4 +16,4 @@ from soft_tokens.latent.coconut.report import FIGURES, figures, section, summari
 summary = summarize(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
 write_parquet(summary, snakemake.output.summary)
 figures(summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
-Path(snakemake.output.section).write_text(section(summary))
+Path(snakemake.output.section).write_text(section(summary, snakemake.params.protocol))

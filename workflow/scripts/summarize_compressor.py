@@ -16,4 +16,4 @@ from soft_tokens.core.io import write_parquet
 summary = summarize_compressor(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
 write_parquet(summary, snakemake.output.summary)
 plot_compressor_ce(summary, [snakemake.output.compressor_ce, snakemake.output.compressor_ce_pdf])
-Path(snakemake.output.section).write_text(compressor_section(summary))
+Path(snakemake.output.section).write_text(compressor_section(summary, snakemake.params.protocol))

@@ -10,10 +10,12 @@ log_to(snakemake.log[0])
 
 import pandas as pd
 
-from soft_tokens.compression.report import converter_section
+from soft_tokens.compression.report import converter_section, demo_intervals, summarize_converter
 from soft_tokens.core.io import write_parquet
 
 converter = pd.concat([pd.read_parquet(p) for p in snakemake.input.evals], ignore_index=True)
 demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo], ignore_index=True)
-write_parquet(converter, snakemake.output.summary)
-Path(snakemake.output.section).write_text(converter_section(converter, demo))
+summary, demo_summary = summarize_converter(converter), demo_intervals(demo)
+write_parquet(summary, snakemake.output.summary)
+write_parquet(demo_summary, snakemake.output.demo_summary)
+Path(snakemake.output.section).write_text(converter_section(summary, demo_summary))

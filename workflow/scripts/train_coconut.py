@@ -1,4 +1,4 @@
-"""Snakemake entry point: one method's stages on one dataset (resumes after its last finished stage)."""
+"""Snakemake entry point: one method's stages on one dataset with one seed (resumes after its last finished stage)."""
 
 import sys
 from pathlib import Path

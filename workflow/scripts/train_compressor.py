@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from soft_tokens.compression.compressor import build_compressor, save_compressor, train_compressor
-from soft_tokens.compression.converter import split
 from soft_tokens.core.io import fingerprint
 from soft_tokens.core.models import load_model
 
@@ -22,7 +21,7 @@ model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 if s["attention_weight"]:
     model.set_attn_implementation("eager")  # attention maps are only returned by eager attention
 data = load_file(snakemake.input.estar)
-train, _ = split(len(data["estar"]), s["val_fraction"], s["seed"])
+train = (~data["held_out"]).nonzero()[:, 0]
 torch.manual_seed(s["seed"])
 arch, k, d_model = snakemake.wildcards.carch, data["estar"].shape[1], data["estar"].shape[2]
 net = build_compressor(arch, d_model, k, s)

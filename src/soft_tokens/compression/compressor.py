@@ -4,7 +4,8 @@
 transformer together; the queries' outputs are the k soft tokens. `qattn`: the k queries attend to
 the context states once. Training mixes a regression to e* (cosine + norm) with KL distillation to
 the teacher's next-token distribution over follow_text given the full context, plus optional
-hidden-state and attention matching.
+hidden-state and attention matching. The KL term needs no e*, so a compressor trains on many more
+contexts than e* is optimised for; the regression applies where e* exists.
 """
 
 from pathlib import Path
@@ -77,11 +78,14 @@ def load_compressor(path: Path, hidden_size: int) -> torch.nn.Module:
     return net.eval()
 
 
-def regression_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - cosine to e*, plus the squared relative error of the vector norms."""
-    cos = 1 - F.cosine_similarity(pred, target, dim=-1)
-    norm = ((pred.norm(dim=-1) - target.norm(dim=-1)) / target.norm(dim=-1)).pow(2)
-    return (cos + norm).mean()
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, has_target: torch.Tensor) -> torch.Tensor:
+    """Per context, 1 - cosine to e* plus the squared relative error of the vector norms, counted
+    where the context has an e* and as zero elsewhere, averaged over the batch: each context weighs
+    the same whichever others in its batch have an e* (most have none)."""
+    pred_e, target_e = pred[has_target], target[has_target]
+    cos = 1 - F.cosine_similarity(pred_e, target_e, dim=-1)
+    norm = ((pred_e.norm(dim=-1) - target_e.norm(dim=-1)) / target_e.norm(dim=-1)).pow(2)
+    return (cos + norm).mean(-1).sum() / len(pred)
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -98,22 +102,37 @@ def run_with_context(model, context: torch.Tensor, follow: torch.Tensor, layers:
     return text_view(out, context.shape[1], follow.shape[1], layers, attentions)
 
 
+@torch.no_grad()
+def teacher_final_states(model, data: dict, batch_size: int) -> torch.Tensor:
+    """The teacher's last hidden states [N, F, d] where it predicts each follow token given the full
+    context: computed once, so that each training step needs only the output projection for the KL
+    target (caching the logits themselves would take N x F x vocab floats)."""
+    device = model.get_input_embeddings().weight.device
+    out = []
+    for start in range(0, len(data["context"]), batch_size):
+        context, follow = (data[key][start : start + batch_size].to(device) for key in ("context", "follow"))
+        out.append(run_with_context(model, context, follow, [-1], False)["hidden"][-1].cpu())
+    return torch.cat(out)
+
+
 def compressor_loss(model, net, batch: dict, s: dict) -> tuple[torch.Tensor, dict]:
-    """Weighted sum of the regression, KL, hidden-matching and attention-matching terms."""
+    """Weighted sum of the regression (where e* exists), KL, hidden-matching and attention-matching terms."""
     layers = s["match_layers"] if (s["hidden_weight"] or s["attention_weight"]) else []
     attentions = bool(s["attention_weight"])
     pred = net(batch["context_hidden"])
     student = prefix_forward(model, pred, batch["follow"], layers=layers, attentions=attentions)
-    with torch.no_grad():
-        teacher = run_with_context(model, batch["context"], batch["follow"], layers, attentions)
-    terms = {"regression": regression_loss(pred, batch["estar"]),
-             "kl": distillation_kl(student["logits"], teacher["logits"], s["temperature"])}
-    if s["hidden_weight"]:
-        terms["hidden"] = sum(1 - F.cosine_similarity(student["hidden"][l], teacher["hidden"][l], dim=-1).mean()
-                              for l in layers) / len(layers)
-    if attentions:
-        terms["attention"] = sum(F.mse_loss(student["attention"][l], teacher["attention"][l])
-                                 for l in layers) / len(layers)
+    teacher_logits = model.get_output_embeddings()(batch["teacher_final"]).float()
+    terms = {"regression": regression_loss(pred, batch["estar"], batch["has_estar"]),
+             "kl": distillation_kl(student["logits"], teacher_logits, s["temperature"])}
+    if layers:
+        with torch.no_grad():
+            teacher = run_with_context(model, batch["context"], batch["follow"], layers, attentions)
+        if s["hidden_weight"]:
+            terms["hidden"] = sum(1 - F.cosine_similarity(student["hidden"][l], teacher["hidden"][l], dim=-1).mean()
+                                  for l in layers) / len(layers)
+        if attentions:
+            terms["attention"] = sum(F.mse_loss(student["attention"][l], teacher["attention"][l])
+                                     for l in layers) / len(layers)
     weights = {"regression": s["regression_weight"], "kl": s["kl_weight"], "hidden": s["hidden_weight"],
                "attention": s["attention_weight"]}
     total = sum(weights[name] * value for name, value in terms.items())
@@ -131,6 +150,7 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, s: dict, c
     """AdamW over the compressor only (the LM stays frozen); checkpointed each epoch for resumption."""
     device = model.get_input_embeddings().weight.device
     net.to(device)
+    data = {**data, "teacher_final": teacher_final_states(model, data, s["batch_size"])}
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
 
     def batch_loss(batch):
@@ -150,7 +170,7 @@ def evaluate_conditions(model, net, data: dict, idx: torch.Tensor, top_k: int) -
     for the compressor also MSE, cosine and norm RMSE against e*."""
     device = model.get_input_embeddings().weight.device
     rows = []
-    for batch in batches(data, idx, 1, device):
+    for context, batch in zip(idx.tolist(), batches(data, idx, 1, device)):
         bos = batch["context"][:, :1]
         teacher = run_with_context(model, batch["context"], batch["follow"], [], False)["logits"]
         pred = net(batch["context_hidden"])
@@ -163,6 +183,7 @@ def evaluate_conditions(model, net, data: dict, idx: torch.Tensor, top_k: int) -
         teacher_top = teacher.argmax(-1)
         for name, logits in conditions.items():
             rows.append({
+                "context": context,
                 "condition": name,
                 "ce_nats": float(F.cross_entropy(logits[0], batch["follow"][0])),
                 "topk_agreement": float((logits[0].topk(top_k, dim=-1).indices == teacher_top[0, :, None])

@@ -4,7 +4,9 @@ predicts what follows the context; the targets a compressor learns to predict fr
 
 import logging
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from soft_tokens.compression.converter import check_layer
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
@@ -13,19 +15,36 @@ from soft_tokens.data.corpora import with_bos
 log = logging.getLogger(__name__)
 
 
-def context_pairs(corpus, tokenizer, n: int, ctx_len: int, follow_len: int) -> list[dict]:
-    """`n` (context ids with BOS first, the follow_text ids right after it) pairs, cut as consecutive
-    non-overlapping windows from the passages in order."""
-    pairs, window = [], ctx_len + follow_len - 1  # the context's BOS is not passage text
-    for row in corpus.itertuples():
-        ids = tokenizer(row.text, add_special_tokens=False).input_ids
-        for start in range(0, len(ids) - window + 1, window):
-            piece = with_bos(tokenizer, ids[start : start + window])
-            pairs.append({"id": len(pairs), "passage": int(row.id), "context": piece[:ctx_len], "follow": piece[ctx_len:]})
-            if len(pairs) == n:
-                return pairs
-    raise ValueError(f"the corpus yields only {len(pairs)} windows of {ctx_len} + {follow_len} tokens; lower "
-                     "estar.n_contexts, estar.ctx_len or estar.follow_len")
+def context_pairs(corpus, tokenizer, n_train: int, n_held_out: int, ctx_len: int, follow_len: int) -> list[dict]:
+    """(context ids with BOS first, the follow_text ids right after it) pairs cut from the corpus's
+    passages read as one token stream: `n_held_out` non-overlapping windows at its end, held out,
+    then `n_train` training windows whose starts are spread evenly over the text before them
+    (overlapping where the text is short), so no held-out token is ever trained on."""
+    stream = [t for text in corpus["text"] for t in tokenizer(text, add_special_tokens=False).input_ids]
+    window = ctx_len + follow_len - 1  # the context's BOS is not passage text
+    held_start = len(stream) - n_held_out * window
+    if held_start < window or held_start - window + 1 < n_train:
+        raise ValueError(
+            f"the corpus has {len(stream)} tokens: {n_held_out} held-out windows of {ctx_len} + {follow_len} tokens "
+            f"and {n_train} distinct training windows need more; lower estar.train_contexts, "
+            "estar.held_out_contexts, estar.ctx_len or estar.follow_len")
+    held = range(held_start, len(stream) - window + 1, window)
+    train = np.linspace(0, held_start - window, n_train).round().astype(int)
+    pieces = [("held_out", start) for start in held] + [("train", int(start)) for start in train]
+    return [{"id": i, "split": split, "start": start,
+             "context": with_bos(tokenizer, stream[start : start + window])[:ctx_len],
+             "follow": stream[start + ctx_len - 1 : start + window]} for i, (split, start) in enumerate(pieces)]
+
+
+def with_estar(pairs: list[dict], n_train: int) -> list[int]:
+    """Which pairs get e*: every held-out one (the oracle of the evaluation) and `n_train` training
+    ones spread evenly (regression targets; the others are trained on by distillation alone)."""
+    held = [p["id"] for p in pairs if p["split"] == "held_out"]
+    train = [p["id"] for p in pairs if p["split"] == "train"]
+    if n_train > len(train):
+        raise ValueError(f"estar.estar_train_contexts is {n_train} but there are {len(train)} training contexts; "
+                         "lower it or raise estar.train_contexts")
+    return held + [train[int(i)] for i in np.linspace(0, len(train) - 1, n_train).round()]
 
 
 @torch.no_grad()
@@ -38,16 +57,18 @@ def teacher_states(model, context: torch.Tensor, follow: torch.Tensor, layers: l
     return {layer: (hidden[layer][0, :n].float().cpu(), hidden[layer][0, n - 1 :].float().cpu()) for layer in layers}
 
 
-def build_estar(model, pairs: list[dict], s: dict, inits: list[torch.Tensor]) -> list[dict]:
-    """Optimise k vectors per context with the batched soft-prefix optimiser (optionally also matching
-    the teacher's hidden states at `match_layer`); record the context's states at `context_layer`."""
+def build_estar(model, pairs: list[dict], s: dict, inits: dict[int, torch.Tensor]) -> list[dict]:
+    """Every pair's context states at `context_layer`; for the pairs in `inits`, k vectors optimised
+    with the batched soft-prefix optimiser (optionally also matching the teacher's hidden states at
+    `match_layer`)."""
     layers = sorted({check_layer(model, s["context_layer"], "estar.context_layer"),
                      check_layer(model, s["match_layer"], "estar.match_layer")})
-    states = [teacher_states(model, torch.tensor(p["context"]), torch.tensor(p["follow"]), layers) for p in pairs]
+    states = [teacher_states(model, torch.tensor(p["context"]), torch.tensor(p["follow"]), layers)
+              for p in tqdm(pairs, desc="context states", mininterval=5)]
     tasks = [
-        PrefixTask(i, torch.tensor(p["follow"]), torch.ones(len(p["follow"])), inits[i],
+        PrefixTask(i, torch.tensor(pairs[i]["follow"]), torch.ones(len(pairs[i]["follow"])), init,
                    states[i][s["match_layer"]][1] if s["match_weight"] else None)
-        for i, p in enumerate(pairs)
+        for i, init in inits.items()
     ]
     settings = OptimSettings(lr=s["lr"], max_steps=s["max_steps"], patience=s["max_steps"], batch_size=s["batch_size"],
                              hidden_layer=s["match_layer"], hidden_weight=s["match_weight"], hidden_loss=s["match_loss"])
@@ -59,7 +80,12 @@ def build_estar(model, pairs: list[dict], s: dict, inits: list[torch.Tensor]) ->
         results[result.key] = result
 
     optimise_prefixes(model, tasks, settings, record, desc="e*")
-    return [{"id": p["id"], "context": p["context"], "follow": p["follow"], "estar": results[i].vectors,
-             "context_hidden": states[i][s["context_layer"]][0], "accuracy": results[i].best_accuracy,
-             "loss": results[i].best_loss, "steps": results[i].steps, "status": results[i].status,
-             "reason": results[i].reason} for i, p in enumerate(pairs)]
+    built = []
+    for i, p in enumerate(pairs):
+        r = results.get(i)
+        built.append({"id": p["id"], "split": p["split"], "start": p["start"], "context": p["context"],
+                      "follow": p["follow"], "context_hidden": states[i][s["context_layer"]][0],
+                      "has_estar": r is not None, "estar": r.vectors if r else None,
+                      **({"accuracy": r.best_accuracy, "loss": r.best_loss, "steps": r.steps, "status": r.status,
+                          "reason": r.reason} if r else {})})
+    return built

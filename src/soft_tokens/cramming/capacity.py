@@ -68,7 +68,7 @@ def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vector
     check_capacity(c)
     model, tokenizer = load_model(model_dir, p["device"], model_dtype(p))
     embedding = model.get_input_embeddings().weight
-    samples = cramming_samples(read_corpus(corpus_path), tokenizer, p["n_samples"], c["max_length"], False, p["seed"],
+    samples = cramming_samples(read_corpus(corpus_path), tokenizer, c["n_samples"], c["max_length"], False, p["seed"],
                                p["corpus"], length_key="cramming.capacity.max_length")
     partial = Path(str(out_parquet) + ".partial")
     resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))

@@ -199,6 +199,9 @@ def job_meta(p: dict, model) -> dict:
         **({"length": p["length"]} if "length" in p else {}),
         "placement": p["optimizer_settings"]["placement"], "margin": p["optimizer_settings"]["margin"],
         "stop_accuracy": p["optimizer_settings"]["stop_accuracy"],
+        "step_budget": p["max_steps"] if "max_steps" in p else p["capacity"]["stage_steps"],
+        "restarts": p["optimizer_settings"]["restarts"] if "restarts" in p["optimizer_settings"]
+        else p["capacity"]["restarts"],
         "hidden_size": model.config.hidden_size, "vocab_size": model.config.vocab_size,
         "dtype": str(embedding.dtype).removeprefix("torch."), "device": str(embedding.device.type),
     }

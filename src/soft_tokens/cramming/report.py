@@ -7,13 +7,15 @@ import numpy as np
 import pandas as pd
 
 from soft_tokens.cramming.metrics import INFORMATION_KEYS, MISMATCH_KEYS
+from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
 from soft_tokens.report.latex import escape, escape_text, fmt, render, table
 from soft_tokens.workflow import INITS, VARIANTS
 
 JOB_KEYS = ["model", "corpus", "length", "n_mem", "variant", "init", "optimizer"]
 SEARCH_KEYS = ["model", "corpus", "n_mem", "variant", "init", "optimizer"]
-PROTOCOL_KEYS = ["placement", "margin", "stop_accuracy", "dtype", "hidden_size", "vocab_size"]
+PROTOCOL_KEYS = ["placement", "margin", "stop_accuracy", "step_budget", "restarts", "dtype", "hidden_size",
+                 "vocab_size"]
 ORDER = {"variant": {v: i for i, v in enumerate(VARIANTS)}, "init": {v: i for i, v in enumerate(INITS)}}
 MEANS = {
     "teacher_forcing_convergence": "mean_teacher_forcing_convergence",
@@ -25,6 +27,7 @@ MEANS = {
     "converged": "converged_rate",
     **{m: m for m in MISMATCH_KEYS},
 }
+RATES = ("converged", *MISMATCH_KEYS)  # shares of texts: Wilson intervals
 FIGURES = ("accuracy_vs_steps", "tf_vs_greedy", "capacity_search")
 
 
@@ -35,14 +38,22 @@ def read_samples(paths) -> pd.DataFrame:
 
 
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per job: means over its samples (failed samples are NaN and skipped), plus counts."""
-    df = samples.assign(converged=samples["converged"].astype(float))
-    grouped = df.groupby(JOB_KEYS, sort=False)
-    out = grouped[list(MEANS)].mean().rename(columns=MEANS)
-    out["n_samples"] = grouped.size()
-    out["n_failed"] = grouped["status"].apply(lambda s: int((s == "failed").sum()))
-    out[PROTOCOL_KEYS] = grouped[PROTOCOL_KEYS].first()
-    return out.reset_index()
+    """One row per job: means over its samples with 95% intervals (Wilson for rates, bootstrap over
+    texts for the rest; failed samples are NaN and skipped), plus counts."""
+    rows = []
+    for keys, g in samples.groupby(JOB_KEYS, sort=False):
+        row = dict(zip(JOB_KEYS, keys))
+        for column, name in MEANS.items():
+            row.update(stats.columns(name, stats.rate(g[column]) if column in RATES else stats.bootstrap(g[column])))
+        row.update(n_samples=len(g), n_failed=int((g["status"] == "failed").sum()),
+                   **g[PROTOCOL_KEYS].iloc[0].to_dict())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interval(row, name: str) -> stats.Interval:
+    """A summary row's mean `name` with its interval, over the texts that did not fail."""
+    return stats.from_columns(row, name, row["n_samples"] - row["n_failed"])
 
 
 def theoretical_capacity(hidden_size: int, vocab_size: int, n_mem: int) -> float:
@@ -71,16 +82,17 @@ def capacity_table(stages: pd.DataFrame) -> pd.DataFrame:
         bound = theoretical_capacity(int(first["hidden_size"]), int(first["vocab_size"]), keys[2])
         rows.append({
             **dict(zip(SEARCH_KEYS, keys)),
-            **{k: first[k] for k in ("placement", "margin", "stop_accuracy", "dtype", "threshold")},
+            **{k: first[k] for k in ("placement", "margin", "stop_accuracy", "step_budget", "restarts", "dtype",
+                                     "threshold")},
             "capacity_tokens": found,
             "tokens_per_vector": found / keys[2],
             "theoretical_bound_tokens": bound,
             "utilisation": found / bound,
             "n_samples": int(search["sample_id"].nunique()),
-            "mean_teacher_forcing_at_capacity": at["teacher_forcing_convergence"].mean(),
-            "mean_greedy_at_capacity": at["greedy_convergence"].mean(),
-            "mean_greedy_bf16_at_capacity": at["greedy_convergence_bf16"].mean(),
-            "information_gain_bits_at_capacity": at["information_gain_bits"].mean(),
+            **stats.columns("mean_teacher_forcing_at_capacity", stats.bootstrap(at["teacher_forcing_convergence"])),
+            **stats.columns("mean_greedy_at_capacity", stats.bootstrap(at["greedy_convergence"])),
+            **stats.columns("mean_greedy_bf16_at_capacity", stats.bootstrap(at["greedy_convergence_bf16"])),
+            **stats.columns("information_gain_bits_at_capacity", stats.bootstrap(at["information_gain_bits"])),
             "exact_greedy_tokens": exact_greedy_length(search, first["threshold"]),
             "lengths_tried": [int(x) for x in search.drop_duplicates("stage")["length"]],
             "shortest_failed": int(by_length[by_length < first["threshold"]].index.min())
@@ -113,44 +125,52 @@ def ordered(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
-    """Sentences whose claims are checked against the numbers; a claim that does not hold is not made."""
+    """Sentences whose claims are checked against the numbers: a difference is stated only where the
+    95% intervals separate; a claim that does not hold is not made."""
     out = []
     for _, r in ordered(summary).iterrows():
-        tf, greedy = r["mean_teacher_forcing_convergence"], r["mean_greedy_convergence"]
+        tf, greedy = interval(r, "mean_teacher_forcing_convergence"), interval(r, "mean_greedy_convergence")
+        bf16 = interval(r, "mean_greedy_convergence_bf16")
         early = [k for k in (0, 1) if r[f"greedy_mismatch@{k}"] >= 0.5]
-        where = f"{row_name(r)} with {r['optimizer']} at {r['length']} tokens ({r['corpus']}, n = {r['n_samples']})"
-        if tf - greedy >= 0.3 and early:
+        where = f"{row_name(r)} with {r['optimizer']} at {r['length']} tokens ({r['corpus']})"
+        if greedy.mean >= 0.99 and tf.mean >= 0.99:
+            out.append(f"For {where}, greedy decoding reproduces the text as teacher forcing does: "
+                       f"{stats.text(greedy)} vs {stats.text(tf)}, after {r['mean_steps']:.0f} steps per text on "
+                       "average" + bf16_clause(bf16, greedy, r["margin"]) + ".")
+        elif not greedy.separated_from(tf):
+            out.append(f"For {where}, greedy decoding ({stats.text(greedy)}) and teacher forcing "
+                       f"({stats.text(tf)}) are within noise of each other.")
+        elif early:
             out.append(
-                f"For {where}, teacher forcing reaches {tf:.2f} but greedy decoding only {greedy:.2f}: "
-                f"the greedy decode already misses token{'s' if len(early) > 1 else ''} "
+                f"For {where}, teacher forcing reaches {stats.text(tf)} but greedy decoding only "
+                f"{stats.text(greedy)}: the greedy decode already misses token{'s' if len(early) > 1 else ''} "
                 f"{'--'.join(map(str, early))} (mismatch@0 = {fmt(r['greedy_mismatch@0'], 2)}, "
                 f"mismatch@1 = {fmt(r['greedy_mismatch@1'], 2)}), so one early miss derails the decode."
             )
-        elif tf >= 0.99 and greedy >= 0.99:
-            out.append(f"For {where}, greedy decoding reproduces the text as teacher forcing does "
-                       f"({greedy:.3f} vs {tf:.3f}), after {r['mean_steps']:.0f} steps per text on average"
-                       + bf16_clause(r["mean_greedy_convergence_bf16"], greedy, r["margin"]) + ".")
-        elif tf >= 0.99 and greedy < 0.99:
-            out.append(f"For {where}, teacher forcing reaches {tf:.3f} yet greedy decoding only {greedy:.3f}: "
-                       "right under teacher forcing is not enough when the decode rounds differently"
-                       + bf16_clause(r["mean_greedy_convergence_bf16"], greedy, r["margin"]) + ".")
-    out += variant_effects(summary)
+        else:
+            out.append(f"For {where}, teacher forcing reaches {stats.text(tf)} yet greedy decoding only "
+                       f"{stats.text(greedy)}: right under teacher forcing is not enough when the decode rounds "
+                       "differently" + bf16_clause(bf16, greedy, r["margin"]) + ".")
+    out += contrasts(summary, "optimizer") + contrasts(summary, "variant")
     if (summary["mean_teacher_forcing_convergence"] < 0.5).all():
         out.append("No configuration reached a mean teacher-forced accuracy of 0.5 within its step budget.")
     for _, c in (ordered(capacity_df) if len(capacity_df) else capacity_df).iterrows():
-        who = f"{row_name(c)} with {c['optimizer']} ({c['corpus']}, {c['dtype']}, n = {c['n_samples']} texts)"
+        who = f"{row_name(c)} with {c['optimizer']} ({c['corpus']}, {c['dtype']}, {c['n_samples']} texts)"
         if c["capacity_tokens"] == 0:
             out.append(f"For {who}, no tried length reached a mean teacher-forced accuracy of {c['threshold']:.2f} "
                        f"(lengths tried: {', '.join(map(str, c['lengths_tried']))}).")
             continue
         limit = (f"; {c['shortest_failed']} tokens failed" if c["shortest_failed"]
                  else " (the longest tried, so the capacity may be higher)")
+        at = {name: stats.from_columns(c, name, c["n_samples"]) for name in (
+            "mean_teacher_forcing_at_capacity", "mean_greedy_at_capacity", "mean_greedy_bf16_at_capacity")}
         out.append(
             f"{who} reconstructs {c['capacity_tokens']} tokens{limit}: {c['tokens_per_vector']:.0f} tokens per "
             f"vector, {100 * c['utilisation']:.1f}\\% of the bound of {c['theoretical_bound_tokens']:.0f} tokens, "
             f"{c['information_gain_bits_at_capacity']:.0f} bits of information gain per text; greedy decoding "
-            f"reaches {c['mean_greedy_at_capacity']:.3f} there (teacher forcing {c['mean_teacher_forcing_at_capacity']:.3f})"
-            + bf16_clause(c["mean_greedy_bf16_at_capacity"], c["mean_greedy_at_capacity"], c["margin"]) + "."
+            f"reaches {stats.text(at['mean_greedy_at_capacity'])} there (teacher forcing "
+            f"{stats.text(at['mean_teacher_forcing_at_capacity'])})"
+            + bf16_clause(at["mean_greedy_bf16_at_capacity"], at["mean_greedy_at_capacity"], c["margin"]) + "."
             + ("" if c["exact_greedy_tokens"] == c["capacity_tokens"] else
                f" Greedy decoding is exact (a mean of at least {c['threshold']:.2f}, in fp32 and bf16) up to "
                f"{c['exact_greedy_tokens']} tokens of the lengths tried: at the capacity, a text that misses one "
@@ -159,33 +179,33 @@ def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
     return [escape_text(s) for s in out]
 
 
-def bf16_clause(bf16: float, greedy: float, margin: float) -> str:
+def bf16_clause(bf16: stats.Interval, greedy: stats.Interval, margin: float) -> str:
     """What decoding the same vectors in bf16 gives, as a clause (nothing where it was not measured);
-    it blames bf16 rounding only where bf16 decodes worse than the model's own dtype."""
-    if np.isnan(bf16):
+    it blames bf16 rounding only where bf16 decodes worse beyond noise."""
+    if bf16.n == 0 or np.isnan(bf16.mean):
         return ""
-    if bf16 >= 0.99:
-        return f"; decoded by the model in bf16 too ({bf16:.3f})"
-    if bf16 < greedy:
-        return (f"; decoded by the model in bf16 only {bf16:.3f}: a stop margin of {margin:g} logits does not "
-                "cover bf16 rounding for every text")
-    return f"; decoded in bf16 the same ({bf16:.3f})"
+    if bf16.mean >= 0.99:
+        return f"; decoded by the model in bf16 too ({bf16.mean:.3f})"
+    if bf16.separated_from(greedy) and bf16.mean < greedy.mean:
+        return (f"; decoded by the model in bf16 only {stats.text(bf16)}: a stop margin of {margin:g} logits does "
+                "not cover bf16 rounding for every text")
+    return f"; decoded in bf16 within noise of that ({stats.text(bf16)})"
 
 
-def variant_effects(summary: pd.DataFrame) -> list[str]:
-    """Greedy accuracy of `bos` and `2leading` against `base` on the same jobs, where it moves by >= 0.1."""
+def contrasts(summary: pd.DataFrame, vary: str) -> list[str]:
+    """Greedy accuracy of each value of `vary` (optimizer or variant) against the first on otherwise
+    identical jobs: a direction where the intervals separate, "within noise" where they overlap."""
+    keys = [k for k in JOB_KEYS if k != vary]
     out = []
-    keys = ["model", "corpus", "length", "n_mem", "init", "optimizer"]
-    base = summary[summary["variant"] == "base"].set_index(keys)["mean_greedy_convergence"]
-    for variant, what in (("bos", "Ignoring the BOS position"), ("2leading", "Up-weighting the first tokens")):
-        other = summary[summary["variant"] == variant].set_index(keys)["mean_greedy_convergence"]
-        for key in base.index.intersection(other.index):
-            delta = other[key] - base[key]
-            if abs(delta) >= 0.1:
-                model, corpus, length = key[:3]
-                out.append(f"{what} ({variant}) {'raises' if delta > 0 else 'lowers'} greedy accuracy for "
-                           f"{model} with {key[5]} at {length} tokens ({corpus}) from {base[key]:.2f} to "
-                           f"{other[key]:.2f}.")
+    for key, g in ordered(summary).groupby(keys, sort=False):
+        first = g.iloc[0]
+        where = row_name(first) if vary == "optimizer" else f"{first['model']} with {first['optimizer']}"
+        for _, other in g.iloc[1:].iterrows():
+            out.append(
+                f"For {where} at {first['length']} tokens ({first['corpus']}), "
+                + stats.difference(f"{vary} {other[vary]}", interval(other, "mean_greedy_convergence"),
+                                   f"{first[vary]}", interval(first, "mean_greedy_convergence"), "greedy accuracy")
+            )
     return out
 
 
@@ -208,11 +228,18 @@ def plot_accuracy_vs_steps(samples: pd.DataFrame, paths: list) -> None:
             ["model", "corpus", "optimizer", "variant", "init", "n_mem"], sort=False
         ):
             label = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer} {corpus}"
-            ax.plot(grid, best_so_far_curves(g, grid).mean(0), label=label)
+            curves = best_so_far_curves(g, grid)
+            line, = ax.plot(grid, curves.mean(0), label=label)
+            ax.fill_between(grid, *stats.bootstrap_band(curves), color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(title=f"{length} tokens", xlabel="step", ylim=(0, 1.02))
     axes[0][0].set_ylabel("best teacher-forced accuracy")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths)
+
+
+def error_bars(df: pd.DataFrame, column: str) -> np.ndarray:
+    """Matplotlib's yerr [2, n] from a summary's interval columns."""
+    return np.stack([df[column] - df[f"{column}_low"], df[f"{column}_high"] - df[column]])
 
 
 def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
@@ -226,8 +253,9 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
         for i, ((optimizer, variant, init, n_mem), g) in enumerate(
                 group.groupby(["optimizer", "variant", "init", "n_mem"], sort=False)):
             name = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer}"
-            ax.plot(g["length"], g["mean_teacher_forcing_convergence"], "o-", color=f"C{i % 10}", label=name)
-            ax.plot(g["length"], g["mean_greedy_convergence"], "s--", color=f"C{i % 10}")
+            for column, style in (("mean_teacher_forcing_convergence", "o-"), ("mean_greedy_convergence", "s--")):
+                ax.errorbar(g["length"], g[column], yerr=error_bars(g, column), fmt=style, color=f"C{i % 10}",
+                            capsize=3, label=name if style == "o-" else None)
         ax.set(title=f"{model} / {corpus}", xlabel="text length (tokens)", ylim=(-0.02, 1.02))
         ax.set_xscale("log", base=2)
         ax.minorticks_off()
@@ -241,16 +269,19 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
 
 
 def plot_capacity_search(stages: pd.DataFrame, paths: list) -> None:
-    """Each search's stages in the order tried: mean best TF and greedy accuracy against length."""
+    """Each search's stages: mean best TF and greedy accuracy against length, with 95% intervals."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for i, (keys, search) in enumerate(stages.groupby(SEARCH_KEYS, sort=False)):
-        per_stage = search.groupby(["stage", "length"], as_index=False)[
-            ["teacher_forcing_convergence", "greedy_convergence"]].mean().sort_values("length")
+        per_stage = pd.DataFrame([  # each length is one stage of the search
+            {"length": length, **{k: v for column in ("teacher_forcing_convergence", "greedy_convergence")
+                                  for k, v in stats.columns(column, stats.bootstrap(g[column])).items()}}
+            for length, g in search.groupby("length")])
         name = f"{row_name(dict(zip(SEARCH_KEYS, keys)))} {keys[-1]} {search['dtype'].iloc[0]}"
-        ax.plot(per_stage["length"], per_stage["teacher_forcing_convergence"], "o-", color=f"C{i % 10}", label=name)
-        ax.plot(per_stage["length"], per_stage["greedy_convergence"], "s--", color=f"C{i % 10}")
+        for column, style in (("teacher_forcing_convergence", "o-"), ("greedy_convergence", "s--")):
+            ax.errorbar(per_stage["length"], per_stage[column], yerr=error_bars(per_stage, column), fmt=style,
+                        color=f"C{i % 10}", capsize=3, label=name if style == "o-" else None)
         ax.axvline(search["capacity_tokens"].iloc[0], color=f"C{i % 10}", alpha=0.3)
     if len(stages):
         ax.axhline(stages["threshold"].iloc[0], color="k", lw=0.5, ls=":")
@@ -267,58 +298,87 @@ def figures(samples: pd.DataFrame, summary: pd.DataFrame, stages: pd.DataFrame, 
     plot_capacity_search(stages, paths["capacity_search"])
 
 
+def cells(df: pd.DataFrame, name: str, digits: int = 3) -> list[str]:
+    return [stats.cell(interval(r, name), digits) for _, r in df.iterrows()]
+
+
 def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
-    """One reconstruction table per corpus, then the capacity table."""
+    """Per corpus a reconstruction table and a where-greedy-fails table; then the capacity tables.
+    Every mean carries its 95% interval in brackets and n."""
     out = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
-        rows = pd.DataFrame({  # the seed's columns, in its order, with the protocol and its steps
-            "model": group.apply(row_name, axis=1), "optimizer": group.apply(protocol, axis=1),
-            "sequence length": group["length"].astype(int),
-            **{f"mismatch@{k}": group[f"greedy_mismatch@{k}"].map(fmt) for k in (0, 1, 2)},
-            "TF accuracy": group["mean_teacher_forcing_convergence"].map(fmt),
-            "greedy accuracy": group["mean_greedy_convergence"].map(fmt),
-            "greedy (bf16)": group["mean_greedy_convergence_bf16"].map(fmt),
-            "steps": group["mean_steps"].map(lambda v: fmt(v, 0)),
-        })
+        head = {"model": group.apply(row_name, axis=1), "optimizer": group["optimizer"],
+                "length": group["length"].astype(int), "$n$": group["n_samples"] - group["n_failed"]}
         failed = int(group["n_failed"].sum())
+        rows = pd.DataFrame({
+            **head,
+            "TF accuracy": cells(group, "mean_teacher_forcing_convergence"),
+            "greedy accuracy": cells(group, "mean_greedy_convergence"),
+            "greedy (bf16)": cells(group, "mean_greedy_convergence_bf16"),
+            "steps": cells(group, "mean_steps", 0),
+        })
         out.append(table(rows, (
-            f"Cramming on corpus \\texttt{{{escape(corpus)}}}: {int(group['n_samples'].max())} texts per row"
-            + (f", {failed} failed (excluded from means)" if failed else "") + ". mismatch@$k$ is the fraction of "
-            "texts whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where it is "
-            "not scored: the bos variant, or BOS given before the vectors). TF / greedy accuracy: mean "
-            "teacher-forced / greedy (KV-cached) reconstruction accuracy "
-            "(\\texttt{mean\\_teacher\\_forcing\\_convergence}, \\texttt{mean\\_greedy\\_convergence} in "
-            "\\texttt{cramming\\_summary.parquet}); greedy (bf16): the same vectors decoded by the model in "
-            "bfloat16; steps: mean optimiser steps per text, restarts included."),
-            "llrrrrrrrr", size="footnotesize"))
+            f"Cramming on corpus \\texttt{{{escape(corpus)}}}: mean teacher-forced (TF) and greedy (KV-cached) "
+            "reconstruction accuracy over $n$ texts, with 95\\% bootstrap intervals in brackets"
+            + (f" ({failed} failed texts excluded)" if failed else "") + "; greedy (bf16): the same vectors decoded "
+            "by the model in bfloat16; steps: optimiser steps per text, restarts included "
+            "(\\texttt{mean\\_teacher\\_forcing\\_convergence}, \\texttt{mean\\_greedy\\_convergence} and their "
+            "\\texttt{\\_low}/\\texttt{\\_high} columns in \\texttt{cramming\\_summary.parquet})."),
+            "llrrrrrr", size="footnotesize"))
+        rows = pd.DataFrame({**head, **{f"mismatch@{k}": cells(group, f"greedy_mismatch@{k}") for k in (0, 1, 2)}})
+        out.append(table(rows, (
+            f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: mismatch@$k$ is the share of texts "
+            "whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where it is not "
+            "scored: the bos variant, or BOS given before the vectors), with 95\\% Wilson intervals."),
+            "llrrrrr", size="footnotesize"))
     if len(capacity_df):
         cap = ordered(capacity_df)
+        n = cap["n_samples"]
+        head = {"model": cap.apply(row_name, axis=1), "optimizer": cap["optimizer"],
+                "capacity": cap["capacity_tokens"].astype(int)}
         rows = pd.DataFrame({
-            "model": cap.apply(row_name, axis=1), "corpus": cap["corpus"], "optimizer": cap.apply(protocol, axis=1),
-            "capacity": cap["capacity_tokens"].astype(int),
+            **head, "corpus": cap["corpus"],
             "failed at": cap["shortest_failed"].map(lambda v: str(v) if v else "--"),
             "exact greedy": cap["exact_greedy_tokens"].astype(int),
             "bound": cap["theoretical_bound_tokens"].map(lambda v: fmt(v, 0)),
             "util. (\\%)": cap["utilisation"].map(lambda v: fmt(100 * v, 1)),
-            "TF": cap["mean_teacher_forcing_at_capacity"].map(fmt),
-            "greedy": cap["mean_greedy_at_capacity"].map(fmt),
-            "greedy (bf16)": cap["mean_greedy_bf16_at_capacity"].map(fmt),
-            "gain (bits)": cap["information_gain_bits_at_capacity"].map(lambda v: fmt(v, 0)),
         })
         threshold = fmt(float(capacity_df["threshold"].iloc[0]), 2)
-        n = int(capacity_df["n_samples"].max())
         out.append(table(rows, (
-            f"Capacity by search ({n} texts): the longest length whose mean best teacher-forced accuracy is "
-            f"$\\geq$ {threshold} (lengths doubled until one failed, then bisected; each stage warm-started from "
-            "the vectors of the longest length that passed), the shortest length that failed, the bound "
-            "$N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens; exact greedy: the longest length tried whose mean greedy "
-            "accuracy (fp32 and bf16) is $\\geq$ the threshold too; and at the capacity length the mean teacher-forced and "
-            "greedy accuracy (the model in fp32 and in bfloat16) and information gain (CE of the text alone minus "
-            "CE given the vectors)."),
-            "lllrrrrrrrrr", size="footnotesize"))
+            f"Capacity by search: the longest length whose mean best teacher-forced accuracy is $\\geq$ {threshold} "
+            "(lengths doubled until one failed, then bisected; each stage warm-started from the vectors of the "
+            "longest length that passed), the shortest length that failed, exact greedy: the longest length tried "
+            "whose mean greedy accuracy (fp32 and bf16) is $\\geq$ the threshold too, and the bound "
+            "$N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens."), "lllrlrrr", size="footnotesize"))
+        at = {name: [stats.cell(stats.from_columns(r, name, r["n_samples"]), digits) for _, r in cap.iterrows()]
+              for name, digits in (("mean_teacher_forcing_at_capacity", 3), ("mean_greedy_at_capacity", 3),
+                                   ("mean_greedy_bf16_at_capacity", 3), ("information_gain_bits_at_capacity", 0))}
+        rows = pd.DataFrame({**head, "$n$": n, "TF": at["mean_teacher_forcing_at_capacity"],
+                             "greedy": at["mean_greedy_at_capacity"], "greedy (bf16)": at["mean_greedy_bf16_at_capacity"],
+                             "gain (bits)": at["information_gain_bits_at_capacity"]})
+        out.append(table(rows, (
+            "At the capacity length: mean teacher-forced and greedy accuracy (the model in its dtype and in "
+            "bfloat16) and information gain (CE of the text alone minus CE given the vectors) over $n$ texts, "
+            "with 95\\% bootstrap intervals."), "llrrrrrr", size="footnotesize"))
     return out
 
 
+def protocol_text(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
+    """The section's opening: model, data, n and budget, read from the results themselves."""
+    jobs = pd.concat([summary, capacity_df], ignore_index=True)
+    optimisers = "; ".join(f"{protocol(r)}, at most {int(r['step_budget'])} steps"
+                           + (f" and {int(r['restarts'])} restarts" if r["restarts"] else "")
+                           for _, r in jobs.drop_duplicates("optimizer").iterrows())
+    lengths = ", ".join(map(str, sorted(summary["length"].unique())))
+    return escape_text(
+        f"Each text (the second half of a passage of the corpus, BOS first, cut to {lengths} tokens) is crammed "
+        f"into its own mem vectors in front of the frozen {', '.join(jobs['model'].unique())}, which must then "
+        f"reproduce it from the vectors alone; {int(summary['n_samples'].max())} texts per row, optimised with "
+        f"AdamW by protocol: {optimisers}. Means carry 95% intervals over the texts (bootstrap; Wilson for "
+        "shares), and a difference is stated only where the intervals separate."
+    )
+
+
 def section(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
-    return render("soft_tokens.cramming", "section.tex.j2", tables=tables(summary, capacity_df),
-                  findings=findings(summary, capacity_df), figures=FIGURES)
+    return render("soft_tokens.cramming", "section.tex.j2", protocol=protocol_text(summary, capacity_df),
+                  tables=tables(summary, capacity_df), findings=findings(summary, capacity_df), figures=FIGURES)

@@ -1,37 +1,76 @@
-"""Coconut's report: accuracy and tokens per method and stage, Table 1 per model with its
-findings, the accuracy-by-stage figure and the section of the report."""
+"""Coconut's report: accuracy and tokens per method and stage with 95% intervals, over every training
+seed; Table 1 per model with its findings, the accuracy-by-stage figure and the section of the report."""
 
+import numpy as np
 import pandas as pd
 
+from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import escape, escape_text, fmt, render, table
+from soft_tokens.report.latex import escape, escape_text, render, table
 
 FIGURES = ("coconut_accuracy_by_stage",)
-
+KEYS = ["model", "dataset", "method", "stage"]
 
 # Coconut's Table 1 order and names for soft_tokens.workflow.COCONUT_METHODS.
 METHOD_NAMES = {"nocot": "No-CoT", "cot": "CoT", "pause": "Pause as thought",
-                   "coconut_nocurriculum": "Coconut w/o curriculum", "coconut": "Coconut"}
+                "coconut_nocurriculum": "Coconut w/o curriculum", "coconut": "Coconut"}
+# The findings' comparisons, a against b on a summary quantity: what Coconut's claims rest on.
+COMPARISONS = (("coconut", "cot", "accuracy"), ("coconut", "cot", "mean_tokens"), ("coconut", "nocot", "accuracy"),
+               ("coconut", "coconut_nocurriculum", "accuracy"), ("pause", "coconut", "accuracy"))
+QUANTITIES = {"accuracy": ("accuracy (%)", 100), "mean_tokens": ("tokens per answer", 1)}  # name, scale
 
 
 def summarize(evals: pd.DataFrame) -> pd.DataFrame:
-    """One row per model x dataset x method x stage: test accuracy and tokens per answer.
+    """One row per model x dataset x method x stage over every seed: test accuracy and tokens per
+    answer, each with its 95% interval and its sd across seeds (NaN with one seed).
 
     `tokens` counts what the model produces after the question, as Coconut's "# tokens" does:
-    continuous thoughts plus generated tokens (EOS included); `truncated_rate` is the share of answers
-    cut off at max_new_tokens. `final` marks each method's last stage.
+    continuous thoughts plus generated tokens (EOS included). With one seed the accuracy interval is
+    Wilson's and the tokens' a bootstrap over problems; with several, every seed answers the same
+    test problems, so both intervals resample problems and seeds (stats.bootstrap_crossed; for
+    accuracy never narrower than Wilson's over the problems, stats.rate_crossed).
+    n_problems is per seed, n_correct pooled over the n_seeds; `truncated_rate` is the share of
+    answers cut off at max_new_tokens; `final` marks each method's last stage.
     """
-    keys = ["model", "dataset", "method", "stage"]
     df = evals.assign(tokens=evals["latent_tokens"] + evals["generated_tokens"],
                       correct=evals["correct"].astype(float), truncated=evals["truncated"].astype(float))
-    out = df.groupby(keys).agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
-                               truncated_rate=("truncated", "mean"),
-                               mean_latent_tokens=("latent_tokens", "mean"),
-                               mean_generated_tokens=("generated_tokens", "mean"),
-                               n_problems=("id", "nunique"), final_train_loss=("final_train_loss", "first"))
-    out = out.reset_index()
-    out["final"] = out["stage"] == out.groupby(keys[:3])["stage"].transform("max")
+    rows = []
+    for keys, g in df.groupby(KEYS):
+        correct, tokens = (g.pivot(index="id", columns="seed", values=v) for v in ("correct", "tokens"))
+        per_seed = g.groupby("seed")
+        if correct.shape[1] == 1:
+            accuracy, mean_tokens = stats.wilson(int(g["correct"].sum()), len(g)), stats.bootstrap(g["tokens"])
+        else:
+            accuracy, mean_tokens = stats.rate_crossed(correct), stats.bootstrap_crossed(tokens)
+        rows.append({**dict(zip(KEYS, keys)),
+                     **stats.columns("accuracy", accuracy), "accuracy_sd": per_seed["correct"].mean().std(),
+                     **stats.columns("mean_tokens", mean_tokens), "mean_tokens_sd": per_seed["tokens"].mean().std(),
+                     "truncated_rate": g["truncated"].mean(), "mean_latent_tokens": g["latent_tokens"].mean(),
+                     "mean_generated_tokens": g["generated_tokens"].mean(), "n_problems": correct.shape[0],
+                     "n_seeds": correct.shape[1], "n_correct": int(g["correct"].sum()),
+                     "final_train_loss": per_seed["final_train_loss"].first().mean()})
+    out = pd.DataFrame(rows)
+    out["final"] = out["stage"] == out.groupby(KEYS[:3])["stage"].transform("max")
     return out
+
+
+def interval(row, name: str) -> stats.Interval:
+    """A summary row's `accuracy` or `mean_tokens` with its interval; n = the answers pooled over seeds."""
+    return stats.from_columns(row, name, row["n_problems"] * row["n_seeds"])
+
+
+def pooled(row, times: str = r" \times ") -> str:
+    """The n of a summary row: `200` problems, or `3 x 200` answers over seeds (`times` between them)."""
+    return str(row["n_problems"]) if row["n_seeds"] == 1 else f"{row['n_seeds']}{times}{row['n_problems']}"
+
+
+def cells(row) -> tuple[str, str]:
+    """Table 1's accuracy (%) and tokens cells: with one seed the value and its 95% interval, with
+    several `75.0 (sd 2.1)`, the mean and sd across seeds (plain text, escaped as every cell is)."""
+    if row["n_seeds"] == 1:
+        return stats.cell(interval(row, "accuracy").scaled(100), 1), stats.cell(interval(row, "mean_tokens"), 1)
+    return (f"{100 * row['accuracy']:.1f} (sd {100 * row['accuracy_sd']:.1f})",
+            f"{row['mean_tokens']:.1f} (sd {row['mean_tokens_sd']:.1f})")
 
 
 def tables(summary: pd.DataFrame) -> list[dict]:
@@ -45,72 +84,101 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         methods = [m for m in METHOD_NAMES if m in set(group["method"])]
         columns = {("", "method"): [METHOD_NAMES[m] for m in methods]}
         for d in datasets:
-            cells = [by.loc[(m, d)] if (m, d) in by.index else None for m in methods]
-            columns[(escape(d), r"Acc. (\%)")] = ["--" if c is None else fmt(100 * c["accuracy"], 1) for c in cells]
-            columns[(escape(d), r"\# tokens")] = ["--" if c is None else fmt(c["mean_tokens"], 1) for c in cells]
+            n = " / ".join(dict.fromkeys(pooled(r) for _, r in group[group["dataset"] == d].iterrows()))
+            head = f"{escape(d)} ($n = {n}$)" if n else escape(d)
+            row_cells = [cells(by.loc[(m, d)]) if (m, d) in by.index else ("--", "--") for m in methods]
+            columns[(head, r"Acc. (\%)")] = [acc for acc, _ in row_cells]
+            columns[(head, r"\# tokens")] = [tok for _, tok in row_cells]
         rows = pd.DataFrame(columns)
         rows.columns = pd.MultiIndex.from_tuples(rows.columns)
+        seeds = int(group["n_seeds"].max())
+        spread = ("in brackets their 95\\% intervals (Wilson for accuracy, bootstrap over problems for tokens)"
+                  if seeds == 1 else
+                  f"the mean and sd across {seeds} training seeds, each answering the same test problems "
+                  "($n$ pools the answers; 95\\% intervals resampling problems and seeds are in the findings and "
+                  "\\texttt{coconut\\_summary.parquet})")
         caption = (f"{escape(model)}: test accuracy and tokens per answer (continuous thoughts plus generated tokens, "
-                   f"EOS included) on {int(group['n_problems'].max())} held-out problems per dataset, each method at "
-                   "its last curriculum stage, in the shape of Coconut's Table~1.")
-        out.append({"table": table(rows, caption, "l" + "rr" * len(datasets)), "findings": findings(group)})
+                   "EOS included) on $n$ held-out problems per dataset, each method at its last curriculum stage, in "
+                   f"the shape of Coconut's Table~1; {spread}.")
+        out.append({"table": table(rows, caption, "l" + "rr" * len(datasets), size="footnotesize"),
+                    "findings": findings(group)})
     return out
 
 
 def findings(final: pd.DataFrame) -> list[str]:
-    """Coconut against CoT and against itself without the curriculum, in test problems as well as
-    points, so that a gap of one or two problems is read as what it is."""
+    """Per dataset: how many answers each method gets right, then Coconut against CoT (accuracy and
+    tokens), No-CoT and itself without the curriculum, and pause tokens against Coconut; a difference
+    is named only where the 95% intervals separate, otherwise it is "within noise at n = ..."."""
     out = []
     for (model, dataset), g in final.groupby(["model", "dataset"], sort=False):
         by = g.set_index("method")
-        if not {"coconut", "cot"} <= set(by.index):
-            continue
-        n = int(by.loc["coconut", "n_problems"])
-        right = {m: round(by.loc[m, "accuracy"] * n) for m in by.index}
-        tokens = by["mean_tokens"]
-        out.append(
-            f"On {dataset}, {model} with Coconut answers {right['coconut']} of {n} test problems "
-            f"({100 * by.loc['coconut', 'accuracy']:.1f}\\%) with {tokens['coconut']:.1f} tokens per answer; CoT "
-            f"answers {right['cot']} ({100 * by.loc['cot', 'accuracy']:.1f}\\%) with {tokens['cot']:.1f} tokens, "
-            f"{tokens['cot'] / tokens['coconut']:.1f} times as many."
-        )
-        if "coconut_nocurriculum" in right:
-            gap = right["coconut"] - right["coconut_nocurriculum"]
-            out.append(
-                f"Without the curriculum, Coconut answers {right['coconut_nocurriculum']} of {n} on {dataset}: "
-                + ("the same number." if gap == 0 else
-                   f"{abs(gap)} problem{'s' if abs(gap) > 1 else ''} {'fewer' if gap > 0 else 'more'} than with it.")
-            )
+        methods = [m for m in METHOD_NAMES if m in by.index]
+        first = by.loc[methods[0]]
+        of = (f"{first['n_problems']} test problems" if first["n_seeds"] == 1 else
+              f"{first['n_problems'] * first['n_seeds']} answers ({first['n_seeds']} seeds, each on the same "
+              f"{first['n_problems']} test problems)")
+        right = [f"{by.loc[m, 'n_correct']} with {METHOD_NAMES[m]} ({by.loc[m, 'mean_tokens']:.1f} tokens per answer)"
+                 for m in methods]
+        listed = f"{', '.join(right[:-1])} and {right[-1]}" if len(right) > 1 else right[0]
+        out.append(f"On {dataset}, of {of}, {model} gets right {listed}.")
+        for a, b, name in COMPARISONS:
+            if {a, b} <= set(methods):
+                label, scale = QUANTITIES[name]
+                out.append(stats.difference(METHOD_NAMES[a], interval(by.loc[a], name).scaled(scale), METHOD_NAMES[b],
+                                            interval(by.loc[b], name).scaled(scale), f"{dataset} {label}", 1))
     return [escape_text(sentence) for sentence in out]
 
 
 def figures(summary: pd.DataFrame, paths: dict) -> None:
-    """The accuracy-by-stage figure, to the paths given for its name in FIGURES."""
+    """The accuracy-by-stage figure with 95% error bars, to the paths given for its name in FIGURES."""
     plt = pyplot()
+
+    def errorbar(ax, g, fmt, shift=0.0, **style):
+        yerr = 100 * np.vstack([g["accuracy"] - g["accuracy_low"], g["accuracy_high"] - g["accuracy"]])
+        ax.errorbar(g["stage"] + shift, 100 * g["accuracy"], yerr=yerr, fmt=fmt, capsize=3, **style)
 
     panels = list(summary.groupby(["model", "dataset"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False, sharey=True)
     for ax, ((model, dataset), group) in zip(axes[0], panels):
         by_method = {m: g.sort_values("stage") for m, g in group.groupby("method")}
         cot = by_method.get("cot")
-        for method, style in (("coconut", "o-"), ("pause", "s--")):
+        for method, fmt, shift in (("coconut", "o-", 0.0), ("pause", "s--", 0.08)):
             if method not in by_method:
                 continue
             g = pd.concat([cot, by_method[method]]) if cot is not None else by_method[method]
-            ax.plot(g["stage"], 100 * g["accuracy"], style, label=METHOD_NAMES[method], fillstyle="none"
-                    if method == "pause" else "full", markersize=8 if method == "pause" else 5)
+            errorbar(ax, g, fmt, shift, label=METHOD_NAMES[method], fillstyle="none" if method == "pause" else "full",
+                     markersize=8 if method == "pause" else 5)
         if "coconut_nocurriculum" in by_method:
-            g = by_method["coconut_nocurriculum"]
-            ax.plot(g["stage"], 100 * g["accuracy"], "D", color="C2", label=METHOD_NAMES["coconut_nocurriculum"])
+            errorbar(ax, by_method["coconut_nocurriculum"], "D", -0.08, color="C2",
+                     label=METHOD_NAMES["coconut_nocurriculum"])
         if "nocot" in by_method:
-            ax.axhline(100 * by_method["nocot"]["accuracy"].iloc[0], color="gray", linestyle="--",
-                       label=METHOD_NAMES["nocot"])
-        ax.set(title=f"{model} / {dataset}", xlabel="curriculum stage (0 = CoT)", ylim=(-2, 102))
+            nocot = by_method["nocot"].iloc[0]
+            ax.axhline(100 * nocot["accuracy"], color="gray", linestyle="--", label=METHOD_NAMES["nocot"])
+            ax.axhspan(100 * nocot["accuracy_low"], 100 * nocot["accuracy_high"], color="gray", alpha=0.15, lw=0)
+        ax.set(title=f"{model} / {dataset} (n = {pooled(group.iloc[0], ' x ')})",
+               xlabel="curriculum stage (0 = CoT)", ylim=(-2, 102))
         ax.set_xticks(sorted(group["stage"].unique()))
-    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].set_ylabel("test accuracy (%), 95% intervals")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths["coconut_accuracy_by_stage"])
 
 
-def section(summary: pd.DataFrame) -> str:
-    return render("soft_tokens.latent.coconut", "section.tex.j2", tables=tables(summary), figures=FIGURES)
+def protocol_text(summary: pd.DataFrame, protocol: dict) -> str:
+    """The section's opening: models, what each method trains on, the settings per dataset (the
+    rule's parameters: `coconut` as it applies to each dataset) and how the numbers are read."""
+    seeds = int(summary["n_seeds"].max())
+    settings = "; ".join(
+        f"{dataset}: c = {s['c_thought']} thought{'s' if s['c_thought'] > 1 else ''} per step, "
+        f"{s['max_latent_stage']} latent stages after CoT at {s['epochs_per_stage']} epochs each, lr {s['lr']:g}, "
+        f"batch {s['batch_size']}, {s['finetune']} fine-tuning"
+        for dataset, s in protocol.items())
+    return escape_text(
+        f"Each method fine-tunes {', '.join(summary['model'].unique())} on a dataset's training split and answers "
+        f"its held-out test problems greedily (n in each table header; {seeds} training seed"
+        f"{'s' if seeds > 1 else ''}): {settings}. A difference is stated only where the 95% intervals separate."
+    )
+
+
+def section(summary: pd.DataFrame, protocol: dict) -> str:
+    return render("soft_tokens.latent.coconut", "section.tex.j2", protocol=protocol_text(summary, protocol),
+                  tables=tables(summary), figures=FIGURES)
