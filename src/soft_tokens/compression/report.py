@@ -29,7 +29,7 @@ def summarize_converter(tokens: pd.DataFrame) -> pd.DataFrame:
 
 def converter_table(summary: pd.DataFrame) -> str:
     def cells(name, digits=3):
-        return [stats.cell(stats.from_columns(r, name, r["n_heldout"]), digits) for _, r in summary.iterrows()]
+        return stats.cells(summary, name, summary["n_heldout"], digits)
 
     rows = pd.DataFrame({
         "model": summary["model"], "layer": summary["layer"], "arch": summary["arch"], "$n$": summary["n_heldout"],
@@ -58,8 +58,7 @@ def demo_table(intervals: pd.DataFrame) -> str:
     rows = pd.DataFrame({
         "model": intervals["model"], "layer": intervals["layer"], "arch": intervals["arch"],
         "condition": intervals["condition"].map(DEMO_CONDITIONS), "$n$": intervals["n_passages"],
-        "CE (nats/token)": [stats.cell(stats.from_columns(r, "ce_nats", r["n_passages"]))
-                            for _, r in intervals.iterrows()],
+        "CE (nats/token)": stats.cells(intervals, "ce_nats", intervals["n_passages"]),
     })
     return table(rows, "Recursive demo: mean cross-entropy (nats/token) of a passage's true continuation after a "
                        "follow-up prompt over $n$ passages, with no prefix, with the earlier passage folded into one "

@@ -237,11 +237,6 @@ def plot_accuracy_vs_steps(samples: pd.DataFrame, paths: list) -> None:
     save_figure(fig, paths)
 
 
-def error_bars(df: pd.DataFrame, column: str) -> np.ndarray:
-    """Matplotlib's yerr [2, n] from a summary's interval columns."""
-    return np.stack([df[column] - df[f"{column}_low"], df[f"{column}_high"] - df[column]])
-
-
 def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
     from matplotlib.lines import Line2D
 
@@ -254,7 +249,7 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
                 group.groupby(["optimizer", "variant", "init", "n_mem"], sort=False)):
             name = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer}"
             for column, style in (("mean_teacher_forcing_convergence", "o-"), ("mean_greedy_convergence", "s--")):
-                ax.errorbar(g["length"], g[column], yerr=error_bars(g, column), fmt=style, color=f"C{i % 10}",
+                ax.errorbar(g["length"], g[column], yerr=stats.error_bars(g, column), fmt=style, color=f"C{i % 10}",
                             capsize=3, label=name if style == "o-" else None)
         ax.set(title=f"{model} / {corpus}", xlabel="text length (tokens)", ylim=(-0.02, 1.02))
         ax.set_xscale("log", base=2)
@@ -280,7 +275,7 @@ def plot_capacity_search(stages: pd.DataFrame, paths: list) -> None:
             for length, g in search.groupby("length")])
         name = f"{row_name(dict(zip(SEARCH_KEYS, keys)))} {keys[-1]} {search['dtype'].iloc[0]}"
         for column, style in (("teacher_forcing_convergence", "o-"), ("greedy_convergence", "s--")):
-            ax.errorbar(per_stage["length"], per_stage[column], yerr=error_bars(per_stage, column), fmt=style,
+            ax.errorbar(per_stage["length"], per_stage[column], yerr=stats.error_bars(per_stage, column), fmt=style,
                         color=f"C{i % 10}", capsize=3, label=name if style == "o-" else None)
         ax.axvline(search["capacity_tokens"].iloc[0], color=f"C{i % 10}", alpha=0.3)
     if len(stages):
@@ -298,24 +293,25 @@ def figures(samples: pd.DataFrame, summary: pd.DataFrame, stages: pd.DataFrame, 
     plot_capacity_search(stages, paths["capacity_search"])
 
 
-def cells(df: pd.DataFrame, name: str, digits: int = 3) -> list[str]:
-    return [stats.cell(interval(r, name), digits) for _, r in df.iterrows()]
-
-
 def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
     """Per corpus a reconstruction table and a where-greedy-fails table; then the capacity tables.
     Every mean carries its 95% interval in brackets and n."""
     out = []
     for corpus, group in ordered(summary).groupby("corpus", sort=False):
+        texts = group["n_samples"] - group["n_failed"]
+
+        def cells(name: str, digits: int = 3) -> list[str]:
+            return stats.cells(group, name, texts, digits)
+
         head = {"model": group.apply(row_name, axis=1), "optimizer": group["optimizer"],
-                "length": group["length"].astype(int), "$n$": group["n_samples"] - group["n_failed"]}
+                "length": group["length"].astype(int), "$n$": texts}
         failed = int(group["n_failed"].sum())
         rows = pd.DataFrame({
             **head,
-            "TF accuracy": cells(group, "mean_teacher_forcing_convergence"),
-            "greedy accuracy": cells(group, "mean_greedy_convergence"),
-            "greedy (bf16)": cells(group, "mean_greedy_convergence_bf16"),
-            "steps": cells(group, "mean_steps", 0),
+            "TF accuracy": cells("mean_teacher_forcing_convergence"),
+            "greedy accuracy": cells("mean_greedy_convergence"),
+            "greedy (bf16)": cells("mean_greedy_convergence_bf16"),
+            "steps": cells("mean_steps", 0),
         })
         out.append(table(rows, (
             f"Cramming on corpus \\texttt{{{escape(corpus)}}}: mean teacher-forced (TF) and greedy (KV-cached) "
@@ -325,7 +321,7 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "(\\texttt{mean\\_teacher\\_forcing\\_convergence}, \\texttt{mean\\_greedy\\_convergence} and their "
             "\\texttt{\\_low}/\\texttt{\\_high} columns in \\texttt{cramming\\_summary.parquet})."),
             "llrrrrrr", size="footnotesize"))
-        rows = pd.DataFrame({**head, **{f"mismatch@{k}": cells(group, f"greedy_mismatch@{k}") for k in (0, 1, 2)}})
+        rows = pd.DataFrame({**head, **{f"mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)}})
         out.append(table(rows, (
             f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: mismatch@$k$ is the share of texts "
             "whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where it is not "
@@ -350,7 +346,7 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "longest length that passed), the shortest length that failed, exact greedy: the longest length tried "
             "whose mean greedy accuracy (fp32 and bf16) is $\\geq$ the threshold too, and the bound "
             "$N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens."), "lllrlrrr", size="footnotesize"))
-        at = {name: [stats.cell(stats.from_columns(r, name, r["n_samples"]), digits) for _, r in cap.iterrows()]
+        at = {name: stats.cells(cap, name, n, digits)
               for name, digits in (("mean_teacher_forcing_at_capacity", 3), ("mean_greedy_at_capacity", 3),
                                    ("mean_greedy_bf16_at_capacity", 3), ("information_gain_bits_at_capacity", 0))}
         rows = pd.DataFrame({**head, "$n$": n, "TF": at["mean_teacher_forcing_at_capacity"],

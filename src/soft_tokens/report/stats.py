@@ -121,6 +121,16 @@ def cell(interval: Interval, digits: int = 3) -> str:
     return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
 
 
+def cells(frame: pd.DataFrame, name: str, counts, digits: int = 3) -> list[str]:
+    """The table cells of the mean `name` in every row of a summary frame, each row's n from `counts`."""
+    return [cell(from_columns(row, name, n), digits) for (_, row), n in zip(frame.iterrows(), counts)]
+
+
+def error_bars(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Matplotlib's yerr [2, rows] for the mean `name` from its interval columns."""
+    return np.stack([frame[name] - frame[f"{name}_low"], frame[f"{name}_high"] - frame[name]])
+
+
 def text(interval: Interval, digits: int = 3) -> str:
     """`0.750 (95% CI 0.531-0.888, n = 20)`, for findings (escaped later as prose)."""
     return (f"{interval.mean:.{digits}f} (95\\% CI {interval.low:.{digits}f}--{interval.high:.{digits}f}, "

@@ -1,7 +1,6 @@
 """Coconut's report: accuracy and tokens per method and stage with 95% intervals, over every training
 seed; Table 1 per model with its findings, the accuracy-by-stage figure and the section of the report."""
 
-import numpy as np
 import pandas as pd
 
 from soft_tokens.report import stats
@@ -134,8 +133,8 @@ def figures(summary: pd.DataFrame, paths: dict) -> None:
     plt = pyplot()
 
     def errorbar(ax, g, fmt, shift=0.0, **style):
-        yerr = 100 * np.vstack([g["accuracy"] - g["accuracy_low"], g["accuracy_high"] - g["accuracy"]])
-        ax.errorbar(g["stage"] + shift, 100 * g["accuracy"], yerr=yerr, fmt=fmt, capsize=3, **style)
+        ax.errorbar(g["stage"] + shift, 100 * g["accuracy"], yerr=100 * stats.error_bars(g, "accuracy"), fmt=fmt,
+                    capsize=3, **style)
 
     panels = list(summary.groupby(["model", "dataset"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False, sharey=True)
