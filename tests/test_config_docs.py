@@ -96,3 +96,21 @@ def test_every_config_key_is_documented(name):
     readme = (ROOT / "config" / "README.md").read_text()
     missing = sorted(set(config_keys(config)) - documented_keys(readme))
     assert not missing, f"keys of config/{name} missing from config/README.md: {missing}"
+
+
+KEYWORDS = {"$schema", "type", "default", "description", "enum", "items", "minItems", "maxItems", "uniqueItems",
+            "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "properties", "additionalProperties",
+            "minProperties", "required", "allOf", "anyOf", "oneOf", "if", "then", "else", "pattern", "const"}
+
+
+def test_no_description_is_cut_at_a_comma():
+    """In a YAML flow mapping `{..., description: a, b}` the comma starts a new key: the description is
+    cut and a stray key appears. Every schema node holds JSON-schema keywords only."""
+    def stray(node, path):
+        if isinstance(node, dict):
+            if "type" in node or "description" in node:
+                yield from (f"{path}: {key!r}" for key in set(node) - KEYWORDS)
+            for key, value in node.items():
+                yield from stray(value, f"{path}.{key}")
+
+    assert list(stray(schema(), "schema")) == []
