@@ -28,6 +28,7 @@ include: "rules/converter.smk"
 include: "rules/compressor.smk"
 include: "rules/reasoning_data.smk"
 include: "rules/coconut.smk"
+include: "rules/pooler.smk"
 include: "rules/report.smk"
 
 

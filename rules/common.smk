@@ -21,6 +21,8 @@ from soft_tokens.workflow import (
     coconut_protocol,
     coconut_seeds,
     compressor_protocol,
+    pooler_main_seed,
+    pooler_protocol,
     cram_jobs,
     cram_settings,
     job_params,
@@ -75,6 +77,7 @@ wildcard_constraints:
     dataset=r"[^/]+",
     seed=r"\d+",
     method="|".join(COCONUT_METHODS),
+    window=r"\d+",
 
 
 localrules:
@@ -84,6 +87,7 @@ localrules:
     summarize_converter,
     summarize_compressor,
     summarize_coconut,
+    summarize_pooler,
     render_report,
     compile_report,
     effective_config,
@@ -164,3 +168,15 @@ def coconut_train_inputs(wildcards):
             f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{wildcards.seed}/cot"
         )
     return inputs
+
+
+def pooler_inputs(wildcards):
+    """The frozen main LM (the Coconut CoT run of the first Coconut seed, or the prepared model) and
+    the training problems (which also set the untrained pooler's output scale)."""
+    main = f"resources/models/{wildcards.model}"
+    if config["pooler"]["main"] == "cot":
+        main = f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{pooler_main_seed(config)}/cot"
+    return {
+        "main": main,
+        "train": f"resources/reasoning/{wildcards.dataset}/train.parquet",
+    }

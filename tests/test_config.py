@@ -178,6 +178,11 @@ def test_jobs_get_exactly_the_keys_they_read():
     assert "max_new_tokens" not in train and evaluate["max_new_tokens"] == 8  # eval-only: never retrains
     assert train["c_thought"] == evaluate["c_thought"] == 2 and "lr" not in evaluate
     assert "epochs" not in job_params(smoke, "eval_compressor", {"model": "tiny-llama", "carch": "hyper"})
+    window = {"model": "tiny-llama", "dataset": "prosqa", "window": "2"}
+    train, evaluate = job_params(smoke, "train_pooler", window), job_params(smoke, "eval_pooler", window)
+    assert "max_new_tokens" not in train and "lr" not in evaluate and evaluate["pooling"] == train["pooling"]
+    assert set(job_params(smoke, "eval_pooler_baselines", {"model": "tiny-llama", "dataset": "prosqa"})) == {
+        "device", "dtype", "main", "eval_batch_size", "max_new_tokens", "model", "dataset"}
 
 
 def test_overrides_name_what_they_override():

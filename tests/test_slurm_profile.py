@@ -19,9 +19,11 @@ PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 FAKE_BIN = REPO / "tests" / "fake_slurm"
 PARTITION, ACCOUNT = "fakepart", "fake_account"
 GPU_RULES = {"cram", "capacity", "extract_pairs", "train_converter", "recursive_demo", "build_estar", "train_compressor",
-             "eval_compressor", "train_coconut", "eval_coconut"}
+             "eval_compressor", "train_coconut", "eval_coconut", "train_pooler", "eval_pooler",
+             "eval_pooler_baselines"}
 LOCAL_RULES = {"all", "download_corpus", "build_reasoning_data", "summarize_cramming", "summarize_converter",
-               "summarize_compressor", "summarize_coconut", "render_report", "compile_report", "effective_config"}
+               "summarize_compressor", "summarize_coconut", "summarize_pooler", "render_report", "compile_report",
+               "effective_config"}
 RUN_TIMEOUT = 540
 
 
@@ -80,7 +82,7 @@ def test_smoke_run_on_fake_slurm(tmp_path):
            "--slurm-keep-successful-logs",
            # A third of the smoke grid is enough to see submissions; the full grid runs in test_workflow.
            "--config", "cramming={inits: [randn], corpora: [embedded_prose]}",
-           "coconut={datasets: [prosqa], methods: [cot]}"]
+           "coconut={datasets: [prosqa], methods: [cot]}", "pooler={windows: [2]}"]
     out_file = tmp_path / "snakemake.out"
     with open(out_file, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,
@@ -100,7 +102,8 @@ def test_smoke_run_on_fake_slurm(tmp_path):
         if log.exists() else []
     sbatch = [c["argv"] for c in calls if c["prog"] == "sbatch"]
     rules = [rule_of(argv) for argv in sbatch]
-    assert {"cram", "train_coconut", "eval_coconut"} <= set(rules), f"GPU jobs missing: {rules}"
+    assert {"cram", "train_coconut", "eval_coconut", "train_pooler", "eval_pooler"} <= set(rules), \
+        f"GPU jobs missing: {rules}"
     assert not LOCAL_RULES & set(rules), f"local rules were submitted: {rules}"
     for rule, argv in zip(rules, sbatch):
         gpus = [a for a in argv if a.startswith("--gpus=")]

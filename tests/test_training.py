@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from soft_tokens.core.seeding import generator, seed_for
-from soft_tokens.core.training import autocast, check_finite, load_trainable
+from soft_tokens.core.training import autocast, check_finite, load_trainable, train_epochs
 
 CPU = torch.device("cpu")
 
@@ -60,3 +60,21 @@ def test_generator_draws_equal_a_generator_seeded_by_hand():
     by_hand = torch.Generator().manual_seed(7 * 1_000_003 + 3)
     assert torch.equal(torch.randn(5, generator=generator(7, 3)), torch.randn(5, generator=by_hand))
     assert not torch.equal(torch.randn(5, generator=generator(7, 3)), torch.randn(5, generator=generator(7, 4)))
+
+
+def test_accumulating_single_examples_takes_the_step_one_batch_takes(tmp_path):
+    """Four batches of one with accumulation 4 = one batch of four: the same SGD step (and 8 examples
+    make two steps either way)."""
+    x, y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.randn(8, 1)
+
+    def run(batch_size, accumulation, name):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        batches = lambda epoch: (slice(i, i + batch_size) for i in range(0, 8, batch_size))  # noqa: E731
+        loss = lambda rows: (torch.nn.functional.mse_loss(net(x[rows]), y[rows]), len(x[rows]))  # noqa: E731
+        return train_epochs(net, opt, loss, batches, 1, tmp_path / f"{name}.pt", {}, "test", "fix",
+                            accumulation=accumulation).weight.detach()
+
+    assert torch.allclose(run(4, 1, "batched"), run(1, 4, "accumulated"), atol=1e-6)
+    assert not torch.allclose(run(4, 1, "batched"), run(1, 1, "unaccumulated"), atol=1e-4)

@@ -70,6 +70,13 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     for seed in (1337, 1338):
         run = tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / f"seed{seed}" / "coconut"
         assert (run / "stage2" / "history.json").exists()
+    # The pooler: both W's with every method, the training problems beside the test ones, the online table.
+    pooler = tex[tex.index("Reasoning-window pooling"):]
+    for row in ("No reasoning & 1 & 4 & ", "Full reasoning & 1 & 4 & ", "Trained pooler & 2 & 4 & ",
+                "Sum / sqrt(W) & 4 & 4 & ", "Windows dropped & 4 & 4 & ", "Trained pooler (train split) & 2 & 6 & ",
+                "Plain CoT (own reasoning) & 1 & 4 & ", "Online compression & 4 & 4 & "):
+        assert row in pooler, row
+    assert (tmp_path / "results" / "figures" / "pooler_compression.png").exists()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
     assert len(summary) == 10 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
     means = summary.filter(regex="^mean_|mismatch@[12]$")
@@ -101,6 +108,7 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     resources = copy.deepcopy(smoke)
     resources["cramming"].update(runtime=999, mem_mb=123)
     resources["coconut"].update(runtime=999, mem_mb=123)
+    resources["pooler"].update(runtime=999, mem_mb=123)
     # Scheduler resources are no job's parameters: only the record of the config is rewritten.
     assert scheduled(tmp_path, resources) == {"effective_config": 1, "all": 1}
     longer = copy.deepcopy(smoke)
@@ -111,6 +119,14 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
     assert scheduled(tmp_path, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, "render_report": 1,
                                              "effective_config": 1, "all": 1}
+    online = copy.deepcopy(smoke)
+    online["pooler"]["max_new_tokens"] = 9  # evaluation only: the poolers are not retrained
+    assert scheduled(tmp_path, online) == {"eval_pooler": 2, "eval_pooler_baselines": 1, "summarize_pooler": 1,
+                                           "render_report": 1, "effective_config": 1, "all": 1}
+    base = copy.deepcopy(smoke)
+    base["pooler"]["main"] = "base"  # the prepared model as the main LM: every pooler job, nothing else
+    assert scheduled(tmp_path, base) == {"train_pooler": 2, "eval_pooler": 2, "eval_pooler_baselines": 1,
+                                         "summarize_pooler": 1, "render_report": 1, "effective_config": 1, "all": 1}
     seeds = copy.deepcopy(smoke)
     seeds["coconut"]["seeds"] = [1337, 1338, 1339]  # one more seed: its runs alone, and the summary
     assert scheduled(tmp_path, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1,

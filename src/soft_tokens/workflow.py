@@ -25,6 +25,10 @@ OVERRIDABLE = ("lengths", "n_mem", "batch_size", "n_samples", "max_steps", "pati
 COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay", "batch_size",
                        "max_new_tokens")
 
+# The `pooler` keys that decide how a pooler and its training examples are built.
+POOLER_BUILD = ("main", "compress_fraction", "pooling", "output_scale", "context", "lora_r", "lora_alpha",
+                "lora_dropout", "lora_target_modules", "init_token", "max_prefixes")
+
 # Top-level keys a model job reads besides its section.
 RUNTIME = ("device", "dtype")
 # rule -> (config section, the keys of it the job reads, the top-level keys it reads).
@@ -51,6 +55,11 @@ READS = {
                                   "batch_size", "eval_batch_size", "finetune", "lora_r", "lora_alpha",
                                   "lora_dropout", "lora_target_modules", "init_token"), RUNTIME),
     "eval_coconut": ("coconut", ("c_thought", "max_latent_stage", "eval_batch_size", "max_new_tokens"), RUNTIME),
+    "train_pooler": ("pooler", (*POOLER_BUILD, "lr", "weight_decay", "epochs", "batch_size", "grad_accumulation"),
+                     ("seed", *RUNTIME)),
+    # The untrained pooler is built (and its scale set) exactly as train_pooler builds it.
+    "eval_pooler": ("pooler", (*POOLER_BUILD, "eval_batch_size", "max_new_tokens"), ("seed", *RUNTIME)),
+    "eval_pooler_baselines": ("pooler", ("main", "eval_batch_size", "max_new_tokens"), RUNTIME),
 }
 
 
@@ -62,7 +71,9 @@ def check_config(config: dict) -> None:
                   ("estar.models", config["estar"]["models"], "models"),
                   ("estar.corpus", [config["estar"]["corpus"]] if config["estar"]["models"] else [], "corpora"),
                   ("coconut.models", config["coconut"]["models"], "models"),
-                  ("coconut.datasets", config["coconut"]["datasets"], "reasoning"))
+                  ("coconut.datasets", config["coconut"]["datasets"], "reasoning"),
+                  ("pooler.models", config["pooler"]["models"], "models"),
+                  ("pooler.datasets", config["pooler"]["datasets"], "reasoning"))
     for key, names, section in references:
         unknown = [n for n in names if n not in config[section]]
         if unknown:
@@ -89,6 +100,17 @@ def check_config(config: dict) -> None:
                     COCONUT_OVERRIDABLE)
     if config["coconut"]["models"] and not config["coconut"]["datasets"]:
         raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
+    check_pooler(config["pooler"])
+
+
+def check_pooler(pooler: dict) -> None:
+    """Window sizes are token counts; the track needs datasets once it has models."""
+    small = [w for w in pooler["windows"] if w < 1]
+    if small:
+        raise ValueError(f"pooler.windows: {small}: a window holds W >= 1 reasoning tokens (W = 1 pools every "
+                         "token on its own); list sizes such as [2, 4, 8]")
+    if pooler["models"] and not pooler["datasets"]:
+        raise ValueError("pooler.models is set but pooler.datasets is empty: name datasets from `reasoning:`")
 
 
 def check_capacity(capacity: dict) -> None:
@@ -135,6 +157,19 @@ def coconut_seeds(config: dict) -> list[int]:
 COMPRESSOR_PROTOCOL = {"estar": ("corpus", "ctx_len", "follow_len", "k", "max_steps", "train_contexts",
                                  "held_out_contexts", "estar_train_contexts"), "compressor": ("epochs",)}
 COCONUT_PROTOCOL = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "batch_size", "finetune")
+
+
+POOLER_PROTOCOL = ("main", "windows", "compress_fraction", "pooling", "output_scale", "context", "lora_r", "lr",
+                   "epochs", "batch_size", "grad_accumulation", "max_prefixes")
+
+
+def pooler_protocol(config: dict) -> dict:
+    return canonical({k: config["pooler"][k] for k in POOLER_PROTOCOL})
+
+
+def pooler_main_seed(config: dict) -> int:
+    """The Coconut seed whose CoT model the pooler track reads with `main: cot`: the first one."""
+    return coconut_seeds(config)[0]
 
 
 def compressor_protocol(config: dict) -> dict:

@@ -59,18 +59,27 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, fingerprint: dict, what: str,
-                 fix: str) -> torch.nn.Module:
+                 fix: str, accumulation: int = 1) -> torch.nn.Module:
     """`epochs` passes of AdamW-style steps; `batches(epoch)` yields batches and `batch_loss(batch)`
-    gives (loss, batch size). Each epoch is checkpointed, so a killed run resumes where it stopped."""
+    gives (mean loss, batch size). A step follows every `accumulation` batches, each loss divided by
+    `accumulation` (exact for equal batches; an epoch's last, partial group steps too). Each epoch is
+    checkpointed, so a killed run resumes where it stopped."""
     for epoch in tqdm(range(resume(checkpoint, net, opt, fingerprint), epochs), desc=what, mininterval=5):
-        total, count = 0.0, 0
+        total, count, waiting = 0.0, 0, 0
+        opt.zero_grad()
         for batch in batches(epoch):
             loss, size = batch_loss(batch)
             check_finite(loss, f"{what} epoch {epoch + 1}", fix)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            (loss / accumulation).backward()
+            waiting += 1
+            if waiting == accumulation:
+                opt.step()
+                opt.zero_grad()
+                waiting = 0
             total, count = total + loss.item() * size, count + size
+        if waiting:
+            opt.step()
+            opt.zero_grad()
         log.info("%s epoch %d: mean training loss %.6f", what, epoch + 1, total / count)
         save_epoch(checkpoint, net, opt, epoch, fingerprint)
     return net

@@ -1,0 +1,28 @@
+"""Snakemake entry point: every pooler method at one W, on the test problems (and the trained pooler on
+its training problems too)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.core.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import copy
+
+import torch
+
+from soft_tokens.core.io import write_parquet
+from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.pooler.training import evaluate_window, load_pooler, setup
+
+torch.set_num_threads(snakemake.threads)
+s, window = dict(snakemake.params.job), int(snakemake.wildcards.window)
+main, tokenizer, ids, _, untrained = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
+                                           snakemake.wildcards.dataset, s)
+trained = load_pooler(Path(snakemake.input.pooler), copy.deepcopy(untrained), snakemake.wildcards.model)
+splits = {"test": read_reasoning(snakemake.input.test), "train": read_reasoning(snakemake.input.train)}
+results = evaluate_window(main, tokenizer, ids, trained, untrained.eval(), splits, window, s)
+write_parquet(results.assign(model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset),
+              snakemake.output[0])

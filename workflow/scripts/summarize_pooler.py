@@ -1,0 +1,21 @@
+"""Snakemake entry point: pooler evaluations summarised per method and W, the figure and the section."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.core.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import pandas as pd
+
+from soft_tokens.core.io import write_parquet
+from soft_tokens.latent.pooler.report import FIGURES, figures, section, summarize
+
+evals = pd.concat([pd.read_parquet(p) for p in [*snakemake.input.windows, *snakemake.input.baselines]],
+                  ignore_index=True)
+summary = summarize(evals)
+write_parquet(summary, snakemake.output.summary)
+figures(summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+Path(snakemake.output.section).write_text(section(summary, snakemake.params.protocol))

@@ -1,0 +1,25 @@
+"""Snakemake entry point: train the pooler of one model x dataset x W (resumes after its last epoch)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.core.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import torch
+
+from soft_tokens.core.io import fingerprint
+from soft_tokens.latent.pooler.training import save_pooler, setup, train_pooler
+
+torch.set_num_threads(snakemake.threads)
+s, window = dict(snakemake.params.job), int(snakemake.wildcards.window)
+main, tokenizer, ids, examples, pooler = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
+                                               snakemake.wildcards.dataset, s)
+out = Path(snakemake.output[0])
+checkpoint = out.with_name(out.name + ".partial")
+run = fingerprint(s, {"main": snakemake.input.main, "train": snakemake.input.train})
+train_pooler(main, pooler, examples, ids, s, checkpoint, run)
+save_pooler(pooler, out, window)
+checkpoint.unlink()
