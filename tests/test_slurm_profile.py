@@ -82,7 +82,7 @@ def test_smoke_run_on_fake_slurm(tmp_path):
            "--slurm-keep-successful-logs",
            # A third of the smoke grid is enough to see submissions; the full grid runs in test_workflow.
            "--config", "cramming={inits: [randn], corpora: [embedded_prose]}",
-           "coconut={datasets: [prosqa], methods: [cot]}", "pooler={windows: [2]}"]
+           "coconut={datasets: [prosqa], methods: [cot]}"]
     out_file = tmp_path / "snakemake.out"
     with open(out_file, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,

@@ -83,6 +83,11 @@ def tokenize_problem(tokenizer, question: str, steps: list[str], answer: str) ->
                    encode(answer_suffix(answer)) + [tokenizer.eos_token_id])
 
 
+def tokenize_frame(tokenizer, df) -> list[Problem]:
+    """Every problem of a reasoning data frame (soft_tokens.data.reasoning's schema), tokenised."""
+    return [tokenize_problem(tokenizer, r.question, list(r.steps), r.answer) for r in df.itertuples()]
+
+
 def n_latents(stage: int, c: int, max_latent_stage: int) -> int:
     """Latents at `stage`: c per removed step, and max_latent_stage * c once every step is gone."""
     if c < 1:

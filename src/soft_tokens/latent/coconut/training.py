@@ -32,15 +32,11 @@ from soft_tokens.latent.coconut.method import (
     layout,
     lm_loss,
     to_device,
-    tokenize_problem,
+    tokenize_frame,
 )
 from soft_tokens.workflow import STARTS_FROM_COT
 
 log = logging.getLogger(__name__)
-
-
-def tokenize_frame(tokenizer, df: pd.DataFrame) -> list:
-    return [tokenize_problem(tokenizer, r.question, list(r.steps), r.answer) for r in df.itertuples()]
 
 
 def stage_epochs(method: str, s: dict, longest_chain: int) -> int:

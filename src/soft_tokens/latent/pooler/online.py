@@ -39,14 +39,14 @@ def generate(main, pooler, questions: list[list[int]], window: int, ids: PoolIds
     equals one question at a time."""
     device, table = main.device, main.get_input_embeddings()
     width = max(len(q) for q in questions)
-    ids_ = torch.zeros((len(questions), width), dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids_)
+    prompt = torch.zeros((len(questions), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(prompt)
     for b, q in enumerate(questions):
-        ids_[b, width - len(q):] = torch.tensor(q, device=device)
+        prompt[b, width - len(q):] = torch.tensor(q, device=device)
         mask[b, width - len(q):] = 1
     position = mask.sum(1)  # the next position id of each row
-    out = main(inputs_embeds=table(ids_), attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-               use_cache=True)
+    out = main(input_ids=prompt, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+               use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
     rows = [Row([], []) for _ in questions]
     for step in range(max_new_tokens):

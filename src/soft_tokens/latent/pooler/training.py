@@ -23,7 +23,7 @@ from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import autocast, epoch_order, train_epochs
 from soft_tokens.data.answers import extract_answer, is_correct
 from soft_tokens.data.reasoning import read_reasoning
-from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_problem
+from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_frame
 from soft_tokens.latent.pooler import online
 from soft_tokens.latent.pooler.method import (
     Batch,
@@ -60,22 +60,18 @@ def setup(main_run: Path, train_path: Path, window: int, dataset: str, s: dict):
     """What every pooler job starts from: the frozen main LM (a Coconut CoT run's stage 0 with `main:
     cot`, else the prepared model), its tokenizer and pool-token ids, the training examples at W and
     a freshly built (untrained) pooler."""
-    main_dir_ = main_dir(main_run, s)
-    main, tokenizer, ids = load_main(main_dir_, s)
-    problems = tokenize(tokenizer, read_reasoning(train_path))
+    folder = main_dir(main_run, s)
+    main, tokenizer, ids = load_main(folder, s)
+    problems = tokenize_frame(tokenizer, read_reasoning(train_path))
     check_windows(problems, window, s["compress_fraction"], dataset)
     examples = training_examples(problems, window, s, ids)
-    pooler = build_pooler(main_dir_, main, tokenizer, ids, s, init_windows(examples))
+    pooler = build_pooler(folder, main, tokenizer, ids, s, init_windows(examples))
     return main, tokenizer, ids, examples, pooler
 
 
 def main_dir(main_run: Path, s: dict) -> Path:
     """The main LM's folder: a Coconut CoT run's stage 0 (`main: cot`) or the prepared model."""
     return main_run / "stage0" if s["main"] == "cot" else main_run
-
-
-def tokenize(tokenizer, df: pd.DataFrame) -> list[Problem]:
-    return [tokenize_problem(tokenizer, r.question, list(r.steps), r.answer) for r in df.itertuples()]
 
 
 def check_windows(problems: list[Problem], window: int, fraction: float, dataset: str) -> None:
@@ -270,7 +266,7 @@ def evaluate_window(main, tokenizer, ids: PoolIds, trained: WindowPooler, untrai
     rows = []
     summed = SumPooling(main.get_input_embeddings(), untrained)
     for split, df in splits.items():
-        problems = tokenize(tokenizer, df)
+        problems = tokenize_frame(tokenizer, df)
         n = [full_windows(p, window, s["compress_fraction"]) for p in problems]
         compressed = [layout(p, window, k, ids) for p, k in zip(problems, n)]
         runs = {"pooler": (trained, compressed)}
@@ -286,7 +282,7 @@ def evaluate_window(main, tokenizer, ids: PoolIds, trained: WindowPooler, untrai
 def evaluate_baselines(main, tokenizer, ids: PoolIds, test: pd.DataFrame, s: dict) -> pd.DataFrame:
     """The methods without a pooler: full gold reasoning, no reasoning (question, then the answer
     marker), and plain chain of thought the model writes itself (the online baseline)."""
-    problems = tokenize(tokenizer, test)
+    problems = tokenize_frame(tokenizer, test)
     runs = {"full": (None, [layout(p, 1, 0, ids) for p in problems]),
             "none": (None, [layout(Problem(p.question, [], p.answer), 1, 0, ids) for p in problems])}
     rows = teacher_forced(main, tokenizer, ids, problems, test, runs, s, "test")
