@@ -22,3 +22,15 @@ def tiny_dir(tmp_path_factory) -> Path:
 def tiny(tiny_dir):
     torch.set_num_threads(2)
     return load_model(tiny_dir, "cpu", "float32")
+
+
+@pytest.fixture
+def hub_offline(monkeypatch, tmp_path):
+    """No hub, as on the machines the pipeline runs on: the libraries read their offline switches once,
+    at import, so the flags are set where they are read as well as in the environment (child processes)."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("datasets.config.HF_DATASETS_OFFLINE", True)

@@ -70,10 +70,7 @@ def test_hub_corpus_reads_a_local_file_of_the_same_shape(tmp_path):
         build_corpus("pg19", {**spec, "text_column": "body"}, 0)
 
 
-def test_hub_corpus_offline_names_the_fix(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+def test_hub_corpus_offline_names_the_fix(hub_offline):
     spec = {"kind": "hub", "dataset": "yurakuratov/pg19_valid_1k_chunks", "split": "train", "text_column": "text"}
     with pytest.raises(RuntimeError, match=r"corpora.pg19.data_files"):
         build_corpus("pg19", spec, 0)

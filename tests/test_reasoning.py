@@ -114,10 +114,7 @@ def test_a_dataset_without_steps_is_an_error(tmp_path):
         build_reasoning("gsm8k", gsm8k_aug_file(tmp_path, ["", " "]), 0)
 
 
-def test_hub_offline_names_the_fix(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+def test_hub_offline_names_the_fix(hub_offline):
     spec = {"kind": "hub", "dataset": "whynlp/gsm8k-aug", "split": "train", "question_column": "question",
             "steps_column": "cot", "answer_column": "answer", "steps_separator": " "}
     with pytest.raises(RuntimeError, match=r"reasoning.gsm8k.data_files"):

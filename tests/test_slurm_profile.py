@@ -71,18 +71,22 @@ def test_smoke_run_on_fake_slurm(tmp_path):
         FAKE_SLURM_JOB_TIMEOUT=str(RUN_TIMEOUT),
         CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1")
+    # Part of the smoke grid is enough to see submissions (every kind of job once); the full grid runs
+    # in test_workflow.
+    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config["cramming"].update(inits=["randn"], corpora=["embedded_prose"])
+    config["coconut"].update(datasets=["prosqa"], methods=["cot"])
+    config["pooler"]["windows"] = [2]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake",
            "--snakefile", str(REPO / "Snakefile"),
            "--workflow-profile", str(profile),
-           "--configfile", str(REPO / "config" / "smoke.yaml"),
+           "--configfile", str(tmp_path / "config.yaml"),
            "--directory", str(work),
            "--retries", "0",
            "--seconds-between-status-checks", "1",
            "--slurm-init-seconds-before-status-checks", "2",
-           "--slurm-keep-successful-logs",
-           # A third of the smoke grid is enough to see submissions; the full grid runs in test_workflow.
-           "--config", "cramming={inits: [randn], corpora: [embedded_prose]}",
-           "coconut={datasets: [prosqa], methods: [cot]}"]
+           "--slurm-keep-successful-logs"]
     out_file = tmp_path / "snakemake.out"
     with open(out_file, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,
