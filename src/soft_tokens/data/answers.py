@@ -14,6 +14,11 @@ def is_correct(generated: str, gold: str) -> bool:
     return extract_answer(generated) == extract_answer(gold)
 
 
+def scored(text: str, gold: str) -> dict:
+    """An evaluation row's answer columns: the gold answer, the output, its extracted answer, whether right."""
+    return {"answer": gold, "generated": text, "predicted": extract_answer(text), "correct": is_correct(text, gold)}
+
+
 def answer_suffix(answer: str) -> str:
     """The text a model is trained to end with: the marker, then the answer."""
     return f"### {answer}"

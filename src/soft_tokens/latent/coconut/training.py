@@ -20,7 +20,7 @@ from soft_tokens.core.io import atomic_dir, fingerprint, resumable_dir
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable, with_adapters
-from soft_tokens.data.answers import extract_answer, is_correct
+from soft_tokens.data.answers import scored
 from soft_tokens.latent.coconut.method import (
     FEEDBACK,
     add_latent_tokens,
@@ -149,8 +149,7 @@ def evaluate_method(run_dir: Path, test_df: pd.DataFrame, method: str, s: dict, 
         for problem, prompt, out in zip(test_df.itertuples(), prompts, outputs):
             text = tokenizer.decode(out, skip_special_tokens=True)
             rows.append({**meta, "method": method, "stage": stage, "id": int(problem.id),
-                         "answer": problem.answer, "generated": text, "predicted": extract_answer(text),
-                         "correct": is_correct(text, problem.answer), "latent_tokens": prompt.n_latent,
+                         **scored(text, problem.answer), "latent_tokens": prompt.n_latent,
                          "generated_tokens": len(out), "truncated": out[-1] != tokenizer.eos_token_id,
                          "final_train_loss": history["epochs"][-1]["train_loss"]})
         stage_rows = rows[-len(outputs):]

@@ -21,7 +21,7 @@ from soft_tokens.core.io import atomic_path
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import autocast, epoch_order, train_epochs
-from soft_tokens.data.answers import extract_answer, is_correct
+from soft_tokens.data.answers import scored
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_frame
 from soft_tokens.latent.pooler import online
@@ -211,9 +211,8 @@ def teacher_forced(main, tokenizer, ids: PoolIds, problems: list[Problem], df: p
             for i, (row, n) in enumerate(zip(tokens.tolist(), lengths.tolist())):
                 problem, example, frame = chunk[i], examples[start + i], df.iloc[start + i]
                 text = answer_line(tokenizer.decode(marker + row[:n], skip_special_tokens=True))
-                rows.append({"method": method, "split": split, "id": int(frame.id), "answer": frame.answer,
-                             "generated": text, "predicted": extract_answer(text),
-                             "correct": is_correct(text, frame.answer), "answer_ce": float(ce[i]),
+                rows.append({"method": method, "split": split, "id": int(frame.id), **scored(text, frame.answer),
+                             "answer_ce": float(ce[i]),
                              "reasoning_tokens": len(reasoning_tokens(problem)), "vectors": len(example.windows),
                              "positions": len(example.input_ids) - len(problem.answer)})
     return rows
@@ -251,9 +250,7 @@ def generated(main, pooler, tokenizer, ids: PoolIds, problems: list[Problem], df
         for i, state in enumerate(states):
             frame = df.iloc[start + i]
             text = answer_line(tokenizer.decode(state.tokens, skip_special_tokens=True))
-            rows.append({"method": method, "split": "test", "id": int(frame.id), "answer": frame.answer,
-                         "generated": text,
-                         "predicted": extract_answer(text), "correct": is_correct(text, frame.answer),
+            rows.append({"method": method, "split": "test", "id": int(frame.id), **scored(text, frame.answer),
                          "answer_ce": math.nan, "reasoning_tokens": len(state.tokens), "vectors": state.vectors,
                          "positions": state.used})
     return rows
