@@ -46,8 +46,9 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
         row = {**dict(zip(KEYS, keys)), "n": len(g), "n_correct": int(g["correct"].sum()),
                **stats.columns("accuracy", stats.wilson(int(g["correct"].sum()), len(g))),
                **stats.columns("answer_ce", stats.bootstrap(g["answer_ce"])),
-               "mean_vectors": g["vectors"].mean(), "mean_positions": g["positions"].mean(),
-               "positions_saved": (g["reasoning_tokens"] - g["positions"]).mean()}
+               "mean_vectors": g["vectors"].mean(),
+               **stats.columns("mean_positions", stats.bootstrap(g["positions"])),
+               **stats.columns("positions_saved", stats.bootstrap(g["reasoning_tokens"] - g["positions"]))}
         held = g["positions"] > 0
         row.update(stats.columns("compression", ratio(g.loc[held, "reasoning_tokens"], g.loc[held, "positions"])
                                  if held.any() else stats.Interval(np.nan, np.nan, np.nan, 0)))
@@ -89,29 +90,28 @@ def tables(summary: pd.DataFrame) -> list[dict]:
                               "answer CE": stats.cells(forced, "answer_ce", forced["n"]),
                               "gap kept": stats.cells(forced, "gap_kept", forced["n"], 2),
                               "compression": stats.cells(forced, "compression", forced["n"], 2),
-                              "positions saved": [f"{v:.1f}" for v in forced["positions_saved"]]})
+                              "positions saved": stats.cells(forced, "positions_saved", forced["n"], 1)})
         caption = (f"{escape(model)} on {escape(dataset)}, the gold reasoning given (every full window compressed; "
                    "a ragged rest plain) and the model made to answer at the answer marker: exact-match accuracy "
                    "(Wilson 95\\% interval), mean CE of the answer tokens (nats/token), the share of the no-reasoning "
-                   "$\\to$ full-reasoning accuracy gap kept (paired), and compression (reasoning tokens per position "
-                   "that holds them), bootstrapped over problems; positions saved per problem. W = 1 is the "
+                   "$\\to$ full-reasoning accuracy gap kept (paired), compression (reasoning tokens per position "
+                   "that holds them) and positions saved per problem, bootstrapped over problems. W = 1 is the "
                    "uncompressed trace.")
         online = ordered(group, ("cot", "online"))
         second = pd.DataFrame({"method": [METHOD_NAMES[m] for m in online["method"]], "W": online["window"].tolist(),
                                "n": online["n"].tolist(),
                                r"accuracy (\%)": [stats.cell(interval(r, "accuracy").scaled(100), 1)
                                                   for _, r in online.iterrows()],
-                               "context (positions)": [f"{v:.1f}" for v in online["mean_positions"]],
+                               "context (positions)": stats.cells(online, "mean_positions", online["n"], 1),
                                "context / CoT": stats.cells(online, "context_ratio", online["n"], 2),
                                "accuracy / CoT": stats.cells(online, "accuracy_ratio", online["n"], 2)})
         online_caption = (f"{escape(model)} on {escape(dataset)}, reasoning written by the model itself: plain CoT, "
-                          "and "
-                          "online compression, where each completed window of W reasoning tokens is pooled by the "
-                          "trained pooler and spliced in on the KV cache. Context: positions after the question the "
-                          "attention reads at the end; ratios to plain CoT on the same problems with paired "
-                          "bootstrap 95\\% intervals.")
-        out.append({"tables": [table(first, caption, "lrrllllr", size="scriptsize"),
-                               table(second, online_caption, "lrrlrll", size="footnotesize")],
+                          "and online compression, where each completed window of W reasoning tokens is pooled by "
+                          "the trained pooler and spliced in on the KV cache. Context: positions after the question "
+                          "the attention reads at the end (mean, bootstrap interval); ratios to plain CoT on the same "
+                          "problems with paired bootstrap 95\\% intervals.")
+        out.append({"tables": [table(first, caption, "lrrlllll", size="scriptsize"),
+                               table(second, online_caption, "lrrllll", size="footnotesize")],
                     "findings": findings(group)})
     return out
 
