@@ -29,6 +29,7 @@ include: "rules/compressor.smk"
 include: "rules/reasoning_data.smk"
 include: "rules/coconut.smk"
 include: "rules/pooler.smk"
+include: "rules/hrpo.smk"
 include: "rules/report.smk"
 
 

@@ -21,8 +21,11 @@ from soft_tokens.workflow import (
     coconut_protocol,
     coconut_seeds,
     compressor_protocol,
-    pooler_main_seed,
+    first_cot_seed,
     pooler_protocol,
+    HRPO_POLICIES,
+    hrpo_protocol,
+    hrpo_runs,
     cram_jobs,
     cram_settings,
     job_params,
@@ -78,6 +81,7 @@ wildcard_constraints:
     seed=r"\d+",
     method="|".join(COCONUT_METHODS),
     window=r"\d+",
+    policy="|".join(HRPO_POLICIES),
 
 
 localrules:
@@ -88,6 +92,7 @@ localrules:
     summarize_compressor,
     summarize_coconut,
     summarize_pooler,
+    summarize_hrpo,
     render_report,
     compile_report,
     effective_config,
@@ -175,8 +180,42 @@ def pooler_inputs(wildcards):
     the training problems (which also set the untrained pooler's output scale)."""
     main = f"resources/models/{wildcards.model}"
     if config["pooler"]["main"] == "cot":
-        main = f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{pooler_main_seed(config)}/cot"
+        main = f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{first_cot_seed(config)}/cot"
     return {
         "main": main,
         "train": f"resources/reasoning/{wildcards.dataset}/train.parquet",
     }
+
+
+def hrpo_start(wildcards):
+    """The start checkpoint: the Coconut CoT run of the first Coconut seed, or the prepared model."""
+    if config["hrpo"]["start"] == "cot":
+        return f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{first_cot_seed(config)}/cot"
+    return f"resources/models/{wildcards.model}"
+
+
+def hrpo_inputs(wildcards):
+    """The start checkpoint and every split (prompts come from train, or are fresh problems kept
+    apart from all three)."""
+    return {
+        "start": hrpo_start(wildcards),
+        **{
+            split: f"resources/reasoning/{wildcards.dataset}/{split}.parquet"
+            for split in REASONING_SPLITS
+        },
+    }
+
+
+def hrpo_eval_inputs(wildcards):
+    """The start checkpoint, the test split and, for a trained method, its policy."""
+    inputs = {
+        "start": hrpo_start(wildcards),
+        "test": f"resources/reasoning/{wildcards.dataset}/test.parquet",
+    }
+    if wildcards.policy != "start":
+        inputs["policy"] = (
+            "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt".format(
+                **wildcards
+            )
+        )
+    return inputs

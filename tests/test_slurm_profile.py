@@ -20,9 +20,10 @@ FAKE_BIN = REPO / "tests" / "fake_slurm"
 PARTITION, ACCOUNT = "fakepart", "fake_account"
 GPU_RULES = {"cram", "capacity", "extract_pairs", "train_converter", "recursive_demo", "build_estar", "train_compressor",
              "eval_compressor", "train_coconut", "eval_coconut", "train_pooler", "eval_pooler",
-             "eval_pooler_baselines"}
+             "eval_pooler_baselines", "train_hrpo", "eval_hrpo"}
 LOCAL_RULES = {"all", "download_corpus", "build_reasoning_data", "summarize_cramming", "summarize_converter",
-               "summarize_compressor", "summarize_coconut", "summarize_pooler", "render_report", "compile_report",
+               "summarize_compressor", "summarize_coconut", "summarize_pooler", "summarize_hrpo", "render_report",
+               "compile_report",
                "effective_config"}
 RUN_TIMEOUT = 540
 
@@ -77,6 +78,7 @@ def test_smoke_run_on_fake_slurm(tmp_path):
     config["cramming"].update(inits=["randn"], corpora=["embedded_prose"])
     config["coconut"].update(datasets=["prosqa"], methods=["cot"])
     config["pooler"]["windows"] = [2]
+    config["hrpo"]["methods"] = ["probs"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake",
            "--snakefile", str(REPO / "Snakefile"),
@@ -106,7 +108,8 @@ def test_smoke_run_on_fake_slurm(tmp_path):
         if log.exists() else []
     sbatch = [c["argv"] for c in calls if c["prog"] == "sbatch"]
     rules = [rule_of(argv) for argv in sbatch]
-    assert {"cram", "train_coconut", "eval_coconut", "train_pooler", "eval_pooler"} <= set(rules), \
+    assert {"cram", "train_coconut", "eval_coconut", "train_pooler", "eval_pooler", "train_hrpo",
+            "eval_hrpo"} <= set(rules), \
         f"GPU jobs missing: {rules}"
     assert not LOCAL_RULES & set(rules), f"local rules were submitted: {rules}"
     for rule, argv in zip(rules, sbatch):

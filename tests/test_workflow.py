@@ -77,6 +77,15 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
                 "Plain CoT (own reasoning) & 1 & 4 & ", "Online compression & 4 & 4 & "):
         assert row in pooler, row
     assert (tmp_path / "results" / "figures" / "pooler_compression.png").exists()
+    # HRPO: the start model and the three trained methods, one seed each, and both training figures.
+    hrpo = tex[tex.index("HRPO: hybrid latent reasoning"):]
+    for name in ("Start model (no RL)", "GRPO (no gate)", "HRPO, probs state", "HRPO, projection state"):
+        assert f"{name} & 1 & 4 & " in hrpo, name
+    for name in ("hrpo_training", "hrpo_hidden_ratio"):
+        assert (tmp_path / "results" / "figures" / f"{name}.png").exists()
+    history = pd.read_parquet(tmp_path / "results" / "hrpo" / "tiny-llama" / "prosqa" / "probs" / "seed1337" /
+                              "history.parquet")
+    assert history["step"].tolist() == [1, 2] and history["hidden_ratio"].between(0, 1).all()
     summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
     assert len(summary) == 10 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
     means = summary.filter(regex="^mean_|mismatch@[12]$")
@@ -109,6 +118,7 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     resources["cramming"].update(runtime=999, mem_mb=123)
     resources["coconut"].update(runtime=999, mem_mb=123)
     resources["pooler"].update(runtime=999, mem_mb=123)
+    resources["hrpo"].update(runtime=999, mem_mb=123)
     # Scheduler resources are no job's parameters: only the record of the config is rewritten.
     assert scheduled(tmp_path, resources) == {"effective_config": 1, "all": 1}
     longer = copy.deepcopy(smoke)
@@ -131,6 +141,10 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     seeds["coconut"]["seeds"] = [1337, 1338, 1339]  # one more seed: its runs alone, and the summary
     assert scheduled(tmp_path, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1,
                                           "render_report": 1, "effective_config": 1, "all": 1}
+    hrpo_seeds = copy.deepcopy(smoke)
+    hrpo_seeds["hrpo"]["seeds"] = [1337, 1338]  # one more HRPO seed: each method once more; the start model stays
+    assert scheduled(tmp_path, hrpo_seeds) == {"train_hrpo": 3, "eval_hrpo": 3, "summarize_hrpo": 1,
+                                               "render_report": 1, "effective_config": 1, "all": 1}
 
 
 # Wall-clock columns: the only ones two runs of one config may differ in (README: "Reading the numbers").

@@ -29,6 +29,14 @@ COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr"
 POOLER_BUILD = ("main", "compress_fraction", "pooling", "output_scale", "context", "lora_r", "lora_alpha",
                 "lora_dropout", "lora_target_modules", "init_token", "max_prefixes")
 
+# HRPO's trained methods (GRPO without the gate; HRPO with each thinking state), and the policies
+# evaluated: those and the start model (no RL, evaluated once).
+HRPO_METHODS = ("grpo", "probs", "projection")
+HRPO_POLICIES = ("start", *HRPO_METHODS)
+# The `hrpo` keys that decide how a policy is built and what it is evaluated with.
+HRPO_BUILD = ("start", "prompt_prefix", "marker", "projection_norm", "a_min", "a_max", "gate_init_std", "lora_r",
+              "lora_alpha", "lora_dropout", "lora_target_modules", "temperature", "max_new_tokens")
+
 # Top-level keys a model job reads besides its section.
 RUNTIME = ("device", "dtype")
 # rule -> (config section, the keys of it the job reads, the top-level keys it reads).
@@ -60,6 +68,11 @@ READS = {
     # The untrained pooler is built (and its scale set) exactly as train_pooler builds it.
     "eval_pooler": ("pooler", (*POOLER_BUILD, "eval_batch_size", "max_new_tokens"), ("seed", *RUNTIME)),
     "eval_pooler_baselines": ("pooler", ("main", "eval_batch_size", "max_new_tokens"), RUNTIME),
+    # HRPO jobs seed with their `seed` wildcard (one of hrpo.seeds).
+    "train_hrpo": ("hrpo", (*HRPO_BUILD, "fresh_problems", "group_size", "prompts_per_step", "steps", "beta",
+                            "updates_per_batch", "clip", "max_grad_norm", "lr_lora", "lr_gate", "lr_lambda",
+                            "lr_projection", "weight_decay", "checkpoint_every"), RUNTIME),
+    "eval_hrpo": ("hrpo", (*HRPO_BUILD, "eval_batch_size"), RUNTIME),
 }
 
 
@@ -73,7 +86,9 @@ def check_config(config: dict) -> None:
                   ("coconut.models", config["coconut"]["models"], "models"),
                   ("coconut.datasets", config["coconut"]["datasets"], "reasoning"),
                   ("pooler.models", config["pooler"]["models"], "models"),
-                  ("pooler.datasets", config["pooler"]["datasets"], "reasoning"))
+                  ("pooler.datasets", config["pooler"]["datasets"], "reasoning"),
+                  ("hrpo.models", config["hrpo"]["models"], "models"),
+                  ("hrpo.datasets", config["hrpo"]["datasets"], "reasoning"))
     for key, names, section in references:
         unknown = [n for n in names if n not in config[section]]
         if unknown:
@@ -101,6 +116,18 @@ def check_config(config: dict) -> None:
     if config["coconut"]["models"] and not config["coconut"]["datasets"]:
         raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
     check_pooler(config["pooler"])
+    check_hrpo(config["hrpo"])
+
+
+def check_hrpo(hrpo: dict) -> None:
+    """GRPO needs groups to compare; the gate's starting a must lie in (0, 1) with a_min <= a_max."""
+    if hrpo["group_size"] < 2:
+        raise ValueError(f"hrpo.group_size: {hrpo['group_size']}; GRPO normalises rewards within a prompt's group "
+                         "of completions, so it needs >= 2 (the public runs use 4)")
+    if hrpo["a_min"] > hrpo["a_max"]:
+        raise ValueError(f"hrpo.a_min {hrpo['a_min']} is above hrpo.a_max {hrpo['a_max']}; swap them")
+    if hrpo["models"] and not hrpo["datasets"]:
+        raise ValueError("hrpo.models is set but hrpo.datasets is empty: name datasets from `reasoning:`")
 
 
 def check_pooler(pooler: dict) -> None:
@@ -167,9 +194,25 @@ def pooler_protocol(config: dict) -> dict:
     return canonical({k: config["pooler"][k] for k in POOLER_PROTOCOL})
 
 
-def pooler_main_seed(config: dict) -> int:
-    """The Coconut seed whose CoT model the pooler track reads with `main: cot`: the first one."""
+def first_cot_seed(config: dict) -> int:
+    """The Coconut seed whose CoT model the pooler and HRPO tracks start from: the first one."""
     return coconut_seeds(config)[0]
+
+
+HRPO_PROTOCOL = ("start", "fresh_problems", "methods", "seeds", "group_size", "prompts_per_step", "steps",
+                 "temperature", "beta", "lr_lora", "lr_gate", "lr_lambda", "lr_projection", "projection_norm",
+                 "lora_r", "max_new_tokens", "marker")
+
+
+def hrpo_protocol(config: dict) -> dict:
+    return canonical({k: config["hrpo"][k] for k in HRPO_PROTOCOL})
+
+
+def hrpo_runs(config: dict) -> list[dict]:
+    """Every HRPO evaluation: the start model once (first seed), each method once per seed."""
+    h = config["hrpo"]
+    return [dict(model=m, dataset=d, policy=p, seed=seed) for m in h["models"] for d in h["datasets"]
+            for p, seed in [("start", h["seeds"][0]), *product(h["methods"], h["seeds"])]]
 
 
 def compressor_protocol(config: dict) -> dict:

@@ -1,0 +1,79 @@
+HRPO_FIGURES = ["hrpo_training", "hrpo_hidden_ratio"]
+if config["hrpo"]["models"]:
+    SECTIONS["hrpo"] = HRPO_FIGURES
+
+
+rule train_hrpo:
+    input:
+        unpack(hrpo_inputs),
+    output:
+        policy="results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt",
+        history="results/hrpo/{model}/{dataset}/{policy}/seed{seed}/history.parquet",
+    log:
+        "logs/hrpo/{model}/{dataset}/train_{policy}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/hrpo/{model}/{dataset}/train_{policy}_seed{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["hrpo"]["mem_mb"],
+        runtime=config["hrpo"]["runtime"],
+    params:
+        job=job("train_hrpo"),
+        # fresh prompt problems are made by the dataset's own generator
+        spec=lambda wildcards: canonical(config["reasoning"][wildcards.dataset]),
+    script:
+        "../workflow/scripts/train_hrpo.py"
+
+
+rule eval_hrpo:
+    input:
+        unpack(hrpo_eval_inputs),
+    output:
+        "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/eval.parquet",
+    log:
+        "logs/hrpo/{model}/{dataset}/eval_{policy}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/hrpo/{model}/{dataset}/eval_{policy}_seed{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        job=job("eval_hrpo"),
+    script:
+        "../workflow/scripts/eval_hrpo.py"
+
+
+rule summarize_hrpo:
+    input:
+        evals=[
+            "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/eval.parquet".format(
+                **run
+            )
+            for run in hrpo_runs(config)
+        ],
+        histories=[
+            "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/history.parquet".format(
+                **run
+            )
+            for run in hrpo_runs(config)
+            if run["policy"] != "start"
+        ],
+    output:
+        **figure_outputs(HRPO_FIGURES, "HRPO"),
+        summary="results/hrpo_summary.parquet",
+        section="results/sections/hrpo.tex",
+    log:
+        "logs/summarize_hrpo.log",
+    benchmark:
+        "results/benchmarks/summarize_hrpo.tsv"
+    conda:
+        "../envs/report.yaml"
+    params:
+        protocol=hrpo_protocol(config),
+    script:
+        "../workflow/scripts/summarize_hrpo.py"

@@ -1,0 +1,220 @@
+"""Training and evaluating one HRPO / GRPO policy (model x dataset x method x seed).
+
+The policy starts from the start checkpoint (by default the Coconut track's CoT model, which already
+writes `### answer`), with a fresh LoRA and, for HRPO, a gate (and projection) of its own. Each step
+samples `group_size` completions for each of `prompts_per_step` problems, scores them, and takes one
+AdamW step on the GRPO loss (or `updates_per_batch` clipped ones). Prompts are the dataset's training
+problems, or `fresh_problems` newly generated ones of the same kind: a model fine-tuned on the
+training split answers those almost always right, which leaves GRPO groups without a difference.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from soft_tokens.core.io import atomic_path
+from soft_tokens.core.seeding import generator, seed_for
+from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable
+from soft_tokens.data.answers import extract_answer, is_correct, scored
+from soft_tokens.data.reasoning import build_reasoning
+from soft_tokens.latent.hrpo import grpo
+from soft_tokens.latent.hrpo.method import HybridPolicy
+from soft_tokens.latent.hrpo.rollout import left_pad, rollout, sequence_logps
+from soft_tokens.workflow import HRPO_METHODS
+
+log = logging.getLogger(__name__)
+FRESH_KEY = 7  # folded into the seed of freshly generated prompt problems
+
+
+def start_dir(path: Path, s: dict) -> Path:
+    """The start checkpoint: a Coconut CoT run's stage 0 (`start: cot`) or the prepared model."""
+    folder = path / "stage0" if s["start"] == "cot" else path
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"hrpo.start: no model at {folder} (start: {s['start']}); run the Coconut track's "
+                                "cot method first (start: cot) or prepare the model (start: base)")
+    return folder
+
+
+def check_answers(df: pd.DataFrame, dataset: str) -> None:
+    """Every gold answer must give a non-empty answer under the shared rule (text after the last `#`)."""
+    empty = df[df.answer.map(lambda a: extract_answer(str(a)) == "")]
+    if len(empty):
+        raise ValueError(f"hrpo.datasets: '{dataset}' has {len(empty)} answers with nothing after the answer "
+                         f"marker (e.g. {empty.answer.iloc[0]!r}); answers must be `#### <answer>` or the bare "
+                         "answer, which the reward compares after the marker")
+
+
+def prompt_problems(dataset: str, spec: dict, splits: dict[str, pd.DataFrame], s: dict) -> pd.DataFrame:
+    """The problems GRPO samples prompts from: the training split, or `fresh_problems` new ones of the
+    dataset's kind (seeded apart from its own), none of whose questions is in any of its splits."""
+    check_answers(splits["test"], dataset)
+    if s["fresh_problems"] == 0:
+        check_answers(splits["train"], dataset)
+        return splits["train"]
+    if spec["kind"] == "hub":
+        raise ValueError(f"hrpo.fresh_problems: '{dataset}' is read from the hub, so no new problems can be made; "
+                         "set fresh_problems: 0 to use its training split")
+    seen = set(pd.concat(splits.values()).question)
+    fresh = build_reasoning(dataset, {**spec, "n_problems": s["fresh_problems"]}, seed_for(s["seed"], FRESH_KEY))
+    fresh = fresh[~fresh.question.isin(seen)].drop_duplicates("question").reset_index(drop=True)
+    log.info("%d fresh %s problems for the prompts (%d dropped as already in a split)", len(fresh), dataset,
+             s["fresh_problems"] - len(fresh))
+    check_answers(fresh, dataset)
+    return fresh
+
+
+def build_policy(start: Path, method: str, s: dict):
+    """The start model with a fresh LoRA (peft) and, unless `method` is grpo, the gate of `method`'s
+    thinking state; only LoRA, gate and projection weights are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    if method not in HRPO_METHODS:
+        raise ValueError(f"hrpo.methods: unknown method '{method}'; use one of {HRPO_METHODS}")
+    torch.manual_seed(s["seed"])
+    lm, tokenizer = load_trainable(start, s["device"])
+    lm = get_peft_model(lm.eval(), LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"],
+                                              lora_dropout=s["lora_dropout"],
+                                              target_modules=s["lora_target_modules"]))
+    policy = HybridPolicy(lm, None if method == "grpo" else method, s, generator(s["seed"], FRESH_KEY + 1))
+    return policy, tokenizer
+
+
+def optimizer(policy: HybridPolicy, s: dict) -> torch.optim.AdamW:
+    """AdamW with the public learning rates per part (LoRA, the gate's two linears, Lambda, projection)
+    and, as there, weight decay on every trained weight but the biases: on Lambda it pulls a0 down
+    (softplus(-Lambda) up), so decay alone slowly opens the gate."""
+    groups = {}
+    for name, p in policy.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = ("lr_lambda" if name.endswith("Lambda") else "lr_gate" if name.startswith("gate.") else
+               "lr_projection" if name.startswith("projection.") else "lr_lora")
+        groups.setdefault((key, not name.endswith("bias")), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": s[key], "weight_decay": s["weight_decay"] if decay else 0.0}
+                              for (key, decay), ps in groups.items()], betas=(0.9, 0.99))
+
+
+def trainable_state(policy: HybridPolicy) -> dict:
+    names = {n for n, p in policy.named_parameters() if p.requires_grad}
+    return {n: t for n, t in policy.state_dict().items() if n in names}
+
+
+def save_policy(policy: HybridPolicy, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(trainable_state(policy), tmp)
+
+
+def load_policy(path: Path, policy: HybridPolicy) -> HybridPolicy:
+    """Trained weights into a freshly built policy of the same method."""
+    saved = torch.load(path, map_location=policy.embedding_rms.device)
+    expected = set(trainable_state(policy))
+    if set(saved) != expected:
+        raise ValueError(f"{path} holds other weights than a '{policy.state or 'grpo'}' policy of this model "
+                         "trains; delete it so train_hrpo retrains it")
+    policy.load_state_dict(saved, strict=False)
+    return policy
+
+
+def prompt_order(n: int, per_step: int, steps: int, seed: int) -> list[list[int]]:
+    """The problems of each step: epoch after epoch of seeded permutations, cut into steps."""
+    flat, epoch = [], 0
+    while len(flat) < per_step * steps:
+        flat += epoch_order(n, seed, epoch).tolist()
+        epoch += 1
+    return [flat[i * per_step:(i + 1) * per_step] for i in range(steps)]
+
+
+def prompt_ids(tokenizer, questions, s: dict) -> list[list[int]]:
+    """A problem's prompt: `prompt_prefix`, the question and a newline, as the start model was trained."""
+    return [tokenizer(s["prompt_prefix"] + q + "\n", add_special_tokens=False).input_ids for q in questions]
+
+
+def completions(tokenizer, ro) -> list[str]:
+    return [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(ro.tokens.tolist(),
+                                                                                   ro.lengths.tolist())]
+
+
+def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], s: dict, step: int) -> dict:
+    """One rollout batch and its update(s); returns the step's row of the training history."""
+    group, device = s["group_size"], policy.embedding_rms.device
+    with autocast(device, s["dtype"]):
+        ro = rollout(policy, tokenizer, prompts, group, s["max_new_tokens"], s["temperature"], s["marker"],
+                     seed_for(s["seed"], step))
+    texts = completions(tokenizer, ro)
+    gold = [g for g in golds for _ in range(group)]
+    rewards = torch.tensor([grpo.reward(t, g, s["marker"]) for t, g in zip(texts, gold)], device=device)
+    adv = grpo.advantages(rewards, group)
+    ref = None
+    if s["beta"] > 0:
+        with torch.no_grad(), policy.lm.disable_adapter(), autocast(device, s["dtype"]):
+            ref = sequence_logps(policy, prompts, ro, group, s["temperature"], plain=True)[0]
+    mask = ro.mask
+    for _ in range(s["updates_per_batch"]):
+        with autocast(device, s["dtype"]):
+            logp, _ = sequence_logps(policy, prompts, ro, group, s["temperature"])
+            loss = grpo.loss(logp, None if s["updates_per_batch"] == 1 else ro.logps, ref, adv, mask, s["beta"],
+                             s["clip"])
+        check_finite(loss, f"hrpo step {step + 1}", "lower hrpo.lr_lora / lr_gate, or set dtype: float32")
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], s["max_grad_norm"])
+        opt.step()
+    fed = mask & ro.thinking
+    kl = math.nan if ref is None else float((grpo.k3(logp.detach(), ref) * mask).sum() / mask.sum())
+    return {"step": step + 1, "reward": rewards.mean().item(),
+            "accuracy": sum(is_correct(t, g) for t, g in zip(texts, gold)) / len(texts),
+            "length": ro.lengths.float().mean().item(),
+            "hidden_ratio": ro.hidden_ratio[fed].mean().item() if fed.any() else math.nan,
+            "mixed_groups": (rewards.view(-1, group).std(1) > 0).float().mean().item(),
+            "loss": loss.item(), "kl": kl}
+
+
+def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, fingerprint: dict) -> pd.DataFrame:
+    """`steps` GRPO steps; a checkpoint every `checkpoint_every` steps (trainable weights, optimiser,
+    history), so a killed run resumes after the last one saved. Returns the training history."""
+    opt, history, first = optimizer(policy, s), [], 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=policy.embedding_rms.device)
+        if state["fingerprint"] == fingerprint:
+            policy.load_state_dict(state["policy"], strict=False)
+            opt.load_state_dict(state["opt"])
+            history, first = state["history"], len(state["history"])
+            log.info("resuming after step %d of %s", first, checkpoint)
+        else:
+            log.warning("%s was written with other settings or data: starting over", checkpoint)
+    prompts_of = prompt_order(len(problems), s["prompts_per_step"], s["steps"], s["seed"])
+    questions = prompt_ids(tokenizer, problems.question, s)
+    for step in tqdm(range(first, s["steps"]), desc=f"{s['policy']} seed {s['seed']}", mininterval=10):
+        chosen = prompts_of[step]
+        prompts = left_pad([questions[i] for i in chosen], policy.embedding_rms.device)
+        row = grpo_step(policy, tokenizer, opt, prompts, [problems.answer.iloc[i] for i in chosen], s, step)
+        history.append(row)
+        log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
+        if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"policy": trainable_state(policy), "opt": opt.state_dict(), "history": history,
+                            "fingerprint": fingerprint}, tmp)
+    return pd.DataFrame(history)
+
+
+@torch.no_grad()
+def evaluate(policy, tokenizer, test: pd.DataFrame, s: dict, name: str, seed: int) -> pd.DataFrame:
+    """Greedy completions of every test problem (the gate on for HRPO): the answer columns, the
+    completion's length in tokens and the mean sqrt(1 - a^2) where it blended."""
+    rows, bs, device = [], s["eval_batch_size"], policy.embedding_rms.device
+    for start in tqdm(range(0, len(test), bs), desc=f"eval {name}", mininterval=10):
+        chunk = test.iloc[start:start + bs]
+        prompts = left_pad(prompt_ids(tokenizer, chunk.question, s), device)
+        with autocast(device, s["dtype"]):
+            ro = rollout(policy, tokenizer, prompts, 1, s["max_new_tokens"], s["temperature"], s["marker"])
+        fed = ro.mask & ro.thinking
+        for i, text in enumerate(completions(tokenizer, ro)):
+            frame = chunk.iloc[i]
+            rows.append({"policy": name, "seed": seed, "id": int(frame.id), **scored(text, frame.answer),
+                         "markers": text.count(s["marker"]), "length": int(ro.lengths[i]),
+                         "hidden_ratio": ro.hidden_ratio[i][fed[i]].mean().item() if fed[i].any() else math.nan})
+    return pd.DataFrame(rows)

@@ -1,0 +1,25 @@
+"""Snakemake entry point: greedy test completions of the start model or of one trained policy."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.core.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import torch
+
+from soft_tokens.core.io import write_parquet
+from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.hrpo.training import build_policy, evaluate, load_policy, start_dir
+
+torch.set_num_threads(snakemake.threads)
+s, policy_name = dict(snakemake.params.job), snakemake.wildcards.policy
+# The start model is the grpo policy before training: its LoRA starts at zero.
+policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), s), "grpo" if policy_name == "start"
+                                 else policy_name, s)
+if policy_name != "start":
+    load_policy(Path(snakemake.input.policy), policy)
+evals = evaluate(policy, tokenizer, read_reasoning(snakemake.input.test), s, policy_name, s["seed"])
+write_parquet(evals.assign(model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset), snakemake.output[0])

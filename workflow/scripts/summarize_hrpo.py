@@ -1,0 +1,20 @@
+"""Snakemake entry point: HRPO evaluations summarised per method, the training figures and the section."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from soft_tokens.core.runlog import log_to
+
+log_to(snakemake.log[0])
+
+import pandas as pd
+
+from soft_tokens.core.io import write_parquet
+from soft_tokens.latent.hrpo.report import FIGURES, figures, section, summarize
+
+summary = summarize(pd.concat([pd.read_parquet(p) for p in snakemake.input.evals], ignore_index=True))
+histories = pd.concat([pd.read_parquet(p) for p in snakemake.input.histories], ignore_index=True)
+write_parquet(summary, snakemake.output.summary)
+figures(histories, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+Path(snakemake.output.section).write_text(section(summary, snakemake.params.protocol))
