@@ -28,7 +28,7 @@ PROJECTION_NORMS = ("unit", "embedding_rms")
 
 
 class ThinkingGate(nn.Module):
-    """The gate of one hidden width; `forward(e, h)` gives the hybrid inputs and a."""
+    """The gate of one hidden width; `forward(e, h)` gives the hybrid inputs and sqrt(1 - a^2)."""
 
     def __init__(self, width: int, a_min: float, a_max: float, std: float, generator: torch.Generator):
         super().__init__()

@@ -62,7 +62,7 @@ def repeat_cache(cache, group: int):
 def read_prompts(lm, prompts: Prompts, group: int):
     """One forward over the prompts: last logits and last hidden states [P*G, ...], and the cache."""
     out = lm(input_ids=prompts.ids, attention_mask=prompts.mask, position_ids=prompts.positions, use_cache=True,
-             output_hidden_states=True)
+             output_hidden_states=True, logits_to_keep=1)
     return (out.logits[:, -1].repeat_interleave(group, 0), out.hidden_states[-1][:, -1].repeat_interleave(group, 0),
             repeat_cache(out.past_key_values, group))
 
