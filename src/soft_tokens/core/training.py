@@ -31,6 +31,24 @@ def check_finite(loss: torch.Tensor, where: str, fix: str) -> None:
         raise FloatingPointError(f"{where}: loss is {loss.item()}; {fix}")
 
 
+class TrainedOnly(torch.nn.Module):
+    """A module whose state dict holds only its trained weights (requires_grad): the frozen rest is
+    rebuilt from the model it was made from, so checkpoints stay a fraction of the model's size."""
+
+    def trained_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def state_dict(self, *args, **kwargs):
+        trained = self.trained_names()
+        return {k: v for k, v in super().state_dict(*args, **kwargs).items() if k in trained}
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        missing = self.trained_names() - set(state)
+        if strict and missing:
+            raise KeyError(f"{type(self).__name__} checkpoint lacks trained weights {sorted(missing)[:3]}...")
+        return super().load_state_dict(state, strict=False, assign=assign)
+
+
 def resume(checkpoint: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: dict) -> int:
     """Restore net and optimiser from `checkpoint` when it was written by the same run; return the
     first epoch still to run (0 when there is nothing to resume)."""

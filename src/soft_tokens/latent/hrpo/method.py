@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soft_tokens.core.training import TrainedOnly
 from soft_tokens.workflow import HRPO_METHODS
 
 C = 8.0
@@ -50,9 +51,10 @@ class ThinkingGate(nn.Module):
         return log_a.exp() * e + hidden * torch.sigmoid(self.i(e)) * h, hidden
 
 
-class HybridPolicy(nn.Module):
+class HybridPolicy(TrainedOnly):
     """The LM (a peft model when LoRA-trained) with, for HRPO, the gate and the thinking state.
-    `state=None` is plain GRPO: inputs are always token embeddings."""
+    `state=None` is plain GRPO: inputs are always token embeddings. Its state dict holds the trained
+    weights alone (LoRA, gate, projection)."""
 
     def __init__(self, lm, state: str | None, s: dict, generator: torch.Generator):
         super().__init__()

@@ -98,24 +98,18 @@ def optimizer(policy: HybridPolicy, s: dict) -> torch.optim.AdamW:
                               for (key, decay), ps in groups.items()], betas=(0.9, 0.99))
 
 
-def trainable_state(policy: HybridPolicy) -> dict:
-    names = {n for n, p in policy.named_parameters() if p.requires_grad}
-    return {n: t for n, t in policy.state_dict().items() if n in names}
-
-
 def save_policy(policy: HybridPolicy, path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(trainable_state(policy), tmp)
+        torch.save(policy.state_dict(), tmp)
 
 
 def load_policy(path: Path, policy: HybridPolicy) -> HybridPolicy:
     """Trained weights into a freshly built policy of the same method."""
     saved = torch.load(path, map_location=policy.embedding_rms.device)
-    expected = set(trainable_state(policy))
-    if set(saved) != expected:
+    if set(saved) != policy.trained_names():
         raise ValueError(f"{path} holds other weights than a '{policy.state or 'grpo'}' policy of this model "
                          "trains; delete it so train_hrpo retrains it")
-    policy.load_state_dict(saved, strict=False)
+    policy.load_state_dict(saved)
     return policy
 
 
@@ -180,7 +174,7 @@ def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, 
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=policy.embedding_rms.device)
         if state["fingerprint"] == fingerprint:
-            policy.load_state_dict(state["policy"], strict=False)
+            policy.load_state_dict(state["policy"])
             opt.load_state_dict(state["opt"])
             history, first = state["history"], len(state["history"])
             log.info("resuming after step %d of %s", first, checkpoint)
@@ -196,7 +190,7 @@ def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, 
         log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
         if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
             with atomic_path(checkpoint) as tmp:
-                torch.save({"policy": trainable_state(policy), "opt": opt.state_dict(), "history": history,
+                torch.save({"policy": policy.state_dict(), "opt": opt.state_dict(), "history": history,
                             "fingerprint": fingerprint}, tmp)
     return pd.DataFrame(history)
 

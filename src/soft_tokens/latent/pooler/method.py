@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soft_tokens.core.training import TrainedOnly
 from soft_tokens.latent.coconut.method import IGNORE, Problem
 
 POOL_TOKENS = ("<|pool-start|>", "<|pool-end|>", "<|pool|>")
@@ -136,11 +137,12 @@ def to_device(batch: Batch, device) -> Batch:
     return Batch(*(x.to(device) if isinstance(x, torch.Tensor) else x for x in vars(batch).values()))
 
 
-class WindowPooler(nn.Module):
+class WindowPooler(TrainedOnly):
     """Pools windows of token ids into one input embedding each: the backbone's last hidden states,
     mean over the window or its last position, times a learned scale (pooled states sit at the final
     norm's scale, far from the token embeddings' norm). With `context`, the backbone first reads the
-    plain text before the window; pooling still covers the window's positions only."""
+    plain text before the window; pooling still covers the window's positions only. Its state dict
+    holds the trained weights alone (LoRA, embedding table, scale)."""
 
     def __init__(self, backbone: nn.Module, pooling: str, log_scale: float | None, context: bool):
         super().__init__()
@@ -175,21 +177,6 @@ class WindowPooler(nn.Module):
             hidden = self.backbone(input_ids=windows).last_hidden_state
         pooled = hidden.mean(1) if self.pooling == "mean" else hidden[:, -1]
         return pooled if self.log_scale is None else pooled * self.log_scale.exp()
-
-    def trained_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.requires_grad}
-
-    def state_dict(self, *args, **kwargs):
-        """Only the trained weights (LoRA, embedding table, scale): the frozen copy of the LM is
-        rebuilt from the main model's checkpoint, so checkpoints stay a fraction of its size."""
-        trained = self.trained_names()
-        return {k: v for k, v in super().state_dict(*args, **kwargs).items() if k in trained}
-
-    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
-        missing = self.trained_names() - set(state)
-        if strict and missing:
-            raise KeyError(f"pooler checkpoint lacks trained weights {sorted(missing)[:3]}...")
-        return super().load_state_dict(state, strict=False, assign=assign)
 
 
 class SumPooling(nn.Module):
