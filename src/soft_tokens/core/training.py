@@ -49,26 +49,28 @@ class TrainedOnly(torch.nn.Module):
         return super().load_state_dict(state, strict=False, assign=assign)
 
 
-def resume(checkpoint: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: dict) -> int:
+def resume(checkpoint: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: dict) -> tuple[int, dict]:
     """Restore net and optimiser from `checkpoint` when it was written by the same run; return the
-    first epoch still to run (0 when there is nothing to resume)."""
+    first epoch (or step) still to run, 0 when there is nothing to resume, and what else was saved
+    with it (`save_epoch`'s `extra`)."""
     if not checkpoint.exists():
-        return 0
+        return 0, {}
     state = torch.load(checkpoint)
     if state.get("fingerprint") != fingerprint:
         log.warning("%s was written with other settings or data: starting over", checkpoint)
         checkpoint.unlink()
-        return 0
+        return 0, {}
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
-    log.info("resuming after epoch %d of %s", state["epoch"] + 1, checkpoint)
-    return state["epoch"] + 1
+    log.info("resuming after %d done of %s", state["epoch"] + 1, checkpoint)
+    return state["epoch"] + 1, state.get("extra", {})
 
 
-def save_epoch(checkpoint: Path, net, opt, epoch: int, fingerprint: dict) -> None:
+def save_epoch(checkpoint: Path, net, opt, epoch: int, fingerprint: dict, extra: dict | None = None) -> None:
+    """Checkpoint after epoch (or step) `epoch`, with `extra` (a training history, say) to resume with."""
     with atomic_path(checkpoint) as tmp:
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "fingerprint": fingerprint},
-                   tmp)
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "fingerprint": fingerprint,
+                    "extra": extra or {}}, tmp)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -82,7 +84,7 @@ def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, f
     gives (mean loss, batch size). A step follows every `accumulation` batches, each loss divided by
     `accumulation` (exact for equal batches; an epoch's last, partial group steps too). Each epoch is
     checkpointed, so a killed run resumes where it stopped."""
-    for epoch in tqdm(range(resume(checkpoint, net, opt, fingerprint), epochs), desc=what, mininterval=5):
+    for epoch in tqdm(range(resume(checkpoint, net, opt, fingerprint)[0], epochs), desc=what, mininterval=5):
         total, count, waiting = 0.0, 0, 0
         opt.zero_grad()
         for batch in batches(epoch):

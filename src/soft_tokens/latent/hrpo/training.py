@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.seeding import generator, seed_for
-from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable
+from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable, resume, save_epoch
 from soft_tokens.data.answers import extract_answer, is_correct, scored
 from soft_tokens.data.reasoning import build_reasoning
 from soft_tokens.latent.hrpo import grpo
@@ -170,16 +170,9 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], s: dict, step: 
 def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, fingerprint: dict) -> pd.DataFrame:
     """`steps` GRPO steps; a checkpoint every `checkpoint_every` steps (trainable weights, optimiser,
     history), so a killed run resumes after the last one saved. Returns the training history."""
-    opt, history, first = optimizer(policy, s), [], 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=policy.embedding_rms.device)
-        if state["fingerprint"] == fingerprint:
-            policy.load_state_dict(state["policy"])
-            opt.load_state_dict(state["opt"])
-            history, first = state["history"], len(state["history"])
-            log.info("resuming after step %d of %s", first, checkpoint)
-        else:
-            log.warning("%s was written with other settings or data: starting over", checkpoint)
+    opt = optimizer(policy, s)
+    first, saved = resume(checkpoint, policy, opt, fingerprint)
+    history = saved.get("history", [])
     prompts_of = prompt_order(len(problems), s["prompts_per_step"], s["steps"], s["seed"])
     questions = prompt_ids(tokenizer, problems.question, s)
     for step in tqdm(range(first, s["steps"]), desc=f"{s['policy']} seed {s['seed']}", mininterval=10):
@@ -189,9 +182,7 @@ def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, 
         history.append(row)
         log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
         if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"policy": policy.state_dict(), "opt": opt.state_dict(), "history": history,
-                            "fingerprint": fingerprint}, tmp)
+            save_epoch(checkpoint, policy, opt, step, fingerprint, {"history": history})
     return pd.DataFrame(history)
 
 
