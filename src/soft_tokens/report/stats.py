@@ -121,9 +121,10 @@ def cell(interval: Interval, digits: int = 3) -> str:
     return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
 
 
-def cells(frame: pd.DataFrame, name: str, counts, digits: int = 3) -> list[str]:
-    """The table cells of the mean `name` in every row of a summary frame, each row's n from `counts`."""
-    return [cell(from_columns(row, name, n), digits) for (_, row), n in zip(frame.iterrows(), counts)]
+def cells(frame: pd.DataFrame, name: str, counts, digits: int = 3, scale: float = 1) -> list[str]:
+    """The table cells of the mean `name` in every row of a summary frame, each row's n from `counts`,
+    times `scale` (100 for a rate in percent or points)."""
+    return [cell(from_columns(row, name, n).scaled(scale), digits) for (_, row), n in zip(frame.iterrows(), counts)]
 
 
 def error_bars(frame: pd.DataFrame, name: str) -> np.ndarray:

@@ -16,6 +16,7 @@ NAMES = {"start": "Start model (no RL)", "grpo": "GRPO (no gate)", "probs": "HRP
 HRPO_STATES = ("probs", "projection")
 # HRPO's goal against GRPO: 2 points more accuracy, or the same accuracy with 20% shorter completions.
 GOAL = {"gain": 0.02, "length_ratio": 0.8}
+NOTHING = stats.Interval(np.nan, np.nan, np.nan, 0)
 CURVES = {"reward": "reward", "accuracy": "accuracy (sampled)", "length": "completion length (tokens)"}
 
 
@@ -54,11 +55,13 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
                **stats.columns("length", stats.bootstrap_crossed(t["length"].to_numpy())),
                **stats.columns("one_marker", stats.bootstrap_crossed(t["one_marker"].to_numpy())),
                **stats.columns("hidden_ratio", stats.bootstrap(t["hidden_ratio"].mean(axis=1)))}
-        for other in ("start", "grpo"):
+        for other in ("start", "grpo"):  # every row has the columns; NaN where there is nothing to compare
             base = tables.get((model, dataset, other))
-            if base is not None and other != policy and not (other == "grpo" and policy == "start"):
-                row.update(stats.columns(f"gain_vs_{other}", paired_difference(correct, base["correct"])))
-                row.update(stats.columns(f"length_vs_{other}", length_ratio(t["length"], base["length"])))
+            compared = base is not None and policy not in ("start", other)
+            row.update(stats.columns(f"gain_vs_{other}", paired_difference(correct, base["correct"]) if compared
+                                     else NOTHING))
+            row.update(stats.columns(f"length_vs_{other}", length_ratio(t["length"], base["length"]) if compared
+                                     else NOTHING))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -74,11 +77,11 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         g = group.set_index("policy").loc[[p for p in NAMES if p in set(group["policy"])]].reset_index()
         frame = pd.DataFrame({
             "method": [NAMES[p] for p in g["policy"]], "seeds": g["seeds"].tolist(), "n": g["n"].tolist(),
-            r"accuracy (\%)": [stats.cell(interval(r, "accuracy").scaled(100), 1) for _, r in g.iterrows()],
-            "vs start (points)": [cell_or_dash(r, "gain_vs_start", 100, 1) for _, r in g.iterrows()],
-            "vs GRPO (points)": [cell_or_dash(r, "gain_vs_grpo", 100, 1) for _, r in g.iterrows()],
+            r"accuracy (\%)": stats.cells(g, "accuracy", g["n"], 1, scale=100),
+            "vs start (points)": stats.cells(g, "gain_vs_start", g["n"], 1, scale=100),
+            "vs GRPO (points)": stats.cells(g, "gain_vs_grpo", g["n"], 1, scale=100),
             "length (tokens)": stats.cells(g, "length", g["n"], 1),
-            r"$\sqrt{1-a^2}$": [cell_or_dash(r, "hidden_ratio", 1, 3) for _, r in g.iterrows()]})
+            r"$\sqrt{1-a^2}$": stats.cells(g, "hidden_ratio", g["n"], 3)})
         caption = (f"{escape(model)} on {escape(dataset)}: greedy test completions. Accuracy: exact match with the "
                    "answer marker; 95\\% intervals by the crossed bootstrap over test problems and training seeds "
                    "(n = problems x seeds), never narrower than Wilson's. vs start / vs GRPO: accuracy gain over the "
@@ -87,12 +90,6 @@ def tables(summary: pd.DataFrame) -> list[dict]:
                    "thinking state, averaged where it blends.")
         out.append({"tables": [table(frame, caption, "lrrlllll", size="scriptsize")], "findings": findings(group)})
     return out
-
-
-def cell_or_dash(row, name: str, scale: float, digits: int) -> str:
-    if name not in row or pd.isna(row[name]):
-        return "--"
-    return stats.cell(interval(row, name).scaled(scale), digits)
 
 
 def findings(group: pd.DataFrame) -> list[str]:

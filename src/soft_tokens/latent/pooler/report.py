@@ -85,8 +85,7 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         name = [METHOD_NAMES[m] + (" (train split)" if s != "test" else "")
                 for m, s in zip(forced["method"], forced["split"])]
         first = pd.DataFrame({"method": name, "W": forced["window"].tolist(), "n": forced["n"].tolist(),
-                              r"accuracy (\%)": [stats.cell(interval(r, "accuracy").scaled(100), 1)
-                                                 for _, r in forced.iterrows()],
+                              r"accuracy (\%)": stats.cells(forced, "accuracy", forced["n"], 1, scale=100),
                               "answer CE": stats.cells(forced, "answer_ce", forced["n"]),
                               "gap kept": stats.cells(forced, "gap_kept", forced["n"], 2),
                               "compression": stats.cells(forced, "compression", forced["n"], 2),
@@ -100,8 +99,7 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         online = ordered(group, ("cot", "online"))
         second = pd.DataFrame({"method": [METHOD_NAMES[m] for m in online["method"]], "W": online["window"].tolist(),
                                "n": online["n"].tolist(),
-                               r"accuracy (\%)": [stats.cell(interval(r, "accuracy").scaled(100), 1)
-                                                  for _, r in online.iterrows()],
+                               r"accuracy (\%)": stats.cells(online, "accuracy", online["n"], 1, scale=100),
                                "context (positions)": stats.cells(online, "mean_positions", online["n"], 1),
                                "context / CoT": stats.cells(online, "context_ratio", online["n"], 2),
                                "accuracy / CoT": stats.cells(online, "accuracy_ratio", online["n"], 2)})
