@@ -244,6 +244,29 @@ def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir
     assert finished_stages(tmp_path / "coconut.partial") == [1]
 
 
+def test_an_update_that_breaks_the_weights_never_counts_as_a_finished_stage(tiny_dir, tmp_path, monkeypatch):
+    """The loss of the step that makes the weights NaN is still finite: the validation loss and the
+    weights themselves are checked before a stage is saved (the last step of a stage included)."""
+    import soft_tokens.latent.coconut.training as training
+
+    step = torch.optim.AdamW.step
+
+    def step_to_nan(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_to_nan)
+    with pytest.raises(FloatingPointError, match="nocot stage 0 epoch 1 validation: loss is nan; lower coconut.lr"):
+        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "nocot", SETTINGS, tmp_path / "nocot")
+    assert finished_stages(tmp_path / "nocot.partial") == [] and not (tmp_path / "nocot").exists()
+    monkeypatch.setattr(training, "mean_loss", lambda *args: 1.0)  # were the validation loss to miss it
+    with pytest.raises(FloatingPointError, match=r"nocot stage 0: 1 weight tensors hold NaN/inf \(model.embed_tokens"):
+        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "nocot", SETTINGS, tmp_path / "nocot")
+    assert finished_stages(tmp_path / "nocot.partial") == []
+
+
 def test_validation_loss_is_taken_without_dropout(latent_model):
     """With dropout on, a loss in train mode is noisy; mean_loss must give the eval-mode loss every
     time and leave the model in the mode it found it."""

@@ -78,3 +78,16 @@ def test_accumulating_single_examples_takes_the_step_one_batch_takes(tmp_path):
 
     assert torch.allclose(run(4, 1, "batched"), run(1, 4, "accumulated"), atol=1e-6)
     assert not torch.allclose(run(4, 1, "batched"), run(1, 1, "unaccumulated"), atol=1e-4)
+
+
+def test_an_epoch_whose_last_step_breaks_the_weights_is_not_checkpointed(tmp_path):
+    """The loss of the step that makes a weight inf is finite; the epoch must still not be saved."""
+    x, y = torch.ones(2, 3), torch.ones(2, 1)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1e38)  # one step of this size overflows float32
+    batches = lambda epoch: [slice(0, 2)]  # noqa: E731
+    loss = lambda rows: (torch.nn.functional.mse_loss(net(x[rows]) * 1e3, y[rows]), 2)  # noqa: E731
+    with pytest.raises(FloatingPointError, match=r"^test epoch 1: \d weight tensors hold NaN/inf \(weight, ...\); "
+                                                 r"lower test.lr$"):
+        train_epochs(net, opt, loss, batches, 1, tmp_path / "run.pt", {}, "test", "lower test.lr")
+    assert not (tmp_path / "run.pt").exists()

@@ -2,7 +2,8 @@
 non-finite losses, mixed precision and LoRA.
 
 Non-finite losses, one policy: a run that trains one network (converter, compressor, Coconut)
-stops with `FloatingPointError` naming the key to change, keeping what it finished (epochs, stages);
+stops with `FloatingPointError` naming the key to change, keeping what it finished (epochs, stages)
+and never saving NaN/inf weights as finished;
 an optimisation of many independent samples (cramming, e*) fails that sample alone, records its
 status and reason, and leaves it out of every mean.
 
@@ -11,6 +12,7 @@ the epoch after the last one saved, a run with other settings or data starts ove
 """
 
 import logging
+import math
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,10 +27,19 @@ from soft_tokens.core.seeding import generator
 log = logging.getLogger(__name__)
 
 
-def check_finite(loss: torch.Tensor, where: str, fix: str) -> None:
+def check_finite(loss: torch.Tensor | float, where: str, fix: str) -> None:
     """Stop a training run at a NaN/inf loss, saying where and what to change."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}: loss is {loss.item()}; {fix}")
+    value = loss.item() if torch.is_tensor(loss) else loss
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{where}: loss is {value}; {fix}")
+
+
+def check_finite_weights(net: torch.nn.Module, where: str, fix: str) -> None:
+    """Stop before weights an update made NaN/inf are saved as finished work: the loss of the step
+    that broke them was still finite, so the loss check alone lets them through."""
+    bad = [name for name, p in net.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(f"{where}: {len(bad)} weight tensors hold NaN/inf ({bad[0]}, ...); {fix}")
 
 
 class TrainedOnly(torch.nn.Module):
@@ -101,6 +112,7 @@ def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, f
             opt.step()
             opt.zero_grad()
         log.info("%s epoch %d: mean training loss %.6f", what, epoch + 1, total / count)
+        check_finite_weights(net, f"{what} epoch {epoch + 1}", fix)
         save_epoch(checkpoint, net, opt, epoch, fingerprint)
     return net
 

@@ -19,7 +19,14 @@ from tqdm import tqdm
 from soft_tokens.core.io import atomic_dir, fingerprint, resumable_dir
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
-from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable, with_adapters
+from soft_tokens.core.training import (
+    autocast,
+    check_finite,
+    check_finite_weights,
+    epoch_order,
+    load_trainable,
+    with_adapters,
+)
 from soft_tokens.data.answers import scored
 from soft_tokens.latent.coconut.method import (
     FEEDBACK,
@@ -56,7 +63,7 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=s["weight_decay"])
     device, feedback, bs = model.device, method in FEEDBACK, s["batch_size"]
-    history = []
+    history, fix = [], "lower coconut.lr, or set dtype: float32 (finished stages are kept)"
     for epoch in range(epochs):
         start, losses = time.time(), []
         order = epoch_order(len(train_layouts), seed_for(s["seed"], stage), epoch).tolist()
@@ -65,8 +72,7 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
             batch = to_device(collate([train_layouts[i] for i in rows]), device)
             with autocast(device, s["dtype"]):
                 loss = lm_loss(latent_forward(net, batch, feedback)[0], batch.labels)
-            check_finite(loss, f"{method} stage {stage} epoch {epoch + 1}",
-                         "lower coconut.lr, or set dtype: float32 (finished stages are kept)")
+            check_finite(loss, f"{method} stage {stage} epoch {epoch + 1}", fix)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -75,7 +81,9 @@ def train_stage(model, tokenizer, train: list, val: list, method: str, stage: in
                         "val_loss": mean_loss(net, val_layouts, feedback, s),
                         "seconds": time.time() - start})
         log.info("%s stage %d epoch %d: %s", method, stage, epoch + 1, history[-1])
+        check_finite(history[-1]["val_loss"], f"{method} stage {stage} epoch {epoch + 1} validation", fix)
     model = net.merge_and_unload() if s["finetune"] == "lora" else net
+    check_finite_weights(model, f"{method} stage {stage}", fix)
     return model, {"stage": stage, "n_latent": train_layouts[0].n_latent, "trainable_parameters":
                    sum(p.numel() for p in params), "epochs": history}
 

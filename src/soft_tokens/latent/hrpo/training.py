@@ -18,7 +18,15 @@ from tqdm.auto import tqdm
 
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.seeding import generator, seed_for
-from soft_tokens.core.training import autocast, check_finite, epoch_order, load_trainable, resume, save_epoch
+from soft_tokens.core.training import (
+    autocast,
+    check_finite,
+    check_finite_weights,
+    epoch_order,
+    load_trainable,
+    resume,
+    save_epoch,
+)
 from soft_tokens.data.answers import extract_answer, is_correct, scored
 from soft_tokens.data.reasoning import build_reasoning
 from soft_tokens.latent.hrpo import grpo
@@ -27,6 +35,7 @@ from soft_tokens.latent.hrpo.rollout import left_pad, rollout, sequence_logps
 from soft_tokens.workflow import HRPO_METHODS
 
 log = logging.getLogger(__name__)
+FIX = "lower hrpo.lr_lora / lr_gate, or set dtype: float32"
 FRESH_KEY = 7  # folded into the seed of freshly generated prompt problems
 
 
@@ -152,7 +161,7 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], s: dict, step: 
             logp, _ = sequence_logps(policy, prompts, ro, group, s["temperature"])
             loss = grpo.loss(logp, None if s["updates_per_batch"] == 1 else ro.logps, ref, adv, mask, s["beta"],
                              s["clip"])
-        check_finite(loss, f"hrpo step {step + 1}", "lower hrpo.lr_lora / lr_gate, or set dtype: float32")
+        check_finite(loss, f"hrpo step {step + 1}", FIX)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], s["max_grad_norm"])
@@ -182,6 +191,7 @@ def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, 
         history.append(row)
         log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
         if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
+            check_finite_weights(policy, f"hrpo step {step + 1}", FIX)
             save_epoch(checkpoint, policy, opt, step, fingerprint, {"history": history})
     return pd.DataFrame(history)
 
