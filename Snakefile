@@ -3,12 +3,6 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# Without --configfile, the embedded default; with it, that file alone: configs never merge.
-if not workflow.overwrite_configfiles:
-
-    configfile: f"{workflow.basedir}/config/config.yaml"
-
-
 report: "report/workflow.rst"
 
 
@@ -31,6 +25,9 @@ include: "rules/coconut.smk"
 include: "rules/pooler.smk"
 include: "rules/hrpo.smk"
 include: "rules/report.smk"
+
+
+check_earlier_outputs()
 
 
 rule all:

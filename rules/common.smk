@@ -1,9 +1,9 @@
 import os
 import shutil
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
@@ -30,9 +30,48 @@ from soft_tokens.workflow import (
     cram_settings,
     job_params,
 )
+from soft_tokens.validation import (
+    check_data_files,
+    check_outputs,
+    check_placeholders,
+    read_yaml,
+    validate,
+)
 
-validate(config, schema="../config/schema.yaml")
+DEFAULT_CONFIG = f"{workflow.basedir}/config/config.yaml"
+
+# Without --configfile, the embedded default; with it, that file alone: configs never merge.
+if not workflow.overwrite_configfiles:
+    # A syntax error, named with its line here (Snakemake's own reading names none).
+    read_yaml(DEFAULT_CONFIG)
+
+    configfile: DEFAULT_CONFIG
+
+    if workflow.config_settings.config:
+        logger.info(
+            f"Config: config/config.yaml, with --config {sorted(workflow.config_settings.config)} "
+            "merged into it, so every track it turns on runs; to run only your own settings, give a "
+            "complete config file with --configfile (it replaces the default)."
+        )
+
+
+if len(workflow.overwrite_configfiles) > 1:
+    logger.info(
+        f"Config: {' + '.join(map(str, workflow.overwrite_configfiles))}, merged in that order "
+        "(a later file's keys win)."
+    )
+
+
+def config_source():
+    """The config file(s) a message about the config should name."""
+    files = [str(f) for f in workflow.overwrite_configfiles] or [DEFAULT_CONFIG]
+    extra = " (with --config)" if workflow.config_settings.config else ""
+    return " + ".join(files) + extra
+
+
+validate(config, config_source())
 check_config(config)
+check_data_files(config, Path.cwd())
 
 TEX = shutil.which("pdflatex")
 if TEX is None:
@@ -61,6 +100,37 @@ def run_dir():
 
 
 OUTPUT_DIR = run_dir()
+
+
+onstart:
+    # Before the first job is submitted (a dry run, which submits nothing, passes).
+    settings = workflow.resource_settings
+    check_placeholders(
+        {
+            **{
+                f"default-resources {name}": r.raw
+                for name, r in (settings.default_resources or {}).items()
+            },
+            **{
+                f"set-resources {rule} {name}": r.raw
+                for rule, resources in settings.overwrite_resources.items()
+                for name, r in resources.items()
+            },
+        },
+        "the profile (profiles/slurm/profile.yaml, --default-resources or --set-resources)",
+    )
+
+
+def check_earlier_outputs():
+    """Stop at damaged files an earlier run left (Snakemake would keep them as they exist), naming
+    what to remove; called once every rule is defined, since the outputs they write decide that.
+    """
+    if workflow.exec_mode == ExecMode.DEFAULT:
+        check_outputs(
+            Path(OUTPUT_DIR),
+            lambda path: any(rule.is_producer(path) for rule in workflow.rules),
+        )
+
 
 # Report sections in order: each track's rules file registers its section and figures when it is on.
 SECTIONS = {}

@@ -107,8 +107,8 @@ def test_coconut_names_overrides_and_c_are_checked():
     with pytest.raises(ValueError, match=r"coconut.datasets names \['gsm8k'\], which are not defined under `reasoning:`"):
         check_config(config)
     config = load("smoke.yaml")
-    config["coconut"]["overrides"]["prosqa"] = {"init_token": "x"}
-    with pytest.raises(ValueError, match=r"coconut.overrides.prosqa: keys \['init_token'\] cannot be overridden"):
+    config["coconut"]["overrides"]["nope"] = {"c_thought": 2}
+    with pytest.raises(ValueError, match="coconut.overrides.nope: not a dataset defined under `reasoning:`"):
         check_config(config)
     config = load("smoke.yaml")
     config["coconut"]["c_thought"] = 0
@@ -199,7 +199,8 @@ def test_overrides_name_what_they_override():
 
 
 def test_the_modules_snakemake_imports_need_no_torch():
-    """common.smk imports soft_tokens.workflow while building the DAG, where torch may be absent."""
-    code = "import sys; import soft_tokens.workflow; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
+    """common.smk imports soft_tokens.workflow and .validation while building the DAG, where torch may be absent."""
+    code = ("import sys; import soft_tokens.workflow, soft_tokens.validation; "
+            "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.stdout.strip() == "[]", run.stderr

@@ -38,7 +38,9 @@ the other configs'.
 
 The workflow validates the config against `config/schema.yaml` before any job runs, and fills in
 the defaults below for keys left out; a dry run (`snakemake -n --configfile my.yaml`) checks a new
-config without running anything.
+config without running anything. `python -m soft_tokens.validation my.yaml` makes the same checks
+without Snakemake, and names the line of a YAML syntax error, which Snakemake's own reading of a
+`--configfile` does not.
 
 In key names, `<name>` stands for a name of your choosing (an entry of `models`, `corpora`,
 `reasoning` or `overrides`) and `[]` for each item of a list.
@@ -59,6 +61,8 @@ def _value(value) -> str:
 
 def _type(node: dict) -> str:
     """The type column: unions joined by "or", arrays as "list of ...", enum values listed."""
+    if "$ref" in node:  # "#/properties/cramming/properties/lengths" -> as `cramming.lengths`
+        return "as `" + ".".join(node["$ref"].split("/")[2::2]) + "`"
     kind = node.get("type", "object" if "properties" in node else "")
     kinds = kind if isinstance(kind, list) else [kind]
     if kinds == ["array"]:

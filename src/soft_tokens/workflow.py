@@ -19,12 +19,6 @@ COCONUT_METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
 # Methods that continue from the CoT model (Coconut's stage 0).
 STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
 
-# Keys of the `cramming` section a model may override (e.g. the paper's length per model).
-OVERRIDABLE = ("lengths", "n_mem", "batch_size", "n_samples", "max_steps", "patience", "mem_mb", "runtime")
-# Keys of the `coconut` section a dataset may override (the paper's c and stages differ per dataset).
-COCONUT_OVERRIDABLE = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay", "batch_size",
-                       "max_new_tokens")
-
 # The `pooler` keys that decide how a pooler and its training examples are built.
 POOLER_BUILD = ("main", "compress_fraction", "pooling", "output_scale", "context", "lora_r", "lora_alpha",
                 "lora_dropout", "lora_target_modules", "init_token", "max_prefixes")
@@ -102,7 +96,7 @@ def check_config(config: dict) -> None:
             if value not in allowed:
                 raise ValueError(f"recursive_demo.{key}: {value!r} is not among {allowed} (converter.layers, "
                                  "converter.archs or corpora)")
-    check_overrides("cramming", cram, cram["models"], "a model listed in cramming.models", OVERRIDABLE)
+    check_overrides("cramming", cram, cram["models"], "a model listed in cramming.models")
     for key, names in (("cramming.optimizers", cram["optimizers"]),
                        ("cramming.capacity.optimizers", cram["capacity"]["optimizers"])):
         unknown = [n for n in names if n not in cram["optimizer_settings"]]
@@ -111,8 +105,8 @@ def check_config(config: dict) -> None:
                              f"(defined: {sorted(cram['optimizer_settings'])})")
     if cram["capacity"]["optimizers"]:
         check_capacity(cram["capacity"])
-    check_overrides("coconut", config["coconut"], config["reasoning"], "a dataset defined under `reasoning:`",
-                    COCONUT_OVERRIDABLE)
+    check_cram_grid(config)
+    check_overrides("coconut", config["coconut"], config["reasoning"], "a dataset defined under `reasoning:`")
     if config["coconut"]["models"] and not config["coconut"]["datasets"]:
         raise ValueError("coconut.models is set but coconut.datasets is empty: name datasets from `reasoning:`")
     check_pooler(config["pooler"])
@@ -150,13 +144,27 @@ def check_capacity(capacity: dict) -> None:
                          f"{capacity['start_length']}, so the search cannot try its first length; raise max_length")
 
 
-def check_overrides(section: str, settings: dict, names, what: str, allowed: tuple) -> None:
-    for name, override in settings.get("overrides", {}).items():
+def check_overrides(section: str, settings: dict, names, what: str) -> None:
+    """Overrides must name what they apply to (which keys they may hold, and their values, the schema checks)."""
+    for name in settings.get("overrides", {}):
         if name not in names:
             raise ValueError(f"{section}.overrides.{name}: not {what}")
-        bad = sorted(set(override) - set(allowed))
-        if bad:
-            raise ValueError(f"{section}.overrides.{name}: keys {bad} cannot be overridden (allowed: {allowed})")
+
+
+def check_cram_grid(config: dict) -> None:
+    """Every model in cramming.models must leave at least one cram job: a job needs n_mem <= length,
+    and `bos` with an `after_bos` optimizer is skipped as the same job as `base`."""
+    for model in config["cramming"]["models"]:
+        if not any(job["model"] == model for job in cram_jobs(config)):
+            s = cram_settings(config, model)
+            where = f"cramming.overrides.{model}" if model in config["cramming"]["overrides"] else "cramming"
+            if min(s["n_mem"]) > max(s["lengths"]):
+                raise ValueError(f"cramming: {model} has no cram job left, since every n_mem {s['n_mem']} exceeds "
+                                 f"every length {s['lengths']} (a text of L tokens takes at most L vectors); lower "
+                                 f"n_mem or raise lengths under `{where}`")
+            raise ValueError(f"cramming: {model} has no cram job left, since its variants {s['variants']} with "
+                             f"optimizers {s['optimizers']} (placement after_bos) are only `bos`, the same job as "
+                             "`base`; add `base` to cramming.variants")
 
 
 def cram_settings(config: dict, model: str) -> dict:

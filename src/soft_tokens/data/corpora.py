@@ -46,8 +46,8 @@ def random_words(n_passages: int, words_per_passage: int, seed: int) -> pd.DataF
 
 def hub_corpus(dataset: str, split: str, text_column: str, name: str, data_files: str | None = None):
     """A Hugging Face dataset (hub id, or a local parquet via `data_files`) in the corpus schema."""
-    ds = load_hub_dataset(dataset, split, data_files, f"Set config `corpora.{name}.data_files` to a local parquet, "
-                                                      "or use kind `embedded_prose`.")
+    ds = load_hub_dataset(dataset, split, data_files, f"corpora.{name}",
+                          "a local parquet, or use kind `embedded_prose`")
     if text_column not in ds.column_names:
         raise ValueError(
             f"corpora.{name}.text_column: '{text_column}' not in dataset columns {ds.column_names}"
@@ -55,18 +55,24 @@ def hub_corpus(dataset: str, split: str, text_column: str, name: str, data_files
     return frame(list(ds[text_column]), f"hub:{dataset}")
 
 
-def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, fix: str):
+def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, key: str, instead: str):
     """One split of a hub dataset, or a local .parquet/.json/.jsonl file of the same shape instead;
-    offline, one error that says which config to set (`fix`)."""
+    an error names the config entry `key` and what to set: `{key}.data_files` to `instead` (offline),
+    or, when data_files is the file that failed, that file."""
     import datasets
 
-    try:
-        if data_files:
-            kind = "json" if data_files.endswith((".json", ".jsonl")) else "parquet"
+    if data_files:
+        kind = "json" if data_files.endswith((".json", ".jsonl")) else "parquet"
+        try:
             return datasets.load_dataset(kind, data_files=data_files, split="train")
+        except Exception as err:
+            raise ValueError(f"{key}.data_files: could not read {data_files} as {kind} ({type(err).__name__}: {err}); "
+                             f"point it at a {kind} file of the dataset's shape") from err
+    try:
         return datasets.load_dataset(dataset, split=split)
     except (ConnectionError, OSError, FileNotFoundError) as err:
-        raise RuntimeError(f"could not load dataset '{dataset}' (offline?): {err}\n{fix}") from err
+        raise RuntimeError(f"could not load dataset '{dataset}' (offline?): {err}\n"
+                           f"Set config `{key}.data_files` to {instead}.") from err
 
 
 def frame(texts: list[str], source: str) -> pd.DataFrame:

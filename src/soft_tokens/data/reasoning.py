@@ -125,9 +125,8 @@ def gsm_symbolic(n: int, seed: int) -> pd.DataFrame:
 
 def hub_reasoning(spec: dict, name: str, split: str | None = None) -> pd.DataFrame:
     """A Hugging Face dataset shaped like GSM8k-Aug (question, steps, answer), or a local file of it."""
-    ds = load_hub_dataset(spec.get("dataset"), split or spec["split"], spec.get("data_files"),
-                          f"Set config `reasoning.{name}.data_files` to a local file of the same shape, or use kind "
-                          "`prosqa`, `prontoqa` or `gsm_symbolic`.")
+    ds = load_hub_dataset(spec.get("dataset"), split or spec["split"], spec.get("data_files"), f"reasoning.{name}",
+                          "a local file of the same shape, or use kind `prosqa`, `prontoqa` or `gsm_symbolic`")
     columns = {key: spec[f"{key}_column"] for key in ("question", "steps", "answer")}
     for key, column in columns.items():
         if column not in ds.column_names:

@@ -1,0 +1,260 @@
+"""Bad input gets one message naming the file or key and the fix, before any job runs: each case a
+new user ran into (unknown keys, partial configs, override values, empty grids, YAML syntax,
+missing or broken data files, damaged outputs of an earlier run, SLURM placeholders)."""
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from soft_tokens.validation import (
+    ConfigError,
+    check_data_files,
+    check_placeholders,
+    damage,
+    damaged_outputs,
+    read_yaml,
+    removal_target,
+    validate,
+)
+from soft_tokens.workflow import check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def smoke():
+    return copy.deepcopy(SMOKE)
+
+
+def snakemake_dry_run(config_path, directory, *args, snakefile=ROOT / "Snakefile"):
+    command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(snakefile), "--directory", str(directory)]
+    if config_path:
+        command += ["--configfile", str(config_path)]
+    run = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run.returncode, run.stdout + run.stderr
+
+
+def rejected(config) -> str:
+    with pytest.raises(ConfigError) as caught:
+        validate(config, "my.yaml")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("section,name,key,meant", [("models", "tiny-llama", "hidden_sise", "hidden_size"),
+                                                    ("corpora", "embedded_prose", "passage_word", "passage_words")])
+def test_an_unknown_key_in_a_model_or_corpus_is_named_with_the_key_it_resembles(section, name, key, meant):
+    config = smoke()
+    config[section][name][key] = 3
+    message = rejected(config)
+    assert message.startswith(f"my.yaml: unknown key(s) ['{key}'] under {section}.{name} ('{key}' -> did you mean "
+                              f"'{meant}'?)")
+
+
+def test_an_unknown_top_level_key_is_one_short_message_not_the_schema():
+    config = smoke()
+    config["coconutt"] = {}
+    message = rejected(config)
+    assert "unknown key(s) ['coconutt'] under the top level ('coconutt' -> did you mean 'coconut'?)" in message
+    assert len(message.splitlines()) == 1 and "Failed validating" not in message
+
+
+def test_a_partial_config_is_told_that_configs_never_merge():
+    message = rejected({"cramming": {"models": ["tiny-llama"], "corpora": ["x"], "lengths": [8]}})
+    assert message.startswith("my.yaml lacks the required top-level key(s) ['workdir', 'models', 'corpora']")
+    assert "never merged into config/config.yaml: copy config/config.yaml" in message
+
+
+@pytest.mark.parametrize("section,name,override,expected", [
+    ("cramming", "tiny-llama", {"lengths": ["eight"]}, "cramming.overrides.tiny-llama.lengths[0]: 'eight' is not of "
+                                                       "type 'integer'"),
+    ("cramming", "tiny-llama", {"n_mem": [0]}, "cramming.overrides.tiny-llama.n_mem[0]: 0 is less than the minimum "
+                                               "of 1"),
+    ("coconut", "prosqa", {"c_thought": 0}, "coconut.overrides.prosqa.c_thought: 0 is less than the minimum of 1"),
+    ("coconut", "prosqa", {"lr": "fast"}, "coconut.overrides.prosqa.lr: 'fast' is not of type 'number'"),
+    ("coconut", "prosqa", {"c_thougth": 2}, "unknown key(s) ['c_thougth'] under coconut.overrides.prosqa "
+                                            "('c_thougth' -> did you mean 'c_thought'?)"),
+])
+def test_override_values_are_checked_as_the_keys_they_override(section, name, override, expected):
+    config = smoke()
+    config[section].setdefault("overrides", {})[name] = override
+    assert expected in rejected(config)
+
+
+def test_overrides_get_no_defaults_filled_in():
+    """An override holds what the user wrote: a default in it would override the section's own value."""
+    config = smoke()
+    validate(config, "my.yaml")
+    assert config["coconut"]["overrides"] == {"gsm_symbolic": {"c_thought": 2}}
+
+
+def test_a_grid_that_leaves_a_model_no_cram_job_says_which_key_to_change():
+    config = smoke()
+    config["cramming"]["n_mem"] = [64]
+    validate(config, "my.yaml")
+    with pytest.raises(ValueError, match=r"cramming: tiny-llama has no cram job left, since every n_mem \[64\] exceeds "
+                                         r"every length \[8\] .*; lower n_mem or raise lengths under `cramming`$"):
+        check_config(config)
+    config = smoke()
+    config["cramming"]["overrides"] = {"tiny-llama": {"lengths": [4], "n_mem": [5]}}
+    validate(config, "my.yaml")
+    with pytest.raises(ValueError, match="under `cramming.overrides.tiny-llama`"):
+        check_config(config)
+    config = smoke()
+    config["cramming"].update(variants=["bos"], optimizers=["fast"])  # fast places BOS first: bos is base
+    validate(config, "my.yaml")
+    with pytest.raises(ValueError, match="are only `bos`, the same job as `base`; add `base` to cramming.variants"):
+        check_config(config)
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("workdir: runs/x\nmodels:\n  tiny: {source: tiny\ncorpora: {}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}, line 4, column 8: not valid YAML \(.*\); fix it there"):
+        read_yaml(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="holds list, not a mapping of keys"):
+        read_yaml(path)
+
+
+def test_the_check_command_names_the_line_snakemake_does_not(tmp_path):
+    """Snakemake reads a --configfile before the workflow starts and names no file or line on a YAML
+    error; `python -m soft_tokens.validation` does."""
+    path = tmp_path / "my.yaml"
+    path.write_text((ROOT / "config" / "smoke.yaml").read_text().replace("seed: 1337", "seed: [1337"))
+    run = subprocess.run([sys.executable, "-m", "soft_tokens.validation", str(path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert run.returncode == 1 and run.stderr.startswith(f"{path}, line ")
+    run = subprocess.run([sys.executable, "-m", "soft_tokens.validation", "config/smoke.yaml"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "config/smoke.yaml: valid"
+
+
+def test_a_yaml_error_in_the_default_config_names_its_line(tmp_path):
+    """`make results` reads config/config.yaml through the workflow, which names the line."""
+    copy_dir = tmp_path / "workflow"
+    copy_dir.mkdir()
+    shutil.copy(ROOT / "Snakefile", copy_dir)
+    for part in ("rules", "config", "report", "workflow", "envs", "src"):
+        shutil.copytree(ROOT / part, copy_dir / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    default = copy_dir / "config" / "config.yaml"
+    default.write_text(default.read_text().replace("seed: 1337", "seed: 1337: 7"))
+    code, out = snakemake_dry_run(None, tmp_path / "run", snakefile=copy_dir / "Snakefile")
+    assert code != 0 and f"{default}, line 5, column 11: not valid YAML" in out
+
+
+def test_data_files_that_are_missing_or_not_parquet_name_the_key(tmp_path):
+    config = {"corpora": {"mine": {"kind": "hub", "dataset": "x/y", "data_files": "texts.parquet"}}}
+    with pytest.raises(ConfigError, match=rf"corpora.mine.data_files: texts.parquet does not exist \(looked for "
+                                          rf"{tmp_path}/texts.parquet: a relative path is read from {tmp_path}"):
+        check_data_files(copy.deepcopy(config), tmp_path)
+    (tmp_path / "texts.parquet").write_text("id,text\n0,hello\n")
+    with pytest.raises(ConfigError, match=r"corpora.mine.data_files: .*texts.parquet is not a readable parquet file "
+                                          r"\(no parquet header or footer\)"):
+        check_data_files(copy.deepcopy(config), tmp_path)
+    pd.DataFrame({"text": ["hello"]}).to_parquet(tmp_path / "texts.parquet")
+    check_data_files(config, tmp_path)
+    assert config["corpora"]["mine"]["data_files"] == str(tmp_path / "texts.parquet")  # jobs run elsewhere
+
+
+def test_a_data_file_that_fails_to_load_names_the_key_and_the_file(tmp_path):
+    from soft_tokens.data.corpora import hub_corpus
+
+    path = tmp_path / "texts.jsonl"
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match=rf"corpora.pg19.data_files: could not read {path} as json \(.*\); point it "
+                                         "at a json file of the dataset's shape"):
+        hub_corpus("pg19", "train", "text", "pg19", str(path))
+
+
+def write_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"parquet": folder / "a.parquet", "safetensors": folder / "b.safetensors", "pt": folder / "c.pt"}
+    pd.DataFrame({"x": range(50)}).to_parquet(paths["parquet"])
+    save_file({"w": torch.arange(10.0), "v": torch.ones(3)}, paths["safetensors"])
+    torch.save({"w": torch.ones(4)}, paths["pt"])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["parquet", "safetensors", "pt"])
+def test_damage_finds_truncated_and_garbage_files_and_passes_whole_ones(tmp_path, kind):
+    path = write_files(tmp_path)[kind]
+    assert damage(path) is None
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3])
+    assert damage(path) is not None
+    path.write_bytes(b"garbage " * 10)
+    assert damage(path) is not None
+
+
+def test_a_damaged_file_is_removed_with_the_output_or_half_done_work_holding_it():
+    produced = {"resources/models/tiny", "results/x.parquet"}.__contains__
+    assert removal_target(Path("results/x.parquet"), produced) == Path("results/x.parquet")
+    assert removal_target(Path("resources/models/tiny/model.safetensors"), produced) == Path("resources/models/tiny")
+    assert removal_target(Path("results/c/cot.partial/stage1/model.safetensors"), produced) == \
+        Path("results/c/cot.partial")
+    assert removal_target(Path("results/other.parquet"), produced) == Path("results/other.parquet")
+
+
+def test_damaged_outputs_are_found_in_resources_and_results_only(tmp_path):
+    good = write_files(tmp_path / "results" / "ok")
+    bad = write_files(tmp_path / "resources" / "models" / "tiny")
+    bad["safetensors"].write_bytes(bad["safetensors"].read_bytes()[:-1])
+    elsewhere = write_files(tmp_path / "logs")
+    elsewhere["parquet"].write_bytes(b"nope")
+    (tmp_path / "results" / ".x.parquet.tmp").write_bytes(b"half")  # a killed atomic write: ignored
+    found = damaged_outputs(tmp_path, {"resources/models/tiny"}.__contains__)
+    assert list(found) == ["resources/models/tiny"] and "b.safetensors: " in found["resources/models/tiny"]
+    assert good["parquet"].exists()
+
+
+def test_a_damaged_output_stops_the_run_before_any_job_with_the_command_to_rebuild(tmp_path):
+    data = tmp_path / "resources" / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame({"x": [1]}).to_parquet(data / "embedded_prose.parquet")
+    (data / "embedded_prose.parquet").write_bytes((data / "embedded_prose.parquet").read_bytes()[:-8])
+    code, out = snakemake_dry_run(ROOT / "config" / "smoke.yaml", tmp_path)
+    assert code != 0
+    assert "resources/data/embedded_prose.parquet: no parquet header or footer" in out
+    assert f"cd {tmp_path} && rm -r resources/data/embedded_prose.parquet" in out
+
+
+def test_slurm_placeholders_stop_the_run_before_any_job_is_submitted(tmp_path):
+    """A dry run (as the README's cluster call is tested) submits nothing and passes; a real run stops
+    before its first submission."""
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--workflow-profile",
+               str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
+               str(tmp_path)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "still holds placeholder(s) (default-resources slurm_partition: <your-partition>, default-resources " \
+           "slurm_account: <your-account>)" in run.stdout + run.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+    check_placeholders({"default-resources slurm_partition": "gpu", "set-resources cram gpu": 1}, "the profile")
+
+
+def test_an_unknown_key_stops_snakemake_with_one_message(tmp_path):
+    config = smoke()
+    config["models"]["tiny-llama"]["hidden_sise"] = 3
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, out = snakemake_dry_run(path, tmp_path)
+    assert code != 0 and f"{path}: unknown key(s) ['hidden_sise'] under models.tiny-llama" in out
+    assert "Failed validating" not in out and len(out.splitlines()) < 12
+
+
+def test_shipped_configs_pass_the_check_and_keep_their_overrides():
+    for name in ("config.yaml", "smoke.yaml", "paper.yaml"):
+        config = read_yaml(ROOT / "config" / name)
+        overrides = json.loads(json.dumps(config.get("coconut", {}).get("overrides", {})))
+        validate(config, name)
+        check_config(config)
+        assert config["coconut"]["overrides"] == overrides
