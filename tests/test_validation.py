@@ -211,6 +211,8 @@ def test_damaged_outputs_are_found_in_resources_and_results_only(tmp_path):
     elsewhere = write_files(tmp_path / "logs")
     elsewhere["parquet"].write_bytes(b"nope")
     (tmp_path / "results" / ".x.parquet.tmp").write_bytes(b"half")  # a killed atomic write: ignored
+    half_saved = write_files(tmp_path / "results" / "cot.partial" / ".stage1.tmp")  # a model folder being saved
+    half_saved["safetensors"].write_bytes(b"half")
     found = damaged_outputs(tmp_path, {"resources/models/tiny"}.__contains__)
     assert list(found) == ["resources/models/tiny"] and "b.safetensors: " in found["resources/models/tiny"]
     assert good["parquet"].exists()

@@ -3,7 +3,8 @@ YAML syntax errors with their line, schema errors with their key path (not the w
 config files that expect to be merged with the default, data files that are not there, SLURM
 profile placeholders left in, and damaged outputs of an earlier run that Snakemake would keep.
 
-Stdlib, yaml and jsonschema only: Snakemake imports it while building the DAG.
+No torch, pandas or numpy (Snakemake imports it while building the DAG): stdlib, yaml, and
+Snakemake's own schema validation.
 
     python -m soft_tokens.validation my.yaml   # check a config file as the workflow would
 """
@@ -155,14 +156,16 @@ def removal_target(rel: Path, produced) -> Path:
 
 
 def damaged_outputs(run_dir: Path, produced) -> dict[str, str]:
-    """Damaged files among a run's resources/ and results/ (temporary files left by a kill excepted),
-    as {what to remove: why}."""
+    """Damaged files among a run's resources/ and results/, as {what to remove: why}. Temporary files
+    and folders (`.<name>.tmp`, being written or left by a kill, and cleared by the next write) are
+    not looked at."""
     found = {}
     for folder in ("resources", "results"):
         for path in sorted((run_dir / folder).rglob("*")):
-            if path.suffix in (".parquet", ".safetensors", ".pt") and not path.name.startswith(".") and path.is_file():
+            rel = path.relative_to(run_dir)
+            if path.suffix in (".parquet", ".safetensors", ".pt") and path.is_file() and \
+                    not any(part.startswith(".") for part in rel.parts):
                 if reason := damage(path):
-                    rel = path.relative_to(run_dir)
                     found.setdefault(str(removal_target(rel, produced)), f"{rel}: {reason}")
     return found
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from soft_tokens.core.io import identity
+from soft_tokens.core.io import atomic_dir, identity
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +108,25 @@ def tiny_llama(tokenizer, hidden_size: int, num_layers: int, num_heads: int, int
 
 
 def prepare_model(name: str, spec: dict, out_dir: Path, seed: int) -> None:
-    """Write model + tokenizer for `name` to out_dir as safetensors, whatever the source."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write model + tokenizer for `name` to out_dir as safetensors, whatever the source. The folder
+    appears whole or not at all, so a killed job never leaves a truncated model behind."""
     source = spec["source"]
-    if source == "gguf_package":
-        gguf = locate_gguf(spec, out_dir)
-        model, tokenizer = load_gguf(gguf)
-        if gguf.parent == out_dir:
-            gguf.unlink()  # the joined copy is no longer needed once converted
-    elif source == "hub":
-        model, tokenizer = load_hub(spec["hf_id"], name)
-    elif source == "tiny":
-        tokenizer = embedded_tokenizer()
-        model = tiny_llama(tokenizer, spec["hidden_size"], spec["num_layers"], spec["num_heads"],
-                           spec["intermediate_size"], seed)
-    else:
-        raise ValueError(f"models.{name}.source: unknown source '{source}' (gguf_package, hub or tiny)")
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        if source == "gguf_package":
+            gguf = locate_gguf(spec, tmp)
+            model, tokenizer = load_gguf(gguf)
+            if gguf.parent == tmp:
+                gguf.unlink()  # the joined copy is no longer needed once converted
+        elif source == "hub":
+            model, tokenizer = load_hub(spec["hf_id"], name)
+        elif source == "tiny":
+            tokenizer = embedded_tokenizer()
+            model = tiny_llama(tokenizer, spec["hidden_size"], spec["num_layers"], spec["num_heads"],
+                               spec["intermediate_size"], seed)
+        else:
+            raise ValueError(f"models.{name}.source: unknown source '{source}' (gguf_package, hub or tiny)")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     log.info("prepared %s (%s): hidden %d, layers %d, vocab %d", name, source, model.config.hidden_size,
              model.config.num_hidden_layers, model.config.vocab_size)
 
