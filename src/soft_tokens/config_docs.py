@@ -39,8 +39,8 @@ the other configs'.
 The workflow validates the config against `config/schema.yaml` before any job runs, and fills in
 the defaults below for keys left out; a dry run (`snakemake -n --configfile my.yaml`) checks a new
 config without running anything. `python -m soft_tokens.validation my.yaml` makes the same checks
-without Snakemake, and names the line of a YAML syntax error, which Snakemake's own reading of a
-`--configfile` does not.
+without the workflow, and names the line of a YAML syntax error, which Snakemake's own reading of
+a `--configfile` does not.
 
 In key names, `<name>` stands for a name of your choosing (an entry of `models`, `corpora`,
 `reasoning` or `overrides`) and `[]` for each item of a list.
