@@ -102,17 +102,23 @@ def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_pa
     assert set(estar.loc[estar["has_estar"], "status"]) <= {"converged", "patience", "max_steps"}
     assert estar.groupby("split")["has_estar"].sum().to_dict() == {"held_out": 2, "train": 2}
 
-    # Same config, same numbers: a second run from clean writes identical tables, timings aside.
-    again = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
+    # Same config, same numbers: a second run from clean writes identical tables, timings aside. To keep
+    # the suite short it runs Coconut on one dataset and seed (its other 30 jobs would repeat the same
+    # code); a job reads exactly its own keys, so every job it repeats must write what the first run did.
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    fewer = copy.deepcopy(smoke)
+    fewer["coconut"].update(datasets=["prosqa"], seeds=[1337])
+    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
+    again = snakemake("--cores", "2", "--configfile", str(tmp_path / "fewer.yaml"), "--directory",
                       str(tmp_path / "again"), "all", timeout=900)
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
     first, second = parquet_tables(tmp_path), parquet_tables(tmp_path / "again")
-    assert sorted(first) == sorted(second) and len(first) > 40
-    for name, table in first.items():
-        pd.testing.assert_frame_equal(table, second[name], obj=name)
+    assert set(second) < set(first) and len(second) > 30
+    for name, table in second.items():
+        if name != "results/coconut_summary.parquet":  # a summary over fewer runs
+            pd.testing.assert_frame_equal(first[name], table, obj=name)
 
     # Edits a dry run must answer with exactly the jobs they touch, and nothing else.
-    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     assert scheduled(tmp_path, smoke) == {}
     resources = copy.deepcopy(smoke)
     resources["cramming"].update(runtime=999, mem_mb=123)
