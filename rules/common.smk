@@ -16,7 +16,6 @@ from soft_tokens.workflow import (
     STARTS_FROM_COT,
     VARIANTS,
     canonical,
-    check_config,
     capacity_jobs,
     coconut_protocol,
     coconut_seeds,
@@ -31,21 +30,19 @@ from soft_tokens.workflow import (
     job_params,
 )
 from soft_tokens.validation import (
-    check_data_files,
+    DEFAULT_CONFIG,
+    check,
     check_outputs,
     check_placeholders,
     read_yaml,
-    validate,
 )
-
-DEFAULT_CONFIG = f"{workflow.basedir}/config/config.yaml"
 
 # Without --configfile, the embedded default; with it, that file alone: configs never merge.
 if not workflow.overwrite_configfiles:
     # A syntax error, named with its line here (Snakemake's own reading names none).
     read_yaml(DEFAULT_CONFIG)
 
-    configfile: DEFAULT_CONFIG
+    configfile: str(DEFAULT_CONFIG)
 
     if workflow.config_settings.config:
         logger.info(
@@ -64,14 +61,12 @@ if len(workflow.overwrite_configfiles) > 1:
 
 def config_source():
     """The config file(s) a message about the config should name."""
-    files = [str(f) for f in workflow.overwrite_configfiles] or [DEFAULT_CONFIG]
+    files = [str(f) for f in workflow.overwrite_configfiles] or [str(DEFAULT_CONFIG)]
     extra = " (with --config)" if workflow.config_settings.config else ""
     return " + ".join(files) + extra
 
 
-validate(config, config_source())
-check_config(config)
-check_data_files(config, Path.cwd())
+check(config, config_source(), Path.cwd())
 
 TEX = shutil.which("pdflatex")
 if TEX is None:

@@ -181,17 +181,22 @@ def check_outputs(run_dir: Path, produced) -> None:
                           f"makes them again:\n  cd {run_dir} && rm -r " + " ".join(found))
 
 
-def main(argv=None) -> int:
-    """Check config files as the workflow would, before running it."""
+def check(config: dict, source: str, base: Path) -> None:
+    """Every check of a config the workflow makes before its DAG: the schema (defaults filled in), the
+    names and grids (soft_tokens.workflow.check_config), and the data files (made absolute from `base`)."""
     from soft_tokens.workflow import check_config
 
+    validate(config, source)
+    check_config(config)
+    check_data_files(config, base)
+
+
+def main(argv=None) -> int:
+    """Check config files as the workflow would, before running it."""
     paths = sys.argv[1:] if argv is None else argv
     for path in paths or [DEFAULT_CONFIG]:
         try:
-            config = read_yaml(path)
-            validate(config, str(path))
-            check_config(config)
-            check_data_files(config, Path.cwd())
+            check(read_yaml(path), str(path), Path.cwd())
         except ValueError as err:
             print(err, file=sys.stderr)
             return 1

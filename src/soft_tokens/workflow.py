@@ -154,8 +154,9 @@ def check_overrides(section: str, settings: dict, names, what: str) -> None:
 def check_cram_grid(config: dict) -> None:
     """Every model in cramming.models must leave at least one cram job: a job needs n_mem <= length,
     and `bos` with an `after_bos` optimizer is skipped as the same job as `base`."""
+    with_jobs = {job["model"] for job in cram_jobs(config)}
     for model in config["cramming"]["models"]:
-        if not any(job["model"] == model for job in cram_jobs(config)):
+        if model not in with_jobs:
             s = cram_settings(config, model)
             where = f"cramming.overrides.{model}" if model in config["cramming"]["overrides"] else "cramming"
             if min(s["n_mem"]) > max(s["lengths"]):
