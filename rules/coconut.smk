@@ -1,17 +1,17 @@
-COCONUT_FIGURES = ["coconut_accuracy_by_stage"]
-if config["coconut"]["models"]:
-    SECTIONS["coconut"] = COCONUT_FIGURES
+from soft_tokens.latent.coconut import spec as coconut
 
 
 rule train_coconut:
     input:
-        unpack(coconut_train_inputs),
+        unpack(track_inputs(coconut.train_inputs)),
     output:
         directory("results/coconut/{model}/{dataset}/seed{seed}/{method}"),
     log:
         "logs/coconut/{model}/{dataset}/seed{seed}/train_{method}.log",
     benchmark:
         "results/benchmarks/coconut/{model}/{dataset}/seed{seed}/train_{method}.tsv"
+    wildcard_constraints:
+        method="|".join(coconut.METHODS),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -35,6 +35,8 @@ rule eval_coconut:
         "logs/coconut/{model}/{dataset}/seed{seed}/eval_{method}.log",
     benchmark:
         "results/benchmarks/coconut/{model}/{dataset}/seed{seed}/eval_{method}.tsv"
+    wildcard_constraints:
+        method="|".join(coconut.METHODS),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -52,20 +54,21 @@ rule summarize_coconut:
             "results/coconut/{model}/{dataset}/seed{seed}/eval_{method}.parquet",
             model=config["coconut"]["models"],
             dataset=config["coconut"]["datasets"],
-            seed=coconut_seeds(config),
+            seed=coconut.coconut_seeds(config),
             method=config["coconut"]["methods"],
         ),
     output:
-        **figure_outputs(COCONUT_FIGURES, "Coconut"),
+        **figure_outputs(coconut.SECTIONS["coconut"], "Coconut"),
         summary="results/coconut_summary.parquet",
         section="results/sections/coconut.tex",
     log:
         "logs/summarize_coconut.log",
     benchmark:
         "results/benchmarks/summarize_coconut.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        protocol=coconut_protocol(config),
+        protocol=coconut.protocol(config),
     script:
         "../workflow/scripts/summarize_coconut.py"

@@ -7,28 +7,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
-from soft_tokens.workflow import (
-    COCONUT_METHODS,
-    COMPRESSOR_ARCHS,
-    CONVERTER_ARCHS,
-    INITS,
-    REASONING_SPLITS,
-    STARTS_FROM_COT,
-    VARIANTS,
-    canonical,
-    capacity_jobs,
-    coconut_protocol,
-    coconut_seeds,
-    compressor_protocol,
-    first_cot_seed,
-    pooler_protocol,
-    HRPO_POLICIES,
-    hrpo_protocol,
-    hrpo_runs,
-    cram_jobs,
-    cram_settings,
-    job_params,
-)
+from soft_tokens.vocabulary import canonical
+from soft_tokens.workflow import job_params, sections
 from soft_tokens.validation import (
     DEFAULT_CONFIG,
     check,
@@ -127,40 +107,16 @@ def check_earlier_outputs():
         )
 
 
-# Report sections in order: each track's rules file registers its section and figures when it is on.
-SECTIONS = {}
+# The report sections of the tracks the config turns on, in order, each with its figures.
+SECTIONS = sections(config)
 
 
+# Wildcards every track shares; each rule constrains its own.
 wildcard_constraints:
     model=r"[^/]+",
     corpus=r"[^/]+",
-    length=r"\d+",
-    n_mem=r"\d+",
-    variant="|".join(VARIANTS),
-    init="|".join(INITS),
-    optimizer=r"[^/]+",
-    layer=r"-?\d+",
-    arch="|".join(CONVERTER_ARCHS),
-    carch="|".join(COMPRESSOR_ARCHS),
     dataset=r"[^/]+",
     seed=r"\d+",
-    method="|".join(COCONUT_METHODS),
-    window=r"\d+",
-    policy="|".join(HRPO_POLICIES),
-
-
-localrules:
-    download_corpus,
-    build_reasoning_data,
-    summarize_cramming,
-    summarize_converter,
-    summarize_compressor,
-    summarize_coconut,
-    summarize_pooler,
-    summarize_hrpo,
-    render_report,
-    compile_report,
-    effective_config,
 
 
 def job(rule):
@@ -169,28 +125,9 @@ def job(rule):
     return lambda wildcards: job_params(config, rule, dict(wildcards.items()))
 
 
-def cram_results(ext):
-    """Every cram job's output file with extension `ext`, over the configured grid."""
-    return [
-        "results/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}_{optimizer}{ext}".format(
-            ext=ext, **grid_point
-        )
-        for grid_point in cram_jobs(config)
-    ]
-
-
-def capacity_results():
-    """Every capacity search's stages, over the configured searches."""
-    return [
-        "results/capacity/{model}/{corpus}/mem{n_mem}_{variant}_{init}_{optimizer}.parquet".format(
-            **search
-        )
-        for search in capacity_jobs(config)
-    ]
-
-
-def cram_resource(key):
-    return lambda wildcards: cram_settings(config, wildcards.model)[key]
+def track_inputs(inputs):
+    """A track's input function `inputs(config, wildcards)` as Snakemake calls it."""
+    return lambda wildcards: inputs(config, dict(wildcards.items()))
 
 
 def figure_outputs(figures, category):
@@ -224,63 +161,3 @@ def all_outputs():
     if TEX:
         outputs.append("results/report.pdf")
     return outputs
-
-
-def coconut_train_inputs(wildcards):
-    """The base model and the data; methods that continue from CoT also get the CoT run of their seed."""
-    inputs = {
-        "model": f"resources/models/{wildcards.model}",
-        "train": f"resources/reasoning/{wildcards.dataset}/train.parquet",
-        "val": f"resources/reasoning/{wildcards.dataset}/val.parquet",
-    }
-    if wildcards.method in STARTS_FROM_COT:
-        inputs["cot"] = (
-            f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{wildcards.seed}/cot"
-        )
-    return inputs
-
-
-def pooler_inputs(wildcards):
-    """The frozen main LM (the Coconut CoT run of the first Coconut seed, or the prepared model) and
-    the training problems (which also set the untrained pooler's output scale)."""
-    main = f"resources/models/{wildcards.model}"
-    if config["pooler"]["main"] == "cot":
-        main = f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{first_cot_seed(config)}/cot"
-    return {
-        "main": main,
-        "train": f"resources/reasoning/{wildcards.dataset}/train.parquet",
-    }
-
-
-def hrpo_start(wildcards):
-    """The start checkpoint: the Coconut CoT run of the first Coconut seed, or the prepared model."""
-    if config["hrpo"]["start"] == "cot":
-        return f"results/coconut/{wildcards.model}/{wildcards.dataset}/seed{first_cot_seed(config)}/cot"
-    return f"resources/models/{wildcards.model}"
-
-
-def hrpo_inputs(wildcards):
-    """The start checkpoint and every split (prompts come from train, or are fresh problems kept
-    apart from all three)."""
-    return {
-        "start": hrpo_start(wildcards),
-        **{
-            split: f"resources/reasoning/{wildcards.dataset}/{split}.parquet"
-            for split in REASONING_SPLITS
-        },
-    }
-
-
-def hrpo_eval_inputs(wildcards):
-    """The start checkpoint, the test split and, for a trained method, its policy."""
-    inputs = {
-        "start": hrpo_start(wildcards),
-        "test": f"resources/reasoning/{wildcards.dataset}/test.parquet",
-    }
-    if wildcards.policy != "start":
-        inputs["policy"] = (
-            "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt".format(
-                **wildcards
-            )
-        )
-    return inputs

@@ -1,6 +1,4 @@
-COMPRESSOR_FIGURES = ["compressor_ce"]
-if config["estar"]["models"]:
-    SECTIONS["compressor"] = COMPRESSOR_FIGURES
+from soft_tokens.compression import spec as compression
 
 
 rule build_estar:
@@ -30,11 +28,13 @@ rule train_compressor:
         model="resources/models/{model}",
         estar="results/estar/{model}/estar.safetensors",
     output:
-        "results/compressor/{model}/{carch}.pt",
+        "results/compressor/{model}/{arch}.pt",
     log:
-        "logs/compressor/{model}/train_{carch}.log",
+        "logs/compressor/{model}/train_{arch}.log",
     benchmark:
-        "results/benchmarks/compressor/{model}/train_{carch}.tsv"
+        "results/benchmarks/compressor/{model}/train_{arch}.tsv"
+    wildcard_constraints:
+        arch="|".join(compression.COMPRESSOR_ARCHS),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -50,13 +50,15 @@ rule eval_compressor:
     input:
         model="resources/models/{model}",
         estar="results/estar/{model}/estar.safetensors",
-        compressor="results/compressor/{model}/{carch}.pt",
+        compressor="results/compressor/{model}/{arch}.pt",
     output:
-        "results/compressor/{model}/eval_{carch}.parquet",
+        "results/compressor/{model}/eval_{arch}.parquet",
     log:
-        "logs/compressor/{model}/eval_{carch}.log",
+        "logs/compressor/{model}/eval_{arch}.log",
     benchmark:
-        "results/benchmarks/compressor/{model}/eval_{carch}.tsv"
+        "results/benchmarks/compressor/{model}/eval_{arch}.tsv"
+    wildcard_constraints:
+        arch="|".join(compression.COMPRESSOR_ARCHS),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -71,21 +73,22 @@ rule eval_compressor:
 rule summarize_compressor:
     input:
         expand(
-            "results/compressor/{model}/eval_{carch}.parquet",
+            "results/compressor/{model}/eval_{arch}.parquet",
             model=config["estar"]["models"],
-            carch=config["compressor"]["archs"],
+            arch=config["compressor"]["archs"],
         ),
     output:
-        **figure_outputs(COMPRESSOR_FIGURES, "Compressor"),
+        **figure_outputs(compression.SECTIONS["compressor"], "Compressor"),
         summary="results/compressor_summary.parquet",
         section="results/sections/compressor.tex",
     log:
         "logs/summarize_compressor.log",
     benchmark:
         "results/benchmarks/summarize_compressor.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        protocol=compressor_protocol(config),
+        protocol=compression.compressor_protocol(config),
     script:
         "../workflow/scripts/summarize_compressor.py"

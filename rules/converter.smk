@@ -1,5 +1,4 @@
-if config["converter"]["models"]:
-    SECTIONS["converter"] = []
+from soft_tokens.compression import spec as compression
 
 
 rule extract_pairs:
@@ -34,6 +33,9 @@ rule train_converter:
         "logs/converter/{model}/train_layer{layer}_{arch}.log",
     benchmark:
         "results/benchmarks/converter/{model}/train_layer{layer}_{arch}.tsv"
+    wildcard_constraints:
+        layer=r"-?\d+",
+        arch="|".join(compression.CONVERTER_ARCHS),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -56,6 +58,9 @@ rule eval_converter:
         "logs/converter/{model}/eval_layer{layer}_{arch}.log",
     benchmark:
         "results/benchmarks/converter/{model}/eval_layer{layer}_{arch}.tsv"
+    wildcard_constraints:
+        layer=r"-?\d+",
+        arch="|".join(compression.CONVERTER_ARCHS),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -111,6 +116,7 @@ rule summarize_converter:
         "logs/summarize_converter.log",
     benchmark:
         "results/benchmarks/summarize_converter.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:

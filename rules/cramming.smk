@@ -1,6 +1,5 @@
-CRAMMING_FIGURES = ["accuracy_vs_steps", "tf_vs_greedy", "capacity_search"]
-if config["cramming"]["models"]:
-    SECTIONS["cramming"] = CRAMMING_FIGURES
+from soft_tokens.cramming import spec as cramming
+from soft_tokens.vocabulary import INITS
 
 
 rule cram:
@@ -14,13 +13,19 @@ rule cram:
         "logs/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}_{optimizer}.log",
     benchmark:
         "results/benchmarks/cramming/{model}/{corpus}/len{length}_mem{n_mem}_{variant}_{init}_{optimizer}.tsv"
+    wildcard_constraints:
+        length=r"\d+",
+        n_mem=r"\d+",
+        variant="|".join(cramming.VARIANTS),
+        init="|".join(INITS),
+        optimizer=r"[^/]+",
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=cram_resource("mem_mb"),
-        runtime=cram_resource("runtime"),
+        mem_mb=lambda w: cramming.cram_settings(config, w.model)["mem_mb"],
+        runtime=lambda w: cramming.cram_settings(config, w.model)["runtime"],
     params:
         job=job("cram"),
     script:
@@ -38,13 +43,18 @@ rule capacity:
         "logs/capacity/{model}/{corpus}/mem{n_mem}_{variant}_{init}_{optimizer}.log",
     benchmark:
         "results/benchmarks/capacity/{model}/{corpus}/mem{n_mem}_{variant}_{init}_{optimizer}.tsv"
+    wildcard_constraints:
+        n_mem=r"\d+",
+        variant="|".join(cramming.VARIANTS),
+        init="|".join(INITS),
+        optimizer=r"[^/]+",
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=cram_resource("mem_mb"),
-        runtime=cram_resource("runtime"),
+        mem_mb=lambda w: cramming.cram_settings(config, w.model)["mem_mb"],
+        runtime=lambda w: cramming.cram_settings(config, w.model)["runtime"],
     params:
         job=job("capacity"),
     script:
@@ -53,10 +63,10 @@ rule capacity:
 
 rule summarize_cramming:
     input:
-        samples=cram_results(".parquet"),
-        capacity=capacity_results(),
+        samples=cramming.cram_results(config, ".parquet"),
+        capacity=cramming.capacity_results(config),
     output:
-        **figure_outputs(CRAMMING_FIGURES, "Cramming"),
+        **figure_outputs(cramming.SECTIONS["cramming"], "Cramming"),
         summary="results/cramming_summary.parquet",
         capacity="results/cramming_capacity.parquet",
         stages="results/capacity_stages.parquet",
@@ -65,6 +75,7 @@ rule summarize_cramming:
         "logs/summarize_cramming.log",
     benchmark:
         "results/benchmarks/summarize_cramming.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:

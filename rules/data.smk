@@ -5,6 +5,7 @@ rule download_corpus:
         "logs/download_corpus/{corpus}.log",
     benchmark:
         "results/benchmarks/download_corpus/{corpus}.tsv"
+    localrule: True
     conda:
         "../envs/torch.yaml"
     params:

@@ -1,11 +1,9 @@
-HRPO_FIGURES = ["hrpo_training", "hrpo_hidden_ratio"]
-if config["hrpo"]["models"]:
-    SECTIONS["hrpo"] = HRPO_FIGURES
+from soft_tokens.latent.hrpo import spec as hrpo
 
 
 rule train_hrpo:
     input:
-        unpack(hrpo_inputs),
+        unpack(track_inputs(hrpo.train_inputs)),
     output:
         policy="results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt",
         history="results/hrpo/{model}/{dataset}/{policy}/seed{seed}/history.parquet",
@@ -13,6 +11,8 @@ rule train_hrpo:
         "logs/hrpo/{model}/{dataset}/train_{policy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/hrpo/{model}/{dataset}/train_{policy}_seed{seed}.tsv"
+    wildcard_constraints:
+        policy="|".join(hrpo.POLICIES),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -30,13 +30,15 @@ rule train_hrpo:
 
 rule eval_hrpo:
     input:
-        unpack(hrpo_eval_inputs),
+        unpack(track_inputs(hrpo.eval_inputs)),
     output:
         "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/eval.parquet",
     log:
         "logs/hrpo/{model}/{dataset}/eval_{policy}_seed{seed}.log",
     benchmark:
         "results/benchmarks/hrpo/{model}/{dataset}/eval_{policy}_seed{seed}.tsv"
+    wildcard_constraints:
+        policy="|".join(hrpo.POLICIES),
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -54,26 +56,27 @@ rule summarize_hrpo:
             "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/eval.parquet".format(
                 **run
             )
-            for run in hrpo_runs(config)
+            for run in hrpo.runs(config)
         ],
         histories=[
             "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/history.parquet".format(
                 **run
             )
-            for run in hrpo_runs(config)
+            for run in hrpo.runs(config)
             if run["policy"] != "start"
         ],
     output:
-        **figure_outputs(HRPO_FIGURES, "HRPO"),
+        **figure_outputs(hrpo.SECTIONS["hrpo"], "HRPO"),
         summary="results/hrpo_summary.parquet",
         section="results/sections/hrpo.tex",
     log:
         "logs/summarize_hrpo.log",
     benchmark:
         "results/benchmarks/summarize_hrpo.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        protocol=hrpo_protocol(config),
+        protocol=hrpo.protocol(config),
     script:
         "../workflow/scripts/summarize_hrpo.py"

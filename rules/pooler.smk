@@ -1,17 +1,17 @@
-POOLER_FIGURES = ["pooler_compression"]
-if config["pooler"]["models"]:
-    SECTIONS["pooler"] = POOLER_FIGURES
+from soft_tokens.latent.pooler import spec as pooler
 
 
 rule train_pooler:
     input:
-        unpack(pooler_inputs),
+        unpack(track_inputs(pooler.inputs)),
     output:
         "results/pooler/{model}/{dataset}/w{window}/pooler.pt",
     log:
         "logs/pooler/{model}/{dataset}/train_w{window}.log",
     benchmark:
         "results/benchmarks/pooler/{model}/{dataset}/train_w{window}.tsv"
+    wildcard_constraints:
+        window=r"\d+",
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -27,7 +27,7 @@ rule train_pooler:
 
 rule eval_pooler:
     input:
-        unpack(pooler_inputs),
+        unpack(track_inputs(pooler.inputs)),
         pooler="results/pooler/{model}/{dataset}/w{window}/pooler.pt",
         test="resources/reasoning/{dataset}/test.parquet",
     output:
@@ -36,6 +36,8 @@ rule eval_pooler:
         "logs/pooler/{model}/{dataset}/eval_w{window}.log",
     benchmark:
         "results/benchmarks/pooler/{model}/{dataset}/eval_w{window}.tsv"
+    wildcard_constraints:
+        window=r"\d+",
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -49,7 +51,7 @@ rule eval_pooler:
 
 rule eval_pooler_baselines:
     input:
-        unpack(pooler_inputs),
+        unpack(track_inputs(pooler.inputs)),
         test="resources/reasoning/{dataset}/test.parquet",
     output:
         "results/pooler/{model}/{dataset}/baselines.parquet",
@@ -82,16 +84,17 @@ rule summarize_pooler:
             dataset=config["pooler"]["datasets"],
         ),
     output:
-        **figure_outputs(POOLER_FIGURES, "Reasoning-window pooler"),
+        **figure_outputs(pooler.SECTIONS["pooler"], "Reasoning-window pooler"),
         summary="results/pooler_summary.parquet",
         section="results/sections/pooler.tex",
     log:
         "logs/summarize_pooler.log",
     benchmark:
         "results/benchmarks/summarize_pooler.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        protocol=pooler_protocol(config),
+        protocol=pooler.protocol(config),
     script:
         "../workflow/scripts/summarize_pooler.py"

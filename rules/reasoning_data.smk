@@ -1,3 +1,6 @@
+from soft_tokens.vocabulary import REASONING_SPLITS
+
+
 rule build_reasoning_data:
     output:
         expand(
@@ -7,6 +10,7 @@ rule build_reasoning_data:
         "logs/reasoning_data/{dataset}.log",
     benchmark:
         "results/benchmarks/reasoning_data/{dataset}.tsv"
+    localrule: True
     conda:
         "../envs/torch.yaml"
     params:

@@ -7,6 +7,7 @@ rule render_report:
         "logs/render_report.log",
     benchmark:
         "results/benchmarks/render_report.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:
@@ -25,6 +26,7 @@ rule compile_report:
         "logs/compile_report.log",
     benchmark:
         "results/benchmarks/compile_report.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     script:
@@ -38,6 +40,7 @@ rule effective_config:
         "logs/effective_config.log",
     benchmark:
         "results/benchmarks/effective_config.tsv"
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:

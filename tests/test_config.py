@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,15 +8,12 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from soft_tokens.workflow import (
-    capacity_jobs,
-    check_config,
-    coconut_seeds,
-    coconut_settings,
-    cram_jobs,
-    cram_settings,
-    job_params,
-)
+from soft_tokens.cramming.spec import capacity_jobs, cram_jobs, cram_settings
+from soft_tokens.latent.coconut.spec import coconut_seeds, coconut_settings
+from soft_tokens.latent.coconut.spec import train_inputs as coconut_train_inputs
+from soft_tokens.latent.hrpo.spec import eval_inputs as hrpo_eval_inputs
+from soft_tokens.latent.pooler.spec import inputs as pooler_inputs
+from soft_tokens.workflow import OWNER, TRACKS, check_config, job_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -177,7 +175,7 @@ def test_jobs_get_exactly_the_keys_they_read():
     train, evaluate = job_params(smoke, "train_coconut", coconut), job_params(smoke, "eval_coconut", coconut)
     assert "max_new_tokens" not in train and evaluate["max_new_tokens"] == 8  # eval-only: never retrains
     assert train["c_thought"] == evaluate["c_thought"] == 2 and "lr" not in evaluate
-    assert "epochs" not in job_params(smoke, "eval_compressor", {"model": "tiny-llama", "carch": "hyper"})
+    assert "epochs" not in job_params(smoke, "eval_compressor", {"model": "tiny-llama", "arch": "hyper"})
     window = {"model": "tiny-llama", "dataset": "prosqa", "window": "2"}
     train, evaluate = job_params(smoke, "train_pooler", window), job_params(smoke, "eval_pooler", window)
     assert "max_new_tokens" not in train and "lr" not in evaluate and evaluate["pooling"] == train["pooling"]
@@ -198,9 +196,70 @@ def test_overrides_name_what_they_override():
         check_config(config)
 
 
+# The jobs that only read and write tables (local rules): they start without torch, transformers or peft.
+TRIVIAL_JOBS = ("download_corpus", "build_reasoning_data", "summarize_cramming", "summarize_converter",
+                "summarize_compressor", "summarize_coconut", "summarize_pooler", "summarize_hrpo", "render_report",
+                "compile_report", "effective_config")
+
+
+def test_trivial_jobs_start_without_torch():
+    modules = sorted({m for job in TRIVIAL_JOBS for m in re.findall(
+        r"^from (soft_tokens[\w.]*) import", (ROOT / "workflow" / "scripts" / f"{job}.py").read_text(), re.M)})
+    assert "soft_tokens.data.corpora" in modules and "soft_tokens.cramming.report" in modules
+    code = (f"import sys; import {', '.join(modules)}; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.stdout.strip() == "[]", run.stderr
+
+
 def test_the_modules_snakemake_imports_need_no_torch():
     """common.smk imports soft_tokens.workflow and .validation while building the DAG, where torch may be absent."""
     code = ("import sys; import soft_tokens.workflow, soft_tokens.validation; "
             "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.stdout.strip() == "[]", run.stderr
+
+
+def schema_enum(path) -> list:
+    """The enum of the config key at `path` in the schema (a list key's item enum)."""
+    node = yaml.safe_load(Path(SCHEMA).read_text())
+    for key in path:
+        node = node["properties"][key]
+    return node.get("enum") or node["items"]["enum"]
+
+
+@pytest.mark.parametrize("track", TRACKS, ids=lambda t: t.__name__)
+def test_the_schema_lists_exactly_each_tracks_names(track):
+    for path, names in track.ENUMS:
+        assert schema_enum(path) == list(names), path
+
+
+def test_every_rule_is_read_by_one_track_and_every_section_has_a_caption_per_figure():
+    rules = [rule for track in TRACKS for rule in track.READS]
+    assert len(rules) == len(set(rules)) == len(OWNER)
+    for track in TRACKS:
+        for figures in track.SECTIONS.values():
+            for name in figures:
+                assert (ROOT / "report" / f"{name}.rst").read_text().strip(), name
+
+
+def test_torch_code_never_imports_the_workflow_registry():
+    """Only orchestration (validation, the rules, benchmarks) reads soft_tokens.workflow; torch code reads
+    a track's own spec."""
+    imports = re.compile(r"^\s*(from soft_tokens(\.workflow| import workflow)|import soft_tokens\.workflow)", re.M)
+    readers = [str(p.relative_to(ROOT)) for p in (ROOT / "src").rglob("*.py") if imports.search(p.read_text())]
+    assert readers == ["src/soft_tokens/validation.py"]
+
+
+def test_track_input_functions_name_the_runs_they_continue_from():
+    paper = load("paper.yaml")
+    w = {"model": "gpt2", "dataset": "prosqa", "seed": "1338", "method": "coconut"}
+    assert coconut_train_inputs(paper, w)["cot"] == "results/coconut/gpt2/prosqa/seed1338/cot"
+    assert "cot" not in coconut_train_inputs(paper, {**w, "method": "nocot"})
+    smoke = load("smoke.yaml")  # the pooler and HRPO start from the first Coconut seed's CoT run
+    w = {"model": "tiny-llama", "dataset": "prosqa", "seed": "1338", "policy": "probs"}
+    assert pooler_inputs(smoke, w)["main"] == "results/coconut/tiny-llama/prosqa/seed1337/cot"
+    assert hrpo_eval_inputs(smoke, w) == {"start": "results/coconut/tiny-llama/prosqa/seed1337/cot",
+                                          "test": "resources/reasoning/prosqa/test.parquet",
+                                          "policy": "results/hrpo/tiny-llama/prosqa/probs/seed1338/policy.pt"}
+    assert "policy" not in hrpo_eval_inputs(smoke, {**w, "policy": "start"})

@@ -27,7 +27,7 @@ from soft_tokens.latent.hrpo.training import (
     train,
 )
 from soft_tokens.report import stats
-from soft_tokens.workflow import check_hrpo
+from soft_tokens.latent.hrpo.spec import check_hrpo
 
 SETTINGS = dict(seed=3, device="cpu", dtype="float32", start="base", fresh_problems=0, prompt_prefix="",
                 marker="###", projection_norm="embedding_rms", a_min=0.99, a_max=0.999, gate_init_std=0.02,

@@ -3,7 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from soft_tokens.core.models import join_parts, load_hub, package_dir, prepare_model, resolve_device, resolve_dtype
+from soft_tokens.core.models import join_parts, load_hub, prepare_model, resolve_device, resolve_dtype
+from soft_tokens.core.packages import package_dir
 
 
 def test_join_parts_checks_the_sha256(tmp_path):

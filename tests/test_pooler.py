@@ -37,7 +37,7 @@ from soft_tokens.latent.pooler.training import (
     train_pooler,
     training_examples,
 )
-from soft_tokens.workflow import check_pooler
+from soft_tokens.latent.pooler.spec import check_pooler
 
 IDS = PoolIds(start=100, end=101, slot=102)
 PROBLEM = Problem(question=[1, 2, 3], steps=[[10, 11, 12], [13, 14]], answer=[7, 8, 2])

@@ -11,7 +11,7 @@ log_to(snakemake.log[0])
 import logging
 
 from soft_tokens.core.io import write_parquet
-from soft_tokens.workflow import REASONING_SPLITS
+from soft_tokens.vocabulary import REASONING_SPLITS
 from soft_tokens.data.reasoning import reasoning_splits
 
 name = snakemake.wildcards.dataset

@@ -24,5 +24,5 @@ held_out = data["held_out"].nonzero()[:, 0]
 net = load_compressor(Path(snakemake.input.compressor), model.config.hidden_size)
 net.to(model.get_input_embeddings().weight.device)
 rows = evaluate_conditions(model, net, data, held_out, s["top_k"])
-meta = {"model": snakemake.wildcards.model, "arch": snakemake.wildcards.carch, "k": data["estar"].shape[1]}
+meta = {"model": snakemake.wildcards.model, "arch": snakemake.wildcards.arch, "k": data["estar"].shape[1]}
 write_parquet(pd.DataFrame([{**meta, **r} for r in rows]), snakemake.output[0])

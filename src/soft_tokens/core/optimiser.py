@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from soft_tokens.core.prefix import prefix_forward
-from soft_tokens.workflow import INITS
+from soft_tokens.vocabulary import INITS
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from soft_tokens.cramming.job import (
     task_for,
 )
 from soft_tokens.data.corpora import cramming_samples, read_corpus
-from soft_tokens.workflow import check_capacity
+from soft_tokens.cramming.spec import check_capacity
 
 log = logging.getLogger(__name__)
 

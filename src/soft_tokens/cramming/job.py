@@ -25,15 +25,14 @@ from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, 
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.core.seeding import generator
 from soft_tokens.cramming.metrics import (
-    METRIC_KEYS,
     accuracy,
     downsample,
     information_metrics,
     mismatches,
     text_only_scores,
 )
+from soft_tokens.cramming.spec import METRIC_KEYS, VARIANTS
 from soft_tokens.data.corpora import cramming_samples, read_corpus
-from soft_tokens.workflow import VARIANTS
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-MISMATCH_POSITIONS = (0, 1, 2)
-MISMATCH_KEYS = [f"{kind}_mismatch@{k}" for kind in ("tf", "greedy") for k in MISMATCH_POSITIONS]
-INFORMATION_KEYS = ["ce_text_nats", "ce_text_bits", "ce_with_mem_nats", "ce_with_mem_bits", "information_gain_bits",
-                    "gain_tokens"]
-# Every per-sample metric evaluate() reports (a failed sample has NaN in each).
-METRIC_KEYS = ["teacher_forcing_accuracy", "greedy_convergence", "greedy_convergence_bf16", *MISMATCH_KEYS,
-               *INFORMATION_KEYS]
-
+from soft_tokens.cramming.spec import MISMATCH_POSITIONS
 
 @torch.no_grad()
 def text_only_scores(model, ids: torch.Tensor):

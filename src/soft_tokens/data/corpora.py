@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soft_tokens.core.models import package_dir
+from soft_tokens.core.packages import package_dir
 
 CORPUS_COLUMNS = ["id", "text", "source"]
 STORY = "data/in_the_year_2889.txt"

@@ -10,7 +10,7 @@ import pandas as pd
 
 from soft_tokens.data.answers import extract_answer
 from soft_tokens.data.corpora import load_hub_dataset
-from soft_tokens.workflow import REASONING_SPLITS
+from soft_tokens.vocabulary import REASONING_SPLITS
 
 REASONING_COLUMNS = ["id", "question", "steps", "answer", "source"]
 SYLLABLES = ["wum", "yum", "zum", "rem", "lem", "gwom", "shum", "brim", "terp", "jom", "storp", "yim", "dum",

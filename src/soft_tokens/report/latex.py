@@ -2,6 +2,8 @@
 each track's section template (a Jinja partial that lives beside the track's code)."""
 
 import math
+import re
+from pathlib import Path
 
 import jinja2
 import pandas as pd
@@ -16,6 +18,16 @@ def escape(text) -> str:
 def escape_text(sentence: str) -> str:
     """Escape underscores and the like in prose, leaving the already-escaped \\% alone."""
     return escape(sentence.replace("\\%", "\x00")).replace("\x00", r"\%")
+
+
+# Each figure's one caption, shown in the Snakemake report as it is and in LaTeX by `captions`.
+CAPTIONS = Path(__file__).resolve().parents[3] / "report"
+
+
+def captions(figures) -> list[str]:
+    """The LaTeX captions of `figures`, from their report/<name>.rst captions (``code`` as typewriter)."""
+    return [re.sub(r"``(.+?)``", r"\\texttt{\1}", escape(" ".join((CAPTIONS / f"{name}.rst").read_text().split())))
+            for name in figures]
 
 
 def fmt(value, digits: int = 3) -> str:

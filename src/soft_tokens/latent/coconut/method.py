@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.data.answers import answer_suffix
-from soft_tokens.workflow import COCONUT_METHODS
+from soft_tokens.latent.coconut.spec import METHODS
 
 LATENT_TOKENS = ("<|start-latent|>", "<|end-latent|>", "<|latent|>")
 # Methods whose latent positions take the previous hidden state; pause tokens keep their own embedding.
@@ -103,8 +103,8 @@ def layout(problem: Problem, method: str, stage: int, c: int, max_latent_stage: 
     question, start, latents, end, the steps not yet removed, answer. With `prompt_only`, everything
     the model is given before it generates: the question and, for latent methods, the latents.
     """
-    if method not in COCONUT_METHODS:
-        raise ValueError(f"unknown method '{method}' (one of {COCONUT_METHODS})")
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}' (one of {METHODS})")
     n_latent = 0
     if method == "nocot":
         prefix, body = problem.question, []

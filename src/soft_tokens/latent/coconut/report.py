@@ -3,14 +3,15 @@ seed; Table 1 per model with its findings, the accuracy-by-stage figure and the 
 
 import pandas as pd
 
+from soft_tokens.latent.coconut.spec import SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import escape, escape_text, render, table
+from soft_tokens.report.latex import captions, escape, escape_text, render, table
 
-FIGURES = ("coconut_accuracy_by_stage",)
+FIGURES = SECTIONS["coconut"]
 KEYS = ["model", "dataset", "method", "stage"]
 
-# Coconut's Table 1 order and names for soft_tokens.workflow.COCONUT_METHODS.
+# Coconut's Table 1 order and names for its METHODS (spec).
 METHOD_NAMES = {"nocot": "No-CoT", "cot": "CoT", "pause": "Pause as thought",
                 "coconut_nocurriculum": "Coconut w/o curriculum", "coconut": "Coconut"}
 # The findings' comparisons, a against b on a summary quantity: what Coconut's claims rest on.
@@ -180,4 +181,4 @@ def protocol_text(summary: pd.DataFrame, protocol: dict) -> str:
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
     return render("soft_tokens.latent.coconut", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES)
+                  tables=tables(summary), figures=FIGURES, captions=captions(FIGURES))

@@ -41,7 +41,7 @@ from soft_tokens.latent.coconut.method import (
     to_device,
     tokenize_frame,
 )
-from soft_tokens.workflow import STARTS_FROM_COT
+from soft_tokens.latent.coconut.spec import STARTS_FROM_COT
 
 log = logging.getLogger(__name__)
 

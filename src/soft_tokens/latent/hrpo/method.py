@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from soft_tokens.core.training import TrainedOnly
-from soft_tokens.workflow import HRPO_METHODS
+from soft_tokens.latent.hrpo.spec import METHODS, THINKING_STATES
 
 C = 8.0
-THINKING_STATES = HRPO_METHODS[1:]  # the methods after plain GRPO
 PROJECTION_NORMS = ("unit", "embedding_rms")
 
 
@@ -59,7 +58,7 @@ class HybridPolicy(TrainedOnly):
     def __init__(self, lm, state: str | None, s: dict, generator: torch.Generator):
         super().__init__()
         if state is not None and state not in THINKING_STATES:
-            raise ValueError(f"hrpo.methods: unknown thinking state '{state}'; use one of {HRPO_METHODS}")
+            raise ValueError(f"hrpo.methods: unknown thinking state '{state}'; use one of {METHODS}")
         self.lm, self.state = lm, state
         table = lm.get_input_embeddings().weight
         width = table.shape[1]

@@ -32,7 +32,7 @@ from soft_tokens.data.reasoning import build_reasoning
 from soft_tokens.latent.hrpo import grpo
 from soft_tokens.latent.hrpo.method import HybridPolicy
 from soft_tokens.latent.hrpo.rollout import left_pad, rollout, sequence_logps
-from soft_tokens.workflow import HRPO_METHODS
+from soft_tokens.latent.hrpo.spec import METHODS
 
 log = logging.getLogger(__name__)
 FIX = "lower hrpo.lr_lora / lr_gate, or set dtype: float32"
@@ -81,8 +81,8 @@ def build_policy(start: Path, method: str, s: dict):
     thinking state; only LoRA, gate and projection weights are trainable."""
     from peft import LoraConfig, get_peft_model
 
-    if method not in HRPO_METHODS:
-        raise ValueError(f"hrpo.methods: unknown method '{method}'; use one of {HRPO_METHODS}")
+    if method not in METHODS:
+        raise ValueError(f"hrpo.methods: unknown method '{method}'; use one of {METHODS}")
     torch.manual_seed(s["seed"])
     lm, tokenizer = load_trainable(start, s["device"])
     lm = get_peft_model(lm.eval(), LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"],

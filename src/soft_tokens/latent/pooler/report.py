@@ -4,11 +4,12 @@ online compression against plain chain of thought, the figure against compressio
 import numpy as np
 import pandas as pd
 
+from soft_tokens.latent.pooler.spec import SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import escape, escape_text, render, table
+from soft_tokens.report.latex import captions, escape, escape_text, render, table
 
-FIGURES = ("pooler_compression",)
+FIGURES = SECTIONS["pooler"]
 KEYS = ["model", "dataset", "method", "window", "split"]
 # On the gold reasoning, the model made to answer at its marker; then online.
 METHOD_NAMES = {"none": "No reasoning", "full": "Full reasoning", "pooler": "Trained pooler",
@@ -219,4 +220,4 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
     return render("soft_tokens.latent.pooler", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES)
+                  tables=tables(summary), figures=FIGURES, captions=captions(FIGURES))

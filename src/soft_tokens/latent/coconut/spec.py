@@ -1,0 +1,71 @@
+"""Coconut as the workflow sees it, free of torch: its methods, the keys each of its jobs reads, its
+seeds, its report section and its config checks. The torch code reads its names from here."""
+
+from soft_tokens.vocabulary import RUNTIME, canonical, check_datasets, check_names, check_overrides, with_overrides
+
+METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
+# Methods that continue from the CoT model (Coconut's stage 0).
+STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
+SECTIONS = {"coconut": ("coconut_accuracy_by_stage",)}
+ENUMS = ((("coconut", "methods"), METHODS),)
+# Coconut jobs seed with their `seed` wildcard (one of coconut_seeds), not the top-level seed.
+READS = {
+    "train_coconut": ("coconut", ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay",
+                                  "batch_size", "eval_batch_size", "finetune", "lora_r", "lora_alpha",
+                                  "lora_dropout", "lora_target_modules", "init_token"), RUNTIME),
+    "eval_coconut": ("coconut", ("c_thought", "max_latent_stage", "eval_batch_size", "max_new_tokens"), RUNTIME),
+}
+# The keys the section's opening paragraph states (its summary rule's parameters).
+PROTOCOL = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "batch_size", "finetune")
+
+
+def sections(config: dict) -> dict:
+    return SECTIONS if config["coconut"]["models"] else {}
+
+
+def coconut_settings(config: dict, dataset: str) -> dict:
+    """The `coconut` section as it applies to one dataset."""
+    return with_overrides(config["coconut"], dataset)
+
+
+def settings(config: dict, wildcards: dict) -> dict:
+    return coconut_settings(config, wildcards["dataset"])
+
+
+def coconut_seeds(config: dict) -> list[int]:
+    """The seeds Coconut trains every method with, one run each: `coconut.seeds`, or the top-level seed."""
+    seeds = config["coconut"]["seeds"]
+    return [config["seed"]] if seeds is None else seeds
+
+
+def first_cot_seed(config: dict) -> int:
+    """The Coconut seed whose CoT model the pooler and HRPO tracks start from: the first one."""
+    return coconut_seeds(config)[0]
+
+
+def cot_run(config: dict, model: str, dataset: str) -> str:
+    """The CoT run of the first Coconut seed, which the pooler and HRPO tracks start from."""
+    return f"results/coconut/{model}/{dataset}/seed{first_cot_seed(config)}/cot"
+
+
+def train_inputs(config: dict, wildcards: dict) -> dict:
+    """The base model and the data; methods that continue from CoT also get the CoT run of their seed."""
+    model, dataset = wildcards["model"], wildcards["dataset"]
+    inputs = {"model": f"resources/models/{model}", "train": f"resources/reasoning/{dataset}/train.parquet",
+              "val": f"resources/reasoning/{dataset}/val.parquet"}
+    if wildcards["method"] in STARTS_FROM_COT:
+        inputs["cot"] = f"results/coconut/{model}/{dataset}/seed{wildcards['seed']}/cot"
+    return inputs
+
+
+def protocol(config: dict) -> dict:
+    """Per dataset, the Coconut settings (overrides applied) the section states."""
+    return canonical({d: {k: coconut_settings(config, d)[k] for k in PROTOCOL} for d in config["coconut"]["datasets"]})
+
+
+def check(config: dict) -> None:
+    coconut = config["coconut"]
+    check_names(config, "coconut.models", coconut["models"], "models")
+    check_names(config, "coconut.datasets", coconut["datasets"], "reasoning")
+    check_overrides("coconut", coconut, config["reasoning"], "a dataset defined under `reasoning:`")
+    check_datasets("coconut", coconut)

@@ -1,0 +1,82 @@
+"""HRPO as the workflow sees it, free of torch: its methods and policies, the keys each of its jobs
+reads, its runs, its report section and its config checks. The torch code reads its names from here."""
+
+from itertools import product
+
+from soft_tokens.latent.coconut.spec import cot_run
+from soft_tokens.vocabulary import REASONING_SPLITS, RUNTIME, canonical, check_datasets, check_names
+
+# HRPO's thinking states; the trained methods are GRPO without the gate and HRPO with each state, and
+# the policies evaluated are those and the start model (no RL, evaluated once).
+THINKING_STATES = ("probs", "projection")
+METHODS = ("grpo", *THINKING_STATES)
+POLICIES = ("start", *METHODS)
+SECTIONS = {"hrpo": ("hrpo_training", "hrpo_hidden_ratio")}
+ENUMS = ((("hrpo", "methods"), METHODS),)
+# The keys that decide how a policy is built and what it is evaluated with.
+BUILD = ("start", "prompt_prefix", "marker", "projection_norm", "a_min", "a_max", "gate_init_std", "lora_r",
+         "lora_alpha", "lora_dropout", "lora_target_modules", "temperature", "max_new_tokens")
+# HRPO jobs seed with their `seed` wildcard (one of hrpo.seeds).
+READS = {
+    "train_hrpo": ("hrpo", (*BUILD, "fresh_problems", "group_size", "prompts_per_step", "steps", "beta",
+                            "updates_per_batch", "clip", "max_grad_norm", "lr_lora", "lr_gate", "lr_lambda",
+                            "lr_projection", "weight_decay", "checkpoint_every"), RUNTIME),
+    "eval_hrpo": ("hrpo", (*BUILD, "eval_batch_size"), RUNTIME),
+}
+PROTOCOL = ("start", "fresh_problems", "methods", "seeds", "group_size", "prompts_per_step", "steps",
+            "temperature", "beta", "lr_lora", "lr_gate", "lr_lambda", "lr_projection", "projection_norm",
+            "lora_r", "max_new_tokens", "marker")
+
+
+def sections(config: dict) -> dict:
+    return SECTIONS if config["hrpo"]["models"] else {}
+
+
+def protocol(config: dict) -> dict:
+    return canonical({k: config["hrpo"][k] for k in PROTOCOL})
+
+
+def runs(config: dict) -> list[dict]:
+    """Every HRPO evaluation: the start model once (first seed), each method once per seed."""
+    h = config["hrpo"]
+    return [dict(model=m, dataset=d, policy=p, seed=seed) for m in h["models"] for d in h["datasets"]
+            for p, seed in [("start", h["seeds"][0]), *product(h["methods"], h["seeds"])]]
+
+
+def start(config: dict, wildcards: dict) -> str:
+    """The start checkpoint: the Coconut CoT run of the first Coconut seed, or the prepared model."""
+    if config["hrpo"]["start"] == "cot":
+        return cot_run(config, wildcards["model"], wildcards["dataset"])
+    return f"resources/models/{wildcards['model']}"
+
+
+def train_inputs(config: dict, wildcards: dict) -> dict:
+    """The start checkpoint and every split (prompts come from train, or are fresh problems kept
+    apart from all three)."""
+    return {"start": start(config, wildcards),
+            **{split: f"resources/reasoning/{wildcards['dataset']}/{split}.parquet" for split in REASONING_SPLITS}}
+
+
+def eval_inputs(config: dict, wildcards: dict) -> dict:
+    """The start checkpoint, the test split and, for a trained method, its policy."""
+    inputs = {"start": start(config, wildcards), "test": f"resources/reasoning/{wildcards['dataset']}/test.parquet"}
+    if wildcards["policy"] != "start":
+        inputs["policy"] = "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt".format(**wildcards)
+    return inputs
+
+
+def check(config: dict) -> None:
+    """Names defined, and the section's own checks."""
+    hrpo = config["hrpo"]
+    check_names(config, "hrpo.models", hrpo["models"], "models")
+    check_names(config, "hrpo.datasets", hrpo["datasets"], "reasoning")
+    check_hrpo(hrpo)
+
+
+def check_hrpo(hrpo: dict) -> None:
+    """GRPO needs groups to compare; the gate's starting a must lie in (0, 1) with a_min <= a_max."""
+    if hrpo["group_size"] < 2:
+        raise ValueError(f"hrpo.group_size: {hrpo['group_size']}; GRPO normalises rewards within a prompt's group "
+                         "of completions, so it needs >= 2 (the public runs use 4)")
+    if hrpo["a_min"] > hrpo["a_max"]:
+        raise ValueError(f"hrpo.a_min {hrpo['a_min']} is above hrpo.a_max {hrpo['a_max']}; swap them")
