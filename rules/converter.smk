@@ -39,8 +39,6 @@ rule train_converter:
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
-    resources:
-        gpu=1,
     params:
         job=job("train_converter"),
     script:
@@ -64,6 +62,8 @@ rule eval_converter:
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        gpu=1,
     params:
         job=job("eval_converter"),
     script:

@@ -1,5 +1,6 @@
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from soft_tokens.compression.compressor import (
     teacher_final_states,
     train_compressor,
 )
-from soft_tokens.compression.estar import build_estar, context_pairs, teacher_states, with_estar
+from soft_tokens.compression.estar import build_estar, context_pairs, load_estar, save_estar, teacher_states, with_estar
 from soft_tokens.core.io import fingerprint
 from soft_tokens.core.models import load_model
 from soft_tokens.data.corpora import embedded_prose
@@ -314,3 +315,17 @@ def test_estar_layer_out_of_range_names_the_key(tiny):
     pairs = context_pairs(embedded_prose(100), tokenizer, 1, 1, 10, 5)
     with pytest.raises(ValueError, match="estar.match_layer: layer 7 is out of range"):
         build_estar(model, pairs, {**ESTAR, "match_layer": 7}, {0: torch.zeros(2, model.config.hidden_size)})
+
+
+def test_estar_files_hold_what_the_compressors_read(tmp_path, estar_data):
+    _, built, data = estar_data
+    built = [*built[:2], {**built[2], "has_estar": False}]  # the last context without e*: stored as zeros
+    save_estar(built, 2, data["estar"].shape[2], {"model": "tiny", "k": 2}, tmp_path / "e.safetensors",
+               tmp_path / "e.parquet")
+    loaded = load_estar(tmp_path / "e.safetensors")
+    for key in ("has_estar", "held_out", "context_hidden", "context", "follow"):
+        assert torch.equal(loaded[key], data[key]), key
+    assert torch.equal(loaded["estar"][:2], data["estar"][:2]) and not loaded["estar"][2].any()
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    assert table["split"].tolist() == ["held_out", "train", "train"] and table["has_estar"].tolist() == [True, True, False]
+    assert (table["model"] == "tiny").all() and (table["k"] == 2).all()

@@ -8,12 +8,9 @@ from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
-import pandas as pd
 import torch
-from safetensors.torch import save_file
 
-from soft_tokens.compression.estar import build_estar, context_pairs, with_estar
-from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.compression.estar import build_estar, context_pairs, save_estar, with_estar
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import init_vectors
 from soft_tokens.core.seeding import generator
@@ -28,16 +25,5 @@ embedding = model.get_input_embeddings().weight
 inits = {i: init_vectors("randn", embedding, s["k"], generator(s["seed"], pairs[i]["id"]))
          for i in with_estar(pairs, s["estar_train_contexts"])}
 built = build_estar(model, pairs, s, inits)
-tensors = {
-    "estar": torch.stack([b["estar"] if b["has_estar"] else torch.zeros(s["k"], embedding.shape[1]) for b in built]),
-    "has_estar": torch.tensor([b["has_estar"] for b in built]),
-    "held_out": torch.tensor([b["split"] == "held_out" for b in built]),
-    "context_hidden": torch.stack([b["context_hidden"] for b in built]),
-    "context": torch.tensor([b["context"] for b in built]),
-    "follow": torch.tensor([b["follow"] for b in built]),
-}
 meta = {"model": snakemake.wildcards.model, "k": s["k"], "context_layer": s["context_layer"]}
-with atomic_path(snakemake.output.vectors) as tmp:
-    save_file(tensors, tmp, metadata={k: str(v) for k, v in meta.items()})
-columns = ["id", "split", "start", "has_estar", "accuracy", "loss", "steps", "status", "reason"]
-write_parquet(pd.DataFrame([{c: b.get(c) for c in columns} for b in built]).assign(**meta), snakemake.output.table)
+save_estar(built, s["k"], embedding.shape[1], meta, snakemake.output.vectors, snakemake.output.table)

@@ -10,16 +10,16 @@ log_to(snakemake.log[0])
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 
 from soft_tokens.compression.compressor import evaluate_conditions, load_compressor
+from soft_tokens.compression.estar import load_estar
 from soft_tokens.core.io import write_parquet
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
 s = snakemake.params.job
 model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
-data = load_file(snakemake.input.estar)
+data = load_estar(snakemake.input.estar)
 held_out = data["held_out"].nonzero()[:, 0]
 net = load_compressor(Path(snakemake.input.compressor), model.config.hidden_size)
 net.to(model.get_input_embeddings().weight.device)

@@ -9,10 +9,10 @@ from soft_tokens.core.runlog import log_to
 log_to(snakemake.log[0])
 
 import torch
-from safetensors.torch import load_file
 
 from soft_tokens.compression.compressor import build_compressor, save_compressor, train_compressor
-from soft_tokens.core.io import fingerprint
+from soft_tokens.compression.estar import load_estar
+from soft_tokens.core.io import resumable_output
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
@@ -20,14 +20,12 @@ s = dict(snakemake.params.job)
 model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 if s["attention_weight"]:
     model.set_attn_implementation("eager")  # attention maps are only returned by eager attention
-data = load_file(snakemake.input.estar)
+data = load_estar(snakemake.input.estar)
 train = (~data["held_out"]).nonzero()[:, 0]
 torch.manual_seed(s["seed"])
 arch, k, d_model = snakemake.wildcards.arch, data["estar"].shape[1], data["estar"].shape[2]
 net = build_compressor(arch, d_model, k, s)
-out = Path(snakemake.output[0])
-checkpoint = out.with_name(out.name + ".partial")
-run = fingerprint(s, {"model": snakemake.input.model, "estar": snakemake.input.estar})
-net = train_compressor(model, net, data, train, s, checkpoint, run)
-save_compressor(net, out, arch, d_model, k, s)
-checkpoint.unlink()
+inputs = {"model": snakemake.input.model, "estar": snakemake.input.estar}
+with resumable_output(snakemake.output[0], s, inputs) as (checkpoint, run):
+    net = train_compressor(model, net, data, train, s, checkpoint, run)
+    save_compressor(net, Path(snakemake.output[0]), arch, d_model, k, s)

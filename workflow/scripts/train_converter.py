@@ -11,18 +11,15 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.compression.converter import load_pairs, save_converter, split, train_converter
-from soft_tokens.core.io import fingerprint
+from soft_tokens.core.io import resumable_output
 
 torch.set_num_threads(snakemake.threads)
 s = dict(snakemake.params.job)
 pairs = load_pairs(Path(snakemake.input.pairs))
 train, _ = split(len(pairs["X"]), s["val_fraction"], s["seed"])
-out = Path(snakemake.output[0])
-checkpoint = out.with_name(out.name + ".partial")
 arch = s["arch"]
-run = fingerprint(s, {"pairs": snakemake.input.pairs})
-net = train_converter(pairs["X"][train], pairs["Y"][train], arch, s, checkpoint, run)
-meta = {"model": s["model"], "layer": int(s["layer"]), "arch": arch,
-        "in_dim": pairs["X"].shape[1], "out_dim": pairs["Y"].shape[1], "hidden_dim": s["hidden_dim"]}
-save_converter(net, out, meta)
-checkpoint.unlink()
+with resumable_output(snakemake.output[0], s, {"pairs": snakemake.input.pairs}) as (checkpoint, run):
+    net = train_converter(pairs["X"][train], pairs["Y"][train], arch, s, checkpoint, run)
+    meta = {"model": s["model"], "layer": int(s["layer"]), "arch": arch,
+            "in_dim": pairs["X"].shape[1], "out_dim": pairs["Y"].shape[1], "hidden_dim": s["hidden_dim"]}
+    save_converter(net, Path(snakemake.output[0]), meta)

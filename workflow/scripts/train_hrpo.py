@@ -10,7 +10,7 @@ log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.core.io import fingerprint, write_parquet
+from soft_tokens.core.io import resumable_output, write_parquet
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.hrpo.training import build_policy, prompt_problems, save_policy, start_dir, train
 
@@ -19,11 +19,9 @@ s, dataset = dict(snakemake.params.job), snakemake.wildcards.dataset
 splits = {split: read_reasoning(snakemake.input[split]) for split in ("train", "val", "test")}
 problems = prompt_problems(dataset, snakemake.params.spec, splits, s)
 policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), s), s["policy"], s)
-out = Path(snakemake.output.policy)
-checkpoint = out.with_name(out.name + ".partial")
-run = fingerprint(s, {"start": snakemake.input.start, **{split: snakemake.input[split] for split in splits}})
-history = train(policy, tokenizer, problems, s, checkpoint, run)
-write_parquet(history.assign(model=snakemake.wildcards.model, dataset=dataset, policy=s["policy"], seed=s["seed"]),
-              snakemake.output.history)
-save_policy(policy, out)
-checkpoint.unlink()
+inputs = {"start": snakemake.input.start, **{split: snakemake.input[split] for split in splits}}
+with resumable_output(snakemake.output.policy, s, inputs) as (checkpoint, run):
+    history = train(policy, tokenizer, problems, s, checkpoint, run)
+    write_parquet(history.assign(model=snakemake.wildcards.model, dataset=dataset, policy=s["policy"],
+                                 seed=s["seed"]), snakemake.output.history)
+    save_policy(policy, Path(snakemake.output.policy))

@@ -10,16 +10,14 @@ log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.core.io import fingerprint
+from soft_tokens.core.io import resumable_output
 from soft_tokens.latent.pooler.training import save_pooler, setup, train_pooler
 
 torch.set_num_threads(snakemake.threads)
 s, window = dict(snakemake.params.job), int(snakemake.wildcards.window)
 main, tokenizer, ids, examples, pooler = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
                                                snakemake.wildcards.dataset, s)
-out = Path(snakemake.output[0])
-checkpoint = out.with_name(out.name + ".partial")
-run = fingerprint(s, {"main": snakemake.input.main, "train": snakemake.input.train})
-train_pooler(main, pooler, examples, ids, s, checkpoint, run)
-save_pooler(pooler, out, window)
-checkpoint.unlink()
+inputs = {"main": snakemake.input.main, "train": snakemake.input.train}
+with resumable_output(snakemake.output[0], s, inputs) as (checkpoint, run):
+    train_pooler(main, pooler, examples, ids, s, checkpoint, run)
+    save_pooler(pooler, Path(snakemake.output[0]), window)

@@ -5,10 +5,13 @@ predicts what follows the context; the targets a compressor learns to predict fr
 import logging
 
 import numpy as np
+import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from soft_tokens.compression.converter import check_layer
+from soft_tokens.core.io import atomic_path, write_parquet
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.data.corpora import with_bos
 
@@ -89,3 +92,28 @@ def build_estar(model, pairs: list[dict], s: dict, inits: dict[int, torch.Tensor
                       **({"accuracy": r.best_accuracy, "loss": r.best_loss, "steps": r.steps, "status": r.status,
                           "reason": r.reason} if r else {})})
     return built
+
+
+# The per-context columns of e*'s table (its tensors go to the safetensors file beside it).
+TABLE_COLUMNS = ["id", "split", "start", "has_estar", "accuracy", "loss", "steps", "status", "reason"]
+
+
+def save_estar(built: list[dict], k: int, hidden_size: int, meta: dict, vectors_path, table_path) -> None:
+    """e* of every context (zeros where none was optimised), with the flags and token ids the compressors
+    read (`load_estar`), and the per-context table."""
+    tensors = {
+        "estar": torch.stack([b["estar"] if b["has_estar"] else torch.zeros(k, hidden_size) for b in built]),
+        "has_estar": torch.tensor([b["has_estar"] for b in built]),
+        "held_out": torch.tensor([b["split"] == "held_out" for b in built]),
+        "context_hidden": torch.stack([b["context_hidden"] for b in built]),
+        "context": torch.tensor([b["context"] for b in built]),
+        "follow": torch.tensor([b["follow"] for b in built]),
+    }
+    with atomic_path(vectors_path) as tmp:
+        save_file(tensors, tmp, metadata={key: str(v) for key, v in meta.items()})
+    write_parquet(pd.DataFrame([{c: b.get(c) for c in TABLE_COLUMNS} for b in built]).assign(**meta), table_path)
+
+
+def load_estar(path) -> dict:
+    """What save_estar wrote: estar [n, k, d], has_estar and held_out [n], context_hidden, context and follow."""
+    return load_file(path)

@@ -95,6 +95,21 @@ def fingerprint(params: dict, inputs: dict) -> dict:
     return json.loads(json.dumps({"params": params, "inputs": {k: identity(v) for k, v in sorted(inputs.items())}}))
 
 
+def partial_path(out) -> Path:
+    """Where the half-done work of output `out` lives (a checkpoint file or a work folder)."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+@contextmanager
+def resumable_output(out, params: dict, inputs: dict):
+    """Train into `out` resumably: yield the checkpoint path beside it (partial_path) and the run's
+    fingerprint; the checkpoint goes once the block (which writes `out`) has succeeded."""
+    checkpoint = partial_path(out)
+    yield checkpoint, fingerprint(params, inputs)
+    checkpoint.unlink(missing_ok=True)
+
+
 def resumable_dir(partial, fingerprint: dict) -> None:
     """Make `partial` the work folder of a run identified by `fingerprint` (settings, data, ...).
 

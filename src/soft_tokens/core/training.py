@@ -134,8 +134,13 @@ def with_adapters(model, s: dict, token_ids: list[int]):
     with the rows of `token_ids` in the embedding tables trainable too."""
     if s["finetune"] == "full":
         return model.requires_grad_(True)
+    return with_lora(model, s, trainable_token_indices=token_ids)
+
+
+def with_lora(model, s: dict, **extra):
+    """`model` with a fresh LoRA (peft) of the section's lora_r / lora_alpha / lora_dropout /
+    lora_target_modules keys, every track's LoRA settings, and `extra` LoraConfig arguments."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                        target_modules=s["lora_target_modules"], trainable_token_indices=token_ids)
-    return get_peft_model(model, config)
+    return get_peft_model(model, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                                            target_modules=s["lora_target_modules"], **extra))

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, resumable_dir, write_parquet
+from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, partial_path, resumable_dir, write_parquet
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import optimise_with_restarts
 from soft_tokens.cramming.job import (
@@ -70,7 +70,7 @@ def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vector
     embedding = model.get_input_embeddings().weight
     samples = cramming_samples(read_corpus(corpus_path), tokenizer, c["n_samples"], c["max_length"], False, p["seed"],
                                p["corpus"], length_key="cramming.capacity.max_length")
-    partial = Path(str(out_parquet) + ".partial")
+    partial = partial_path(out_parquet)
     resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))
     settings = optim_settings(p, c["stage_steps"], c["stage_steps"])
 

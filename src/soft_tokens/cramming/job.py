@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from soft_tokens.core.decoding import greedy_from_embeds
-from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, resumable_dir, write_parquet
+from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, partial_path, resumable_dir, write_parquet
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_with_restarts
 from soft_tokens.core.prefix import prefix_forward
@@ -213,7 +213,7 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
     samples = cramming_samples(
         read_corpus(corpus_path), tokenizer, p["n_samples"], p["length"], p["draw_length"], p["seed"], p["corpus"]
     )
-    partial = Path(str(out_parquet) + ".partial")
+    partial = partial_path(out_parquet)
     resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))
     done = {int(f.stem.split("_")[1]) for f in partial.glob("sample_*.json")}
     if done:

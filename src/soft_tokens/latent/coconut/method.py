@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from soft_tokens.core.decoding import greedy_continue
+from soft_tokens.core.padding import place, positions
 from soft_tokens.data.answers import answer_suffix
 from soft_tokens.latent.coconut.spec import METHODS
 
@@ -143,17 +144,10 @@ def collate(layouts: list[Layout]) -> Batch:
         raise ValueError(f"a batch mixes latent counts {sorted(n_latent)}; batch one stage at a time")
     align = max(lay.first_latent for lay in layouts)
     width = max(align - lay.first_latent + len(lay.input_ids) for lay in layouts)
-    ids = torch.zeros((len(layouts), width), dtype=torch.long)
-    labels = torch.full((len(layouts), width), IGNORE)
-    mask = torch.zeros((len(layouts), width), dtype=torch.long)
-    for row, lay in enumerate(layouts):
-        left = align - lay.first_latent
-        span = slice(left, left + len(lay.input_ids))
-        ids[row, span] = torch.tensor(lay.input_ids)
-        labels[row, span] = torch.tensor(lay.labels)
-        mask[row, span] = 1
-    position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-    return Batch(ids, mask, position_ids, labels, align, n_latent.pop())
+    starts = [align - lay.first_latent for lay in layouts]
+    ids, mask = place([lay.input_ids for lay in layouts], starts, width)
+    labels, _ = place([lay.labels for lay in layouts], starts, width, fill=IGNORE)
+    return Batch(ids, mask, positions(mask), labels, align, n_latent.pop())
 
 
 def to_device(batch: Batch, device) -> Batch:

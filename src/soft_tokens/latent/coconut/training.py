@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from soft_tokens.core.io import atomic_dir, fingerprint, resumable_dir
+from soft_tokens.core.io import atomic_dir, fingerprint, partial_path, resumable_dir
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import (
@@ -112,7 +112,7 @@ def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, v
                  method: str, s: dict, out_dir: Path) -> None:
     """Every stage of `method` into out_dir/stage<k>/, resuming after the last finished stage."""
     torch.manual_seed(s["seed"])
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = partial_path(out_dir)
     inputs = {"model": base_dir, "train": train_df, "val": val_df}
     if method in STARTS_FROM_COT:
         inputs["cot"] = cot_dir

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from soft_tokens.core.padding import pad, positions
+
 
 @dataclass
 class Prompts:
@@ -41,14 +43,8 @@ class Rollout:
 
 
 def left_pad(prompts: list[list[int]], device) -> Prompts:
-    width = max(len(p) for p in prompts)
-    ids = torch.zeros((len(prompts), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(p)
-        mask[row, width - len(p):] = 1
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    return Prompts(ids.to(device), mask.to(device), positions.to(device))
+    ids, mask = pad(prompts, left=True)
+    return Prompts(ids.to(device), mask.to(device), positions(mask).to(device))
 
 
 def repeat_cache(cache, group: int):

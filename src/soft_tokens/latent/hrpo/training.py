@@ -26,6 +26,7 @@ from soft_tokens.core.training import (
     load_trainable,
     resume,
     save_epoch,
+    with_lora,
 )
 from soft_tokens.data.answers import extract_answer, is_correct, scored
 from soft_tokens.data.reasoning import build_reasoning
@@ -79,15 +80,11 @@ def prompt_problems(dataset: str, spec: dict, splits: dict[str, pd.DataFrame], s
 def build_policy(start: Path, method: str, s: dict):
     """The start model with a fresh LoRA (peft) and, unless `method` is grpo, the gate of `method`'s
     thinking state; only LoRA, gate and projection weights are trainable."""
-    from peft import LoraConfig, get_peft_model
-
     if method not in METHODS:
         raise ValueError(f"hrpo.methods: unknown method '{method}'; use one of {METHODS}")
     torch.manual_seed(s["seed"])
     lm, tokenizer = load_trainable(start, s["device"])
-    lm = get_peft_model(lm.eval(), LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"],
-                                              lora_dropout=s["lora_dropout"],
-                                              target_modules=s["lora_target_modules"]))
+    lm = with_lora(lm.eval(), s)
     policy = HybridPolicy(lm, None if method == "grpo" else method, s, generator(s["seed"], FRESH_KEY + 1))
     return policy, tokenizer
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soft_tokens.core.padding import pad, positions
 from soft_tokens.core.training import TrainedOnly
 from soft_tokens.latent.coconut.method import IGNORE, Problem
 
@@ -109,27 +110,15 @@ def collate(examples: list[Example], pad_left: bool = False) -> Batch:
     """Questions left-padded so they end in one column; the rest padded right (training) or left
     (prompts that are continued, so they end together). Padding is token 0 under a zero mask, and
     positions count real tokens only, so padding between question and rest changes nothing."""
-    def pad(rows, left):
-        width = max(len(r) for r in rows)
-        out = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            span = slice(width - len(r), width) if left else slice(0, len(r))
-            out[i, span], mask[i, span] = torch.tensor(r, dtype=torch.long), 1
-        return out, mask
-
-    question, question_mask = pad([e.question for e in examples], True)
-    rest, rest_mask = pad([e.input_ids for e in examples], pad_left)
-    labels = torch.full_like(rest, IGNORE)
-    for i, e in enumerate(examples):
-        span = slice(rest.shape[1] - len(e.labels), rest.shape[1]) if pad_left else slice(0, len(e.labels))
-        labels[i, span] = torch.tensor(e.labels, dtype=torch.long)
+    question, question_mask = pad([e.question for e in examples], left=True)
+    rest, rest_mask = pad([e.input_ids for e in examples], left=pad_left)
+    labels, _ = pad([e.labels for e in examples], left=pad_left, fill=IGNORE, width=rest.shape[1])
     mask = torch.cat([question_mask, rest_mask], 1)
     windows = [w for e in examples for w in e.windows]
     if len({len(w) for w in windows}) > 1:
         raise ValueError(f"a batch mixes window sizes {sorted({len(w) for w in windows})}")
     windows = torch.tensor(windows, dtype=torch.long) if windows else torch.zeros((0, 1), dtype=torch.long)
-    return Batch(question, rest, mask, (mask.cumsum(1) - 1).clamp(min=0), labels, windows,
+    return Batch(question, rest, mask, positions(mask), labels, windows,
                  [c for e in examples for c in e.contexts])
 
 
@@ -162,17 +151,11 @@ class WindowPooler(TrainedOnly):
         """[k, W] window ids (and, with `context`, k token lists before them) -> [k, d]."""
         if len(windows) == 0:
             return torch.zeros((0, self.hidden_size), device=windows.device)
-        window = windows.shape[1]
         if self.context:
-            width = max(len(c) for c in contexts)
-            ids = torch.zeros((len(windows), width + window), dtype=torch.long, device=windows.device)
-            mask = torch.zeros_like(ids)
-            for row, before in enumerate(contexts):
-                ids[row, width - len(before): width] = torch.tensor(before, device=windows.device)
-                mask[row, width - len(before):] = 1
-            ids[:, width:] = windows
+            rows = [list(before) + window for before, window in zip(contexts, windows.tolist())]
+            ids, mask = (t.to(windows.device) for t in pad(rows, left=True))
             hidden = self.backbone(input_ids=ids, attention_mask=mask,
-                                   position_ids=(mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state[:, width:]
+                                   position_ids=positions(mask)).last_hidden_state[:, -windows.shape[1]:]
         else:
             hidden = self.backbone(input_ids=windows).last_hidden_state
         pooled = hidden.mean(1) if self.pooling == "mean" else hidden[:, -1]

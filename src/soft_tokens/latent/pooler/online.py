@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from soft_tokens.core.padding import pad, positions
 from soft_tokens.latent.pooler.method import PoolIds
 
 
@@ -38,15 +39,9 @@ def generate(main, pooler, questions: list[list[int]], window: int, ids: PoolIds
     it has answered, at a token of `line_end_ids` (the answer is the marker's line). Batched output
     equals one question at a time."""
     device, table = main.device, main.get_input_embeddings()
-    width = max(len(q) for q in questions)
-    prompt = torch.zeros((len(questions), width), dtype=torch.long, device=device)
-    mask = torch.zeros_like(prompt)
-    for b, q in enumerate(questions):
-        prompt[b, width - len(q):] = torch.tensor(q, device=device)
-        mask[b, width - len(q):] = 1
+    prompt, mask = (t.to(device) for t in pad(questions, left=True))
     position = mask.sum(1)  # the next position id of each row
-    out = main(input_ids=prompt, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-               use_cache=True, logits_to_keep=1)
+    out = main(input_ids=prompt, attention_mask=mask, position_ids=positions(mask), use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
     rows = [Row([], []) for _ in questions]
     for step in range(max_new_tokens):

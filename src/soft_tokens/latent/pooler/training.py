@@ -20,7 +20,7 @@ from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
-from soft_tokens.core.training import autocast, epoch_order, train_epochs
+from soft_tokens.core.training import autocast, epoch_order, train_epochs, with_lora
 from soft_tokens.data.answers import scored
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_frame
@@ -105,8 +105,6 @@ def build_pooler(main_dir: Path, main, tokenizer, ids: PoolIds, s: dict, init_wi
     """A copy of the main LM's transformer with a fresh LoRA, its embedding table trainable (the
     pool tokens start as copies of `init_token`'s row), and, with `output_scale`, a learned scale
     that starts where pooled windows of the training data match the token embeddings' RMS."""
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(s["seed"])
     backbone = AutoModel.from_pretrained(main_dir, dtype=torch.float32).to(main.device)
     backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -114,9 +112,7 @@ def build_pooler(main_dir: Path, main, tokenizer, ids: PoolIds, s: dict, init_wi
     table = backbone.get_input_embeddings().weight
     with torch.no_grad():
         table[[ids.start, ids.end, ids.slot]] = table[init].clone()
-    backbone = get_peft_model(backbone, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"],
-                                                   lora_dropout=s["lora_dropout"],
-                                                   target_modules=s["lora_target_modules"]))
+    backbone = with_lora(backbone, s)
     backbone.get_input_embeddings().weight.requires_grad_(True)
     pooler = WindowPooler(backbone, s["pooling"], None, s["context"])
     if s["output_scale"]:
