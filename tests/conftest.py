@@ -1,9 +1,12 @@
-"""Shared fixtures: one tiny random Llama (with the embedded SmolLM2 tokenizer) for the session."""
+"""Shared fixtures: one tiny random Llama (with the embedded SmolLM2 tokenizer) and one finished smoke run
+for the session."""
 
 from pathlib import Path
 
 import pytest
 import torch
+
+from runner import SMOKE, snakemake
 
 from soft_tokens.core.models import load_model, prepare_model
 
@@ -34,3 +37,12 @@ def hub_offline(monkeypatch, tmp_path):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("datasets.config.HF_DATASETS_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The smoke config run once, end to end, for every test that reads a finished run."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    run = snakemake("--cores", "2", "--configfile", str(SMOKE), "--directory", str(workdir), "all")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    return workdir

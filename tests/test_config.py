@@ -196,22 +196,6 @@ def test_overrides_name_what_they_override():
         check_config(config)
 
 
-# The jobs that only read and write tables (local rules): they start without torch, transformers or peft.
-TRIVIAL_JOBS = ("download_corpus", "build_reasoning_data", "summarize_cramming", "summarize_converter",
-                "summarize_compressor", "summarize_coconut", "summarize_pooler", "summarize_hrpo", "render_report",
-                "compile_report", "effective_config")
-
-
-def test_trivial_jobs_start_without_torch():
-    modules = sorted({m for job in TRIVIAL_JOBS for m in re.findall(
-        r"^from (soft_tokens[\w.]*) import", (ROOT / "workflow" / "scripts" / f"{job}.py").read_text(), re.M)})
-    assert "soft_tokens.data.corpora" in modules and "soft_tokens.cramming.report" in modules
-    code = (f"import sys; import {', '.join(modules)}; "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert run.stdout.strip() == "[]", run.stderr
-
-
 def test_the_modules_snakemake_imports_need_no_torch():
     """common.smk imports soft_tokens.workflow and .validation while building the DAG, where torch may be absent."""
     code = ("import sys; import soft_tokens.workflow, soft_tokens.validation; "

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from runner import snakemake
 from safetensors.torch import save_file
 
 from soft_tokens.validation import (
@@ -36,10 +37,8 @@ def smoke():
 
 
 def snakemake_dry_run(config_path, directory, *args, snakefile=ROOT / "Snakefile"):
-    command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(snakefile), "--directory", str(directory)]
-    if config_path:
-        command += ["--configfile", str(config_path)]
-    run = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    config = ["--configfile", str(config_path)] if config_path else []
+    run = snakemake("-n", "--directory", str(directory), *config, *args, snakefile=snakefile)
     return run.returncode, run.stdout + run.stderr
 
 
@@ -232,10 +231,8 @@ def test_a_damaged_output_stops_the_run_before_any_job_with_the_command_to_rebui
 def test_slurm_placeholders_stop_the_run_before_any_job_is_submitted(tmp_path):
     """A dry run (as the README's cluster call is tested) submits nothing and passes; a real run stops
     before its first submission."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--workflow-profile",
-               str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
-               str(tmp_path)]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = snakemake("--workflow-profile", str(ROOT / "profiles" / "slurm"), "--configfile",
+                    str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path))
     assert run.returncode != 0
     assert "still holds placeholder(s) (default-resources slurm_partition: <your-partition>, default-resources " \
            "slurm_account: <your-account>)" in run.stdout + run.stderr

@@ -1,4 +1,5 @@
-"""The Snakemake workflow itself: lint, format, the smoke DAG end to end, and config errors."""
+"""The Snakemake workflow itself: lint, format, the smoke run end to end (one run, read by small focused
+tests), the same numbers from a second run, the jobs an edit reruns, and config errors."""
 
 import copy
 import json
@@ -14,18 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from runner import ROOT, SMOKE, snakemake, snakemake_command
 from snakemake.utils import validate
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+
+def summary(run: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(run / "results" / f"{name}.parquet")
 
 
-def snakemake(*args, cwd=ROOT, timeout=600):
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def section(run: Path, title: str) -> str:
+    tex = (run / "results" / "table.tex").read_text()
+    return tex[tex.index(title):]
 
 
 def test_lint_is_clean():
-    run = snakemake("--lint", "--configfile", str(ROOT / "config" / "smoke.yaml"))
+    run = snakemake("--lint", "--configfile", str(SMOKE))
     assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr
 
 
@@ -35,122 +39,97 @@ def test_snakefmt_is_clean():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-@pytest.mark.timeout(900)
-def test_smoke_dag_writes_the_tables_and_reruns_only_what_an_edit_touches(tmp_path):
-    run = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory",
-                    str(tmp_path), "all", timeout=900)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
-    tex = (tmp_path / "results" / "table.tex").read_text()
-    for variant in ("base", "bos", "2leading"):  # two texts per row, each mean with its interval
-        assert f"tiny-llama\\_{variant} & anchor & 8 & 2 & " in tex
-    assert "tiny-llama\\_base & fast & 8 & 2 & " in tex
-    assert "fast (after\\_bos, margin 1.0, float32), at most 8 steps and 2 restarts" in tex  # the protocol
-    assert r"tiny-llama & -1 & linear & " in tex and r"tiny-llama & 1 & mlp & " in tex  # the converter table
-    assert r"tiny-llama & 1 & mlp & no prefix & 2 & " in tex  # the recursive demo, two passages
-    generations = (tmp_path / "results" / "converter" / "tiny-llama" / "recursive_demo.jsonl").read_text()
-    assert len(generations.splitlines()) == 2 * 3
-    compressor = tex[tex.index("e* and the compressor"):]  # two held-out contexts; a row per compressor
-    assert "tiny-llama, $k$ = 2 vectors, 2 held-out contexts" in compressor
-    assert "\nHyperPromptNet & " in compressor and "\nquery attention & " in compressor
-    assert (tmp_path / "results" / "figures" / "compressor_ce.png").exists()
-    # Coconut: Table 1's five rows over both datasets, every stage evaluated for both seeds, the stage figure.
-    coconut = tex[tex.index("Coconut: reasoning"):]
-    for method in ("No-CoT", "CoT", "Pause as thought", "Coconut w/o curriculum", "Coconut"):
-        assert len([r for r in coconut.splitlines() if r.startswith(f"{method} & ") and "(sd " in r]) == 1
-    assert r"\multicolumn{2}{c}{gsm\_symbolic ($n = 2 \times 4$)} & \multicolumn{2}{c}{prosqa ($n = 2 \times 4$)}" \
-        in coconut
-    coconut_summary = pd.read_parquet(tmp_path / "results" / "coconut_summary.parquet")
-    stages = coconut_summary.groupby("method")["stage"].apply(list)
-    assert stages.to_dict() == {"coconut": [1, 2, 1, 2], "coconut_nocurriculum": [2, 2], "cot": [0, 0],
-                                "nocot": [0, 0], "pause": [1, 2, 1, 2]}
-    assert (coconut_summary["n_seeds"] == 2).all() and coconut_summary["accuracy_sd"].notna().all()
-    assert (coconut_summary["accuracy_low"] <= coconut_summary["accuracy"]).all()
-    assert (coconut_summary["mean_tokens"] <= coconut_summary["mean_tokens_high"]).all()
-    assert (tmp_path / "results" / "figures" / "coconut_accuracy_by_stage.png").exists()
-    for seed in (1337, 1338):
-        run = tmp_path / "results" / "coconut" / "tiny-llama" / "prosqa" / f"seed{seed}" / "coconut"
-        assert (run / "stage2" / "history.json").exists()
-    # The pooler: both W's with every method, the training problems beside the test ones, the online table.
-    pooler = tex[tex.index("Reasoning-window pooling"):]
-    for row in ("No reasoning & 1 & 4 & ", "Full reasoning & 1 & 4 & ", "Trained pooler & 2 & 4 & ",
-                "Sum / sqrt(W) & 4 & 4 & ", "Windows dropped & 4 & 4 & ", "Trained pooler (train split) & 2 & 6 & ",
-                "Plain CoT (own reasoning) & 1 & 4 & ", "Online compression & 4 & 4 & "):
-        assert row in pooler, row
-    assert (tmp_path / "results" / "figures" / "pooler_compression.png").exists()
-    # HRPO: the start model and the three trained methods, one seed each, and both training figures.
-    hrpo = tex[tex.index("HRPO: hybrid latent reasoning"):]
-    for name in ("Start model (no RL)", "GRPO (no gate)", "HRPO, probs state", "HRPO, projection state"):
-        assert f"{name} & 1 & 4 & " in hrpo, name
-    for name in ("hrpo_training", "hrpo_hidden_ratio"):
-        assert (tmp_path / "results" / "figures" / f"{name}.png").exists()
-    history = pd.read_parquet(tmp_path / "results" / "hrpo" / "tiny-llama" / "prosqa" / "probs" / "seed1337" /
-                              "history.parquet")
-    assert history["step"].tolist() == [1, 2] and history["hidden_ratio"].between(0, 1).all()
-    summary = pd.read_parquet(tmp_path / "results" / "cramming_summary.parquet")
-    assert len(summary) == 10 and (summary["n_samples"] == 2).all() and (summary["n_failed"] == 0).all()
-    means = summary.filter(regex="^mean_|mismatch@[12]$")
+def test_smoke_cramming_rows_carry_every_variant_and_protocol(smoke_run):
+    cram = summary(smoke_run, "cramming_summary")
+    rows = cram.groupby(["optimizer", "variant"]).size().to_dict()  # per corpus: anchor x 3 variants, fast x 2
+    assert rows == {("anchor", "2leading"): 2, ("anchor", "base"): 2, ("anchor", "bos"): 2, ("fast", "2leading"): 2,
+                    ("fast", "base"): 2}
+    assert (cram["n_samples"] == 2).all() and (cram["n_failed"] == 0).all()
+    means = cram.filter(regex="^mean_|mismatch@[12]$")
     assert means.notna().all().all() and np.isfinite(means.to_numpy()).all()
-    assert (tmp_path / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_randn_anchor.log").exists()
-    stages = pd.read_parquet(tmp_path / "results" / "capacity_stages.parquet")
+    assert (cram["mean_teacher_forcing_convergence_low"] <= cram["mean_teacher_forcing_convergence"]).all()
+    tex = section(smoke_run, "Cramming")  # two texts per row, each mean with its interval; the protocol stated
+    assert "tiny-llama\\_bos & anchor & 8 & 2 & " in tex
+    assert "fast (after\\_bos, margin 1.0, float32), at most 8 steps and 2 restarts" in tex
+    log = smoke_run / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_randn_anchor.log"
+    assert log.exists() and (smoke_run / "results" / "figures" / "accuracy_vs_steps.png").exists()
+
+
+def test_smoke_capacity_searches_go_past_their_first_length(smoke_run):
+    stages = summary(smoke_run, "capacity_stages")
     assert set(stages["corpus"]) == {"embedded_prose", "random_words"} and (stages["optimizer"] == "fast").all()
-    assert (stages.groupby("corpus")["stage"].nunique() >= 2).all()  # the search went on past its first length
-    assert (tmp_path / "results" / "benchmarks" / "prepare_model" / "tiny-llama.tsv").exists()
-    report = snakemake("--report", str(tmp_path / "results" / "report.html"), "--configfile",
-                       str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path))
-    assert report.returncode == 0 and (tmp_path / "results" / "report.html").exists(), report.stderr[-3000:]
-    estar = pd.read_parquet(tmp_path / "results" / "estar" / "tiny-llama" / "estar.parquet")
+    assert (stages.groupby("corpus")["stage"].nunique() >= 2).all()
+    capacity = summary(smoke_run, "cramming_capacity")
+    assert len(capacity) == 2 and (capacity["capacity_tokens"] >= 0).all()
+
+
+def test_smoke_converter_and_recursive_demo(smoke_run):
+    converter = summary(smoke_run, "converter_summary")
+    assert sorted(zip(converter["layer"], converter["arch"])) == [(-1, "linear"), (-1, "mlp"), (1, "linear"),
+                                                                   (1, "mlp")]
+    assert (converter["n_heldout"] > 0).all() and converter["cosine"].between(-1, 1).all()
+    demo = summary(smoke_run, "recursive_demo_summary")
+    assert set(demo["condition"]) == {"none", "converter", "full_text"} and (demo["n_passages"] == 2).all()
+    generations = smoke_run / "results" / "converter" / "tiny-llama" / "recursive_demo.jsonl"
+    assert len(generations.read_text().splitlines()) == 2 * 3
+
+
+def test_smoke_estar_and_compressors(smoke_run):
+    estar = pd.read_parquet(smoke_run / "results" / "estar" / "tiny-llama" / "estar.parquet")
     assert set(estar.loc[estar["has_estar"], "status"]) <= {"converged", "patience", "max_steps"}
     assert estar.groupby("split")["has_estar"].sum().to_dict() == {"held_out": 2, "train": 2}
+    compressors = summary(smoke_run, "compressor_summary")
+    assert sorted(compressors["arch"]) == ["hyper", "qattn"] and (compressors["n_contexts"] == 2).all()
+    assert "tiny-llama, $k$ = 2 vectors, 2 held-out contexts" in section(smoke_run, "e* and the compressor")
+    assert (smoke_run / "results" / "figures" / "compressor_ce.png").exists()
 
-    # Same config, same numbers: a second run from clean writes identical tables, timings aside. To keep
-    # the suite short it runs Coconut on one dataset and seed (its other 30 jobs would repeat the same
-    # code); a job reads exactly its own keys, so every job it repeats must write what the first run did.
-    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    fewer = copy.deepcopy(smoke)
-    fewer["coconut"].update(datasets=["prosqa"], seeds=[1337])
-    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
-    again = snakemake("--cores", "2", "--configfile", str(tmp_path / "fewer.yaml"), "--directory",
-                      str(tmp_path / "again"), "all", timeout=900)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
-    first, second = parquet_tables(tmp_path), parquet_tables(tmp_path / "again")
-    assert set(second) < set(first) and len(second) > 30
-    for name, table in second.items():
-        if name != "results/coconut_summary.parquet":  # a summary over fewer runs
-            pd.testing.assert_frame_equal(first[name], table, obj=name)
 
-    # Edits a dry run must answer with exactly the jobs they touch, and nothing else.
-    assert scheduled(tmp_path, smoke) == {}
-    resources = copy.deepcopy(smoke)
-    resources["cramming"].update(runtime=999, mem_mb=123)
-    resources["coconut"].update(runtime=999, mem_mb=123)
-    resources["pooler"].update(runtime=999, mem_mb=123)
-    resources["hrpo"].update(runtime=999, mem_mb=123)
-    # Scheduler resources are no job's parameters: only the record of the config is rewritten.
-    assert scheduled(tmp_path, resources) == {"effective_config": 1, "all": 1}
-    longer = copy.deepcopy(smoke)
-    longer["cramming"]["lengths"] = [8, 12]
-    assert scheduled(tmp_path, longer) == {"cram": 10, "summarize_cramming": 1, "render_report": 1,
-                                           "effective_config": 1, "all": 1}
-    decoding = copy.deepcopy(smoke)
-    decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
-    assert scheduled(tmp_path, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, "render_report": 1,
-                                             "effective_config": 1, "all": 1}
-    online = copy.deepcopy(smoke)
-    online["pooler"]["max_new_tokens"] = 9  # evaluation only: the poolers are not retrained
-    assert scheduled(tmp_path, online) == {"eval_pooler": 2, "eval_pooler_baselines": 1, "summarize_pooler": 1,
-                                           "render_report": 1, "effective_config": 1, "all": 1}
-    base = copy.deepcopy(smoke)
-    base["pooler"]["main"] = "base"  # the prepared model as the main LM: every pooler job, nothing else
-    assert scheduled(tmp_path, base) == {"train_pooler": 2, "eval_pooler": 2, "eval_pooler_baselines": 1,
-                                         "summarize_pooler": 1, "render_report": 1, "effective_config": 1, "all": 1}
-    seeds = copy.deepcopy(smoke)
-    seeds["coconut"]["seeds"] = [1337, 1338, 1339]  # one more seed: its runs alone, and the summary
-    assert scheduled(tmp_path, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1,
-                                          "render_report": 1, "effective_config": 1, "all": 1}
-    hrpo_seeds = copy.deepcopy(smoke)
-    hrpo_seeds["hrpo"]["seeds"] = [1337, 1338]  # one more HRPO seed: each method once more; the start model stays
-    assert scheduled(tmp_path, hrpo_seeds) == {"train_hrpo": 3, "eval_hrpo": 3, "summarize_hrpo": 1,
-                                               "render_report": 1, "effective_config": 1, "all": 1}
+def test_smoke_coconut_evaluates_every_stage_of_every_method_for_both_seeds(smoke_run):
+    coconut = summary(smoke_run, "coconut_summary")
+    stages = coconut.groupby("method")["stage"].apply(list)
+    assert stages.to_dict() == {"coconut": [1, 2, 1, 2], "coconut_nocurriculum": [2, 2], "cot": [0, 0],
+                                "nocot": [0, 0], "pause": [1, 2, 1, 2]}
+    assert set(coconut["dataset"]) == {"gsm_symbolic", "prosqa"}
+    assert (coconut["n_seeds"] == 2).all() and coconut["accuracy_sd"].notna().all()
+    assert (coconut["accuracy_low"] <= coconut["accuracy"]).all()
+    assert (coconut["mean_tokens"] <= coconut["mean_tokens_high"]).all()
+    for seed in (1337, 1338):
+        run = smoke_run / "results" / "coconut" / "tiny-llama" / "prosqa" / f"seed{seed}" / "coconut"
+        assert (run / "stage2" / "history.json").exists()
+    tex = section(smoke_run, "Coconut: reasoning")  # Table 1: a row per method over both datasets
+    for method in ("No-CoT", "CoT", "Pause as thought", "Coconut w/o curriculum", "Coconut"):
+        assert len([r for r in tex.splitlines() if r.startswith(f"{method} & ") and "(sd " in r]) == 1
+    assert (smoke_run / "results" / "figures" / "coconut_accuracy_by_stage.png").exists()
+
+
+def test_smoke_pooler_evaluates_every_method_at_both_windows(smoke_run):
+    pooler = summary(smoke_run, "pooler_summary")
+    per_window = {w: sorted(g["method"] + "/" + g["split"]) for w, g in pooler.groupby("window")}
+    assert per_window == {1: ["cot/test", "full/test", "none/test"],
+                          **{w: ["dropped/test", "online/test", "pooler/test", "pooler/train", "sum/test",
+                                 "untrained/test"] for w in (2, 4)}}
+    assert (pooler.loc[pooler["split"] == "test", "n"] == 4).all() and (pooler.loc[pooler["split"] == "train", "n"] == 6).all()
+    assert "Online compression & 4 & 4 & " in section(smoke_run, "Reasoning-window pooling")
+    assert (smoke_run / "results" / "figures" / "pooler_compression.png").exists()
+
+
+def test_smoke_hrpo_evaluates_the_start_model_and_every_method(smoke_run):
+    hrpo = summary(smoke_run, "hrpo_summary")
+    assert hrpo["policy"].tolist() == ["start", "grpo", "probs", "projection"]
+    assert (hrpo["problems"] == 4).all() and (hrpo["seeds"] == 1).all()
+    history = pd.read_parquet(smoke_run / "results" / "hrpo" / "tiny-llama" / "prosqa" / "probs" / "seed1337" /
+                              "history.parquet")
+    assert history["step"].tolist() == [1, 2] and history["hidden_ratio"].between(0, 1).all()
+    assert "HRPO, projection state & 1 & 4 & " in section(smoke_run, "HRPO: hybrid latent reasoning")
+    for name in ("hrpo_training", "hrpo_hidden_ratio"):
+        assert (smoke_run / "results" / "figures" / f"{name}.png").exists()
+
+
+def test_smoke_run_keeps_benchmarks_and_builds_the_html_report(smoke_run):
+    assert (smoke_run / "results" / "benchmarks" / "prepare_model" / "tiny-llama.tsv").exists()
+    html = smoke_run / "results" / "report.html"
+    report = snakemake("--report", str(html), "--configfile", str(SMOKE), "--directory", str(smoke_run))
+    assert report.returncode == 0 and html.exists(), report.stderr[-3000:]
 
 
 # Wall-clock columns: the only ones two runs of one config may differ in (README: "Reading the numbers").
@@ -158,12 +137,34 @@ TIMING = re.compile(r"(^|_)seconds($|_)")
 
 
 def parquet_tables(workdir: Path) -> dict:
-    """Every parquet file the run wrote (results/ and resources/), without its timing columns."""
+    """Every parquet file the run's jobs wrote (results/<track>/... and resources/), without timing columns;
+    the summaries (results/*.parquet) depend on which runs exist, so they are left out."""
     tables = {}
-    for path in sorted([*(workdir / "results").rglob("*.parquet"), *(workdir / "resources").rglob("*.parquet")]):
+    for path in sorted([*(workdir / "results").glob("*/**/*.parquet"), *(workdir / "resources").rglob("*.parquet")]):
         table = pd.read_parquet(path)
         tables[str(path.relative_to(workdir))] = table.drop(columns=[c for c in table if TIMING.search(c)])
     return tables
+
+
+def test_same_config_same_numbers(smoke_run, tmp_path):
+    """A second run from clean writes what the first wrote, timings aside. It runs every kind of job once
+    (a reduced grid of the same config): a job reads exactly its own keys, so each job it repeats must
+    write exactly what the first run's same job wrote."""
+    fewer = yaml.safe_load(SMOKE.read_text())
+    fewer["cramming"].update(corpora=["random_words"], variants=["base", "2leading"])
+    fewer["converter"].update(layers=[1], archs=["mlp"])
+    fewer["compressor"]["archs"] = ["qattn"]
+    fewer["coconut"].update(datasets=["prosqa"], seeds=[1337], methods=["cot", "coconut"])
+    fewer["pooler"]["windows"] = [2]
+    fewer["hrpo"]["methods"] = ["probs"]
+    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
+    again = snakemake("--cores", "2", "--configfile", str(tmp_path / "fewer.yaml"), "--directory",
+                      str(tmp_path / "again"), "all")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    first, second = parquet_tables(smoke_run), parquet_tables(tmp_path / "again")
+    assert set(second) < set(first) and len(second) > 20
+    for name, table in second.items():
+        pd.testing.assert_frame_equal(first[name], table, obj=name)
 
 
 def scheduled(workdir, config: dict) -> dict:
@@ -175,6 +176,40 @@ def scheduled(workdir, config: dict) -> dict:
     counts = re.findall(r"^(\w+)\s+(\d+)$", run.stdout.split("Job stats:")[-1], re.MULTILINE) \
         if "Job stats:" in run.stdout else []
     return {job: int(n) for job, n in counts if job != "total" and job != "compile_report"}
+
+
+def test_edits_rerun_exactly_the_jobs_they_touch(smoke_run):
+    smoke = yaml.safe_load(SMOKE.read_text())
+    assert scheduled(smoke_run, smoke) == {}
+    resources = copy.deepcopy(smoke)
+    for track in ("cramming", "coconut", "pooler", "hrpo"):
+        resources[track].update(runtime=999, mem_mb=123)
+    # Scheduler resources are no job's parameters: only the record of the config is rewritten.
+    assert scheduled(smoke_run, resources) == {"effective_config": 1, "all": 1}
+    longer = copy.deepcopy(smoke)
+    longer["cramming"]["lengths"] = [8, 12]
+    assert scheduled(smoke_run, longer) == {"cram": 10, "summarize_cramming": 1, "render_report": 1,
+                                            "effective_config": 1, "all": 1}
+    decoding = copy.deepcopy(smoke)
+    decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
+    assert scheduled(smoke_run, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, "render_report": 1,
+                                              "effective_config": 1, "all": 1}
+    online = copy.deepcopy(smoke)
+    online["pooler"]["max_new_tokens"] = 9  # evaluation only: the poolers are not retrained
+    assert scheduled(smoke_run, online) == {"eval_pooler": 2, "eval_pooler_baselines": 1, "summarize_pooler": 1,
+                                            "render_report": 1, "effective_config": 1, "all": 1}
+    base = copy.deepcopy(smoke)
+    base["pooler"]["main"] = "base"  # the prepared model as the main LM: every pooler job, nothing else
+    assert scheduled(smoke_run, base) == {"train_pooler": 2, "eval_pooler": 2, "eval_pooler_baselines": 1,
+                                          "summarize_pooler": 1, "render_report": 1, "effective_config": 1, "all": 1}
+    seeds = copy.deepcopy(smoke)
+    seeds["coconut"]["seeds"] = [1337, 1338, 1339]  # one more seed: its runs alone, and the summary
+    assert scheduled(smoke_run, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1,
+                                           "render_report": 1, "effective_config": 1, "all": 1}
+    hrpo_seeds = copy.deepcopy(smoke)
+    hrpo_seeds["hrpo"]["seeds"] = [1337, 1338]  # one more HRPO seed: each method once more; the start model stays
+    assert scheduled(smoke_run, hrpo_seeds) == {"train_hrpo": 3, "eval_hrpo": 3, "summarize_hrpo": 1,
+                                                "render_report": 1, "effective_config": 1, "all": 1}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
@@ -193,7 +228,7 @@ def test_each_config_is_complete_on_its_own(tmp_path, name):
 
 def write_config(tmp_path, text):
     path = tmp_path / "bad.yaml"
-    path.write_text((ROOT / "config" / "smoke.yaml").read_text() + text)
+    path.write_text(SMOKE.read_text() + text)
     return str(path)
 
 
@@ -210,11 +245,10 @@ def test_unknown_model_name_fails_with_the_key(tmp_path):
     assert run.returncode != 0 and "cramming.models names ['gpt-x']" in run.stdout + run.stderr
 
 
-@pytest.mark.timeout(600)
 def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_path):
     """kill -9 of snakemake leaves its lock: the rerun says so, `--unlock` clears it, and the rerun
     then keeps the samples that finished before the kill (as the README says)."""
-    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config = yaml.safe_load(SMOKE.read_text())
     config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["anchor"], n_samples=4,
                               batch_size=1, max_steps=400, patience=400)
     path = tmp_path / "slow.yaml"
@@ -222,10 +256,9 @@ def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_pat
     target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_anchor.parquet"
     args = ["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), target]
     partial = tmp_path / (target + ".partial")
-    proc = subprocess.Popen([*SNAKEMAKE, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([*snakemake_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 300
-    while not list(partial.glob("sample_*.json")) and time.time() < deadline and proc.poll() is None:
+    while not list(partial.glob("sample_*.json")) and proc.poll() is None:  # the hang guard is pytest's timeout
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
