@@ -157,7 +157,12 @@ def section_figures(ext):
 
 
 def all_outputs():
-    outputs = ["results/table.tex", "results/config.yaml", *section_figures("png")]
+    outputs = [
+        "results/table.tex",
+        "results/config.yaml",
+        "docs/results.md",
+        *section_figures("png"),
+    ]
     if TEX:
         outputs.append("results/report.pdf")
     return outputs

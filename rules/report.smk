@@ -14,6 +14,24 @@ rule render_report:
         "../workflow/scripts/render_report.py"
 
 
+rule document_results:
+    input:
+        section_inputs(),
+    output:
+        "docs/results.md",
+    log:
+        "logs/document_results.log",
+    benchmark:
+        "results/benchmarks/document_results.tsv"
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        config=config_source(),
+    script:
+        "../workflow/scripts/document_results.py"
+
+
 rule compile_report:
     input:
         table="results/table.tex",

@@ -153,3 +153,44 @@ def test_compressor_summary_gap_share_and_findings_by_hand():
     text = " ".join(compressor_findings(s))
     assert "HyperPromptNet (m, k = 2) closes a share of the gap above zero: 0.50 (95\\% CI 0.50--0.50, n = 2)" in text
     assert "HyperPromptNet (m, k = 2) and no context are within noise at n = 2 on follow-text CE" in text
+
+
+SECTION_TEX = r"""\section*{Coconut: reasoning in continuous thoughts}
+Each model trains for 2 epochs at lr 0.001; 200 test problems. A difference is stated only where the 95\% intervals separate.
+
+\begin{table}[H]
+\centering
+\footnotesize
+\caption{tiny: accuracy (\%) with \texttt{coconut.seeds}; $n = 2 \times 4$.}
+\begin{tabular}{lrr}
+\toprule
+ & \multicolumn{2}{c}{prosqa ($n = 8$)} \\
+\cmidrule(lr){2-3}
+method & accuracy (\%) & \# tokens \\
+\midrule
+No-CoT & 12.5 [2.2--47.1] & 8.0 \\
+CoT\_x & -- & 9.0 \\
+\bottomrule
+\end{tabular}
+\end{table}
+
+\subsection*{Findings}
+\begin{itemize}
+\item Coconut and CoT are within noise at n = 8 on prosqa accuracy (\%): 0.0 (95\% CI 0.0--49.0, n = 8).
+\end{itemize}
+"""
+
+
+def test_the_results_digest_carries_a_sections_protocol_tables_and_findings_as_markdown():
+    from soft_tokens.report.digest import section as digest_section
+
+    assert digest_section(SECTION_TEX).split("\n\n") == [
+        "## Coconut: reasoning in continuous thoughts",
+        "Each model trains for 2 epochs at lr 0.001; 200 test problems. A difference is stated only where the 95% "
+        "intervals separate.",
+        "*tiny: accuracy (%) with `coconut.seeds`; n = 2 × 4.*",
+        "| method | accuracy (%) | # tokens |\n| --- | --- | --- |\n|  | prosqa (n = 8) |  |\n"
+        "| No-CoT | 12.5 [2.2–47.1] | 8.0 |\n| CoT_x | – | 9.0 |",
+        "Findings:",
+        "- Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).",
+    ]

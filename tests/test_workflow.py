@@ -132,6 +132,14 @@ def test_smoke_run_keeps_benchmarks_and_builds_the_html_report(smoke_run):
     assert report.returncode == 0 and html.exists(), report.stderr[-3000:]
 
 
+def test_smoke_run_documents_its_results_with_their_provenance(smoke_run):
+    digest = (smoke_run / "docs" / "results.md").read_text()
+    assert f"Generated from a run of `{SMOKE}` at commit `" in digest
+    titles = [line for line in digest.splitlines() if line.startswith("## ")]
+    assert len(titles) == 6 and titles[0].startswith("## Cramming") and titles[-1].startswith("## HRPO")
+    assert "| Online compression | 4 | 4 | " in digest and "\\" not in digest
+
+
 # Wall-clock columns: the only ones two runs of one config may differ in (README: "Reading the numbers").
 TIMING = re.compile(r"(^|_)seconds($|_)")
 
