@@ -1,6 +1,7 @@
 """Shared fixtures: one tiny random Llama (with the embedded SmolLM2 tokenizer) and one finished smoke run
 for the session."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from runner import SMOKE, snakemake
 
+from soft_tokens.core.job_settings import RECORD
 from soft_tokens.core.models import load_model, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +43,10 @@ def hub_offline(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """The smoke config run once, end to end, for every test that reads a finished run."""
+    """The smoke config run once, end to end, for every test that reads a finished run; each job records
+    the keys of its settings it read under .reads/ (soft_tokens.core.job_settings)."""
     workdir = tmp_path_factory.mktemp("smoke")
-    run = snakemake("--cores", "2", "--configfile", str(SMOKE), "--directory", str(workdir), "all")
+    env = {**os.environ, RECORD: str(workdir / ".reads")}
+    run = snakemake("--cores", "2", "--configfile", str(SMOKE), "--directory", str(workdir), "all", env=env)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     return workdir

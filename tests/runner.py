@@ -14,6 +14,6 @@ def snakemake_command(snakefile=ROOT / "Snakefile") -> list[str]:
     return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile)]
 
 
-def snakemake(*args, cwd=ROOT, snakefile=ROOT / "Snakefile", timeout=HANG) -> subprocess.CompletedProcess:
+def snakemake(*args, cwd=ROOT, snakefile=ROOT / "Snakefile", timeout=HANG, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([*snakemake_command(snakefile), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)

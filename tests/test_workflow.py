@@ -18,6 +18,9 @@ import yaml
 from runner import ROOT, SMOKE, snakemake, snakemake_command
 from snakemake.utils import validate
 
+from soft_tokens.cramming.spec import capacity_jobs, cram_jobs
+from soft_tokens.workflow import OWNER, job_params
+
 
 def summary(run: Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(run / "results" / f"{name}.parquet")
@@ -140,7 +143,22 @@ def test_smoke_run_documents_its_results_with_their_provenance(smoke_run):
     assert "| Online compression | 4 | 4 | " in digest and "\\" not in digest
 
 
-# Wall-clock columns: the only ones two runs of one config may differ in (README: "Reading the numbers").
+def test_every_job_kind_reads_every_key_its_spec_declares(smoke_run):
+    """A declared key no job reads would rerun jobs for nothing when edited (an undeclared one is not there
+    to read: the job fails naming the spec). Every job kind ran in the smoke run, which records its reads."""
+    reads = {}
+    for record in (smoke_run / ".reads").glob("*.json"):
+        reads.setdefault(record.name.split(".")[0], set()).update(json.loads(record.read_text()))
+    config = yaml.safe_load(SMOKE.read_text())
+    validate(config, str(ROOT / "config" / "schema.yaml"))
+    one_job = {"cram": cram_jobs(config)[0], "capacity": capacity_jobs(config)[0]}
+    for rule, track in OWNER.items():
+        wildcards = {k: str(v) for k, v in one_job.get(rule, {}).items()}
+        declared = set(job_params(config, rule, wildcards)) - set(wildcards) - {"seed"} | set(track.READS[rule][2])
+        assert declared <= reads.get(rule, set()), f"{rule} never reads {sorted(declared - reads.get(rule, set()))}"
+
+
+# Wall-clock columns: the only ones two runs of one config may differ in (docs/statistics.md).
 TIMING = re.compile(r"(^|_)seconds($|_)")
 
 
@@ -255,7 +273,7 @@ def test_unknown_model_name_fails_with_the_key(tmp_path):
 
 def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_path):
     """kill -9 of snakemake leaves its lock: the rerun says so, `--unlock` clears it, and the rerun
-    then keeps the samples that finished before the kill (as the README says)."""
+    then keeps the samples that finished before the kill (as docs/pipeline.md says)."""
     config = yaml.safe_load(SMOKE.read_text())
     config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["anchor"], n_samples=4,
                               batch_size=1, max_steps=400, patience=400)
