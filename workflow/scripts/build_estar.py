@@ -11,13 +11,14 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.compression.estar import build_estar, context_pairs, save_estar, with_estar
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import init_vectors
 from soft_tokens.core.seeding import generator
 from soft_tokens.data.corpora import read_corpus
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.job
+s = job_settings(snakemake)
 model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 pairs = context_pairs(read_corpus(snakemake.input.corpus), tokenizer, s["train_contexts"], s["held_out_contexts"],
                       s["ctx_len"], s["follow_len"])

@@ -11,8 +11,8 @@ log_to(snakemake.log[0])
 import logging
 
 from soft_tokens.core.io import write_parquet
-from soft_tokens.vocabulary import REASONING_SPLITS
 from soft_tokens.data.reasoning import reasoning_splits
+from soft_tokens.vocabulary import REASONING_SPLITS
 
 name = snakemake.wildcards.dataset
 splits = reasoning_splits(name, snakemake.params.spec, snakemake.params.seed)

@@ -12,6 +12,7 @@ log_to(snakemake.log[0])
 
 import torch
 
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.cramming.capacity import run_search
 from soft_tokens.cramming.job import run_job
 
@@ -22,5 +23,5 @@ run(
     Path(snakemake.input.corpus),
     Path(snakemake.output.parquet),
     Path(snakemake.output.vectors),
-    dict(snakemake.params.job),
+    job_settings(snakemake),
 )

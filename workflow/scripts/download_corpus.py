@@ -10,8 +10,8 @@ log_to(snakemake.log[0])
 
 import logging
 
-from soft_tokens.data.corpora import build_corpus
 from soft_tokens.core.io import write_parquet
+from soft_tokens.data.corpora import build_corpus
 
 corpus = build_corpus(snakemake.wildcards.corpus, snakemake.params.spec, snakemake.params.seed)
 write_parquet(corpus, snakemake.output[0])

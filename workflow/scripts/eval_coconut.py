@@ -11,6 +11,7 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.training import evaluate_method
 
@@ -18,5 +19,5 @@ torch.set_num_threads(snakemake.threads)
 meta = {"model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset,
         "seed": int(snakemake.wildcards.seed)}
 results = evaluate_method(Path(snakemake.input.run), read_reasoning(snakemake.input.test),
-                          snakemake.wildcards.method, snakemake.params.job, meta)
+                          snakemake.wildcards.method, job_settings(snakemake), meta)
 write_parquet(results, snakemake.output[0])

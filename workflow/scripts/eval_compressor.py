@@ -14,10 +14,11 @@ import torch
 from soft_tokens.compression.compressor import evaluate_conditions, load_compressor
 from soft_tokens.compression.estar import load_estar
 from soft_tokens.core.io import write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.job
+s = job_settings(snakemake)
 model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 data = load_estar(snakemake.input.estar)
 held_out = data["held_out"].nonzero()[:, 0]

@@ -13,10 +13,11 @@ import torch
 
 from soft_tokens.compression.converter import evaluate_converter, load_converter, load_pairs, split
 from soft_tokens.core.io import write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.job
+s = job_settings(snakemake)
 pairs = load_pairs(Path(snakemake.input.pairs))
 _, held_out = split(len(pairs["X"]), s["val_fraction"], s["seed"])
 model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])

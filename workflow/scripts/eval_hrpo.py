@@ -11,11 +11,12 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.hrpo.training import build_policy, evaluate, load_policy, start_dir
 
 torch.set_num_threads(snakemake.threads)
-s, policy_name = dict(snakemake.params.job), snakemake.wildcards.policy
+s, policy_name = job_settings(snakemake), snakemake.wildcards.policy
 # The start model is the grpo policy before training: its LoRA starts at zero.
 policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), s), "grpo" if policy_name == "start"
                                  else policy_name, s)

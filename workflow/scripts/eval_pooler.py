@@ -14,11 +14,12 @@ import copy
 import torch
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.pooler.training import evaluate_window, load_pooler, setup
 
 torch.set_num_threads(snakemake.threads)
-s, window = dict(snakemake.params.job), int(snakemake.wildcards.window)
+s, window = job_settings(snakemake), int(snakemake.wildcards.window)
 main, tokenizer, ids, _, untrained = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
                                            snakemake.wildcards.dataset, s)
 trained = load_pooler(Path(snakemake.input.pooler), copy.deepcopy(untrained), snakemake.wildcards.model)

@@ -11,11 +11,12 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.pooler.training import evaluate_baselines, load_main, main_dir
 
 torch.set_num_threads(snakemake.threads)
-s = dict(snakemake.params.job)
+s = job_settings(snakemake)
 main, tokenizer, ids = load_main(main_dir(Path(snakemake.input.main), s), s)
 results = evaluate_baselines(main, tokenizer, ids, read_reasoning(snakemake.input.test), s)
 write_parquet(results.assign(model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset),

@@ -11,10 +11,11 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.compression.converter import extract_pairs, save_pairs, token_subset
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.job
+s = job_settings(snakemake)
 model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 ids = token_subset(model.config.vocab_size, s["max_tokens"], s["seed"])
 bos = tokenizer.bos_token_id if s["bos"] else None

@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 
 from soft_tokens.compression.converter import load_converter
-from soft_tokens.data.corpora import read_corpus
-from soft_tokens.core.io import atomic_path, write_parquet
-from soft_tokens.core.models import load_model
 from soft_tokens.compression.recursive import CONDITIONS, continuation_ce, demo_items, generate_batch, pooled_vector, prefix_embeds
+from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.job_settings import job_settings
+from soft_tokens.core.models import load_model
+from soft_tokens.data.corpora import read_corpus
 
 torch.set_num_threads(snakemake.threads)
-s = snakemake.params.job
+s = job_settings(snakemake)
 model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 converter = load_converter(Path(snakemake.input.converter), model.config.hidden_size)
 items = demo_items(read_corpus(snakemake.input.corpus), tokenizer, s["n_passages"], s["context_tokens"],

@@ -10,6 +10,7 @@ log_to(snakemake.log[0])
 
 import torch
 
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.training import train_method
 
@@ -20,6 +21,6 @@ train_method(
     read_reasoning(snakemake.input.train),
     read_reasoning(snakemake.input.val),
     snakemake.wildcards.method,
-    dict(snakemake.params.job),
+    job_settings(snakemake),
     Path(snakemake.output[0]),
 )

@@ -13,10 +13,11 @@ import torch
 from soft_tokens.compression.compressor import build_compressor, save_compressor, train_compressor
 from soft_tokens.compression.estar import load_estar
 from soft_tokens.core.io import resumable_output
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = dict(snakemake.params.job)
+s = job_settings(snakemake)
 model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
 if s["attention_weight"]:
     model.set_attn_implementation("eager")  # attention maps are only returned by eager attention

@@ -12,9 +12,10 @@ import torch
 
 from soft_tokens.compression.converter import load_pairs, save_converter, split, train_converter
 from soft_tokens.core.io import resumable_output
+from soft_tokens.core.job_settings import job_settings
 
 torch.set_num_threads(snakemake.threads)
-s = dict(snakemake.params.job)
+s = job_settings(snakemake)
 pairs = load_pairs(Path(snakemake.input.pairs))
 train, _ = split(len(pairs["X"]), s["val_fraction"], s["seed"])
 arch = s["arch"]

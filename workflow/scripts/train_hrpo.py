@@ -11,11 +11,12 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.core.io import resumable_output, write_parquet
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.hrpo.training import build_policy, prompt_problems, save_policy, start_dir, train
 
 torch.set_num_threads(snakemake.threads)
-s, dataset = dict(snakemake.params.job), snakemake.wildcards.dataset
+s, dataset = job_settings(snakemake), snakemake.wildcards.dataset
 splits = {split: read_reasoning(snakemake.input[split]) for split in ("train", "val", "test")}
 problems = prompt_problems(dataset, snakemake.params.spec, splits, s)
 policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), s), s["policy"], s)

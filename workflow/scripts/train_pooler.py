@@ -11,10 +11,11 @@ log_to(snakemake.log[0])
 import torch
 
 from soft_tokens.core.io import resumable_output
+from soft_tokens.core.job_settings import job_settings
 from soft_tokens.latent.pooler.training import save_pooler, setup, train_pooler
 
 torch.set_num_threads(snakemake.threads)
-s, window = dict(snakemake.params.job), int(snakemake.wildcards.window)
+s, window = job_settings(snakemake), int(snakemake.wildcards.window)
 main, tokenizer, ids, examples, pooler = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
                                                snakemake.wildcards.dataset, s)
 inputs = {"main": snakemake.input.main, "train": snakemake.input.train}
