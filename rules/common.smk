@@ -48,6 +48,12 @@ def config_source():
 
 check(config, config_source(), Path.cwd())
 
+# The config file(s) of this run, for the provenance docs/results.md states; handed to jobs through
+# their environment rather than as a parameter, so that renaming a config file reruns nothing.
+CONFIG_SOURCE = "SOFT_TOKENS_CONFIG"
+if workflow.exec_mode == ExecMode.DEFAULT:
+    os.environ[CONFIG_SOURCE] = config_source()
+
 TEX = shutil.which("pdflatex")
 if TEX is None:
     logger.warning(

@@ -26,8 +26,6 @@ rule document_results:
     localrule: True
     conda:
         "../envs/report.yaml"
-    params:
-        config=config_source(),
     script:
         "../workflow/scripts/document_results.py"
 

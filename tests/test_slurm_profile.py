@@ -49,8 +49,8 @@ from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSet
 with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
     workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(
         configfiles=[Path(sys.argv[1])]), snakefile=Path("Snakefile"), workdir=Path(sys.argv[2]))._workflow
-    print(json.dumps({rule.name: {"local": rule.name in workflow._localrules or rule.norun, "gpu": rule.resources.get("gpu").value or 0}
-                      for rule in workflow.rules}))
+    print(json.dumps({rule.name: {"local": rule.name in workflow._localrules or rule.norun,
+                                  "gpu": rule.resources.get("gpu").value or 0} for rule in workflow.rules}))
 """
 
 

@@ -111,7 +111,7 @@ def test_smoke_pooler_evaluates_every_method_at_both_windows(smoke_run):
     assert per_window == {1: ["cot/test", "full/test", "none/test"],
                           **{w: ["dropped/test", "online/test", "pooler/test", "pooler/train", "sum/test",
                                  "untrained/test"] for w in (2, 4)}}
-    assert (pooler.loc[pooler["split"] == "test", "n"] == 4).all() and (pooler.loc[pooler["split"] == "train", "n"] == 6).all()
+    assert pooler.groupby("split")["n"].unique().map(list).to_dict() == {"test": [4], "train": [6]}
     assert "Online compression & 4 & 4 & " in section(smoke_run, "Reasoning-window pooling")
     assert (smoke_run / "results" / "figures" / "pooler_compression.png").exists()
 
@@ -151,10 +151,11 @@ def test_every_job_kind_reads_every_key_its_spec_declares(smoke_run):
         reads.setdefault(record.name.split(".")[0], set()).update(json.loads(record.read_text()))
     config = yaml.safe_load(SMOKE.read_text())
     validate(config, str(ROOT / "config" / "schema.yaml"))
-    one_job = {"cram": cram_jobs(config)[0], "capacity": capacity_jobs(config)[0]}
+    extras = {rule: set(job_params(config, rule, {k: str(v) for k, v in job.items()})) - set(job) - {"seed"}
+              for rule, job in (("cram", cram_jobs(config)[0]), ("capacity", capacity_jobs(config)[0]))}
     for rule, track in OWNER.items():
-        wildcards = {k: str(v) for k, v in one_job.get(rule, {}).items()}
-        declared = set(job_params(config, rule, wildcards)) - set(wildcards) - {"seed"} | set(track.READS[rule][2])
+        section, keys, top = track.READS[rule]
+        declared = {*keys, *top, *extras.get(rule, ())}
         assert declared <= reads.get(rule, set()), f"{rule} never reads {sorted(declared - reads.get(rule, set()))}"
 
 
@@ -212,30 +213,28 @@ def test_edits_rerun_exactly_the_jobs_they_touch(smoke_run):
         resources[track].update(runtime=999, mem_mb=123)
     # Scheduler resources are no job's parameters: only the record of the config is rewritten.
     assert scheduled(smoke_run, resources) == {"effective_config": 1, "all": 1}
+    # Any other edit rewrites the report and the record of the config besides the jobs it touches.
+    report = {"render_report": 1, "document_results": 1, "effective_config": 1, "all": 1}
     longer = copy.deepcopy(smoke)
     longer["cramming"]["lengths"] = [8, 12]
-    assert scheduled(smoke_run, longer) == {"cram": 10, "summarize_cramming": 1, "render_report": 1,
-                                            "effective_config": 1, "all": 1}
+    assert scheduled(smoke_run, longer) == {"cram": 10, "summarize_cramming": 1, **report}
     decoding = copy.deepcopy(smoke)
     decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
-    assert scheduled(smoke_run, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, "render_report": 1,
-                                              "effective_config": 1, "all": 1}
+    assert scheduled(smoke_run, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, **report}
     online = copy.deepcopy(smoke)
     online["pooler"]["max_new_tokens"] = 9  # evaluation only: the poolers are not retrained
     assert scheduled(smoke_run, online) == {"eval_pooler": 2, "eval_pooler_baselines": 1, "summarize_pooler": 1,
-                                            "render_report": 1, "effective_config": 1, "all": 1}
+                                            **report}
     base = copy.deepcopy(smoke)
     base["pooler"]["main"] = "base"  # the prepared model as the main LM: every pooler job, nothing else
     assert scheduled(smoke_run, base) == {"train_pooler": 2, "eval_pooler": 2, "eval_pooler_baselines": 1,
-                                          "summarize_pooler": 1, "render_report": 1, "effective_config": 1, "all": 1}
+                                          "summarize_pooler": 1, **report}
     seeds = copy.deepcopy(smoke)
     seeds["coconut"]["seeds"] = [1337, 1338, 1339]  # one more seed: its runs alone, and the summary
-    assert scheduled(smoke_run, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1,
-                                           "render_report": 1, "effective_config": 1, "all": 1}
+    assert scheduled(smoke_run, seeds) == {"train_coconut": 10, "eval_coconut": 10, "summarize_coconut": 1, **report}
     hrpo_seeds = copy.deepcopy(smoke)
     hrpo_seeds["hrpo"]["seeds"] = [1337, 1338]  # one more HRPO seed: each method once more; the start model stays
-    assert scheduled(smoke_run, hrpo_seeds) == {"train_hrpo": 3, "eval_hrpo": 3, "summarize_hrpo": 1,
-                                                "render_report": 1, "effective_config": 1, "all": 1}
+    assert scheduled(smoke_run, hrpo_seeds) == {"train_hrpo": 3, "eval_hrpo": 3, "summarize_hrpo": 1, **report}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
@@ -282,8 +281,8 @@ def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_pat
     target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_anchor.parquet"
     args = ["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), target]
     partial = tmp_path / (target + ".partial")
-    proc = subprocess.Popen([*snakemake_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen([*snakemake_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     while not list(partial.glob("sample_*.json")) and proc.poll() is None:  # the hang guard is pytest's timeout
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)

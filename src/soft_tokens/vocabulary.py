@@ -27,6 +27,12 @@ def check_names(config: dict, key: str, names, section: str) -> None:
                          f"(defined: {sorted(config[section])})")
 
 
+def check_reasoning_names(config: dict, section: str) -> None:
+    """A reasoning track's models and datasets must be defined under `models:` and `reasoning:`."""
+    check_names(config, f"{section}.models", config[section]["models"], "models")
+    check_names(config, f"{section}.datasets", config[section]["datasets"], "reasoning")
+
+
 def check_overrides(section: str, settings: dict, names, what: str) -> None:
     """Overrides must name what they apply to (which keys they may hold, and their values, the schema checks)."""
     for name in settings.get("overrides", {}):

@@ -377,4 +377,5 @@ def protocol_text(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
 
 def section(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
     return render("soft_tokens.cramming", "section.tex.j2", protocol=protocol_text(summary, capacity_df),
-                  tables=tables(summary, capacity_df), findings=findings(summary, capacity_df), figures=FIGURES, captions=captions(FIGURES))
+                  tables=tables(summary, capacity_df), findings=findings(summary, capacity_df),
+                  figures=FIGURES, captions=captions(FIGURES))

@@ -1,7 +1,8 @@
 """Coconut as the workflow sees it, free of torch: its methods, the keys each of its jobs reads, its
 seeds, its report section and its config checks. The torch code reads its names from here."""
 
-from soft_tokens.vocabulary import RUNTIME, canonical, check_datasets, check_names, check_overrides, with_overrides
+from soft_tokens.vocabulary import (RUNTIME, canonical, check_datasets, check_overrides, check_reasoning_names,
+                                    with_overrides)
 
 METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
 # Methods that continue from the CoT model (Coconut's stage 0).
@@ -65,7 +66,6 @@ def protocol(config: dict) -> dict:
 
 def check(config: dict) -> None:
     coconut = config["coconut"]
-    check_names(config, "coconut.models", coconut["models"], "models")
-    check_names(config, "coconut.datasets", coconut["datasets"], "reasoning")
+    check_reasoning_names(config, "coconut")
     check_overrides("coconut", coconut, config["reasoning"], "a dataset defined under `reasoning:`")
     check_datasets("coconut", coconut)

@@ -185,4 +185,5 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
     return render("soft_tokens.latent.hrpo", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES, captions=captions(FIGURES))
+                  tables=tables(summary), figures=FIGURES,
+                  captions=captions(FIGURES))

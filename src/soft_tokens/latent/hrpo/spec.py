@@ -4,7 +4,7 @@ reads, its runs, its report section and its config checks. The torch code reads 
 from itertools import product
 
 from soft_tokens.latent.coconut.spec import cot_run
-from soft_tokens.vocabulary import REASONING_SPLITS, RUNTIME, canonical, check_datasets, check_names
+from soft_tokens.vocabulary import REASONING_SPLITS, RUNTIME, canonical, check_datasets, check_reasoning_names
 
 # HRPO's thinking states; the trained methods are GRPO without the gate and HRPO with each state, and
 # the policies evaluated are those and the start model (no RL, evaluated once).
@@ -68,8 +68,7 @@ def eval_inputs(config: dict, wildcards: dict) -> dict:
 def check(config: dict) -> None:
     """Names defined, and the section's own checks."""
     hrpo = config["hrpo"]
-    check_names(config, "hrpo.models", hrpo["models"], "models")
-    check_names(config, "hrpo.datasets", hrpo["datasets"], "reasoning")
+    check_reasoning_names(config, "hrpo")
     check_hrpo(hrpo)
 
 

@@ -2,7 +2,7 @@
 reads, its report section and its config checks."""
 
 from soft_tokens.latent.coconut.spec import cot_run
-from soft_tokens.vocabulary import RUNTIME, canonical, check_datasets, check_names
+from soft_tokens.vocabulary import RUNTIME, canonical, check_datasets, check_reasoning_names
 
 SECTIONS = {"pooler": ("pooler_compression",)}
 ENUMS = ()
@@ -39,8 +39,7 @@ def protocol(config: dict) -> dict:
 def check(config: dict) -> None:
     """Names defined, and the section's own checks."""
     pooler = config["pooler"]
-    check_names(config, "pooler.models", pooler["models"], "models")
-    check_names(config, "pooler.datasets", pooler["datasets"], "reasoning")
+    check_reasoning_names(config, "pooler")
     check_pooler(pooler)
 
 
