@@ -257,3 +257,17 @@ def test_shipped_configs_pass_the_check_and_keep_their_overrides():
         validate(config, name)
         check_config(config)
         assert config["coconut"]["overrides"] == overrides
+
+
+def test_the_shared_lora_block_is_checked_filled_and_named_like_a_sections_own_keys():
+    config = smoke()
+    validate(config, "my.yaml")
+    for section in ("coconut", "pooler", "hrpo"):  # defaults from the one LoRA block ($defs/lora)
+        assert (config[section]["lora_r"], config[section]["lora_alpha"], config[section]["lora_dropout"]) == (16, 32, 0.0)
+    config = smoke()
+    config["pooler"]["lora_rr"] = 8
+    assert rejected(config).startswith("my.yaml: unknown key(s) ['lora_rr'] under pooler ('lora_rr' -> did you mean "
+                                       "'lora_r'?)")
+    config = smoke()
+    config["hrpo"]["lora_r"] = 0
+    assert rejected(config) == "my.yaml: hrpo.lora_r: 0 is less than the minimum of 1 (config/README.md describes the key)"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from soft_tokens.validation import object_properties
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
 README = ROOT / "config" / "README.md"
@@ -76,7 +78,7 @@ def _type(node: dict) -> str:
     return text
 
 
-def _rows(key: str, node: dict, required: bool):
+def _rows(key: str, node: dict, required: bool, schema: dict):
     """Table rows for a key and, depth first, every key below it."""
     cells = [
         f"`{key}`" + (" (required)" if required else ""),
@@ -86,19 +88,20 @@ def _rows(key: str, node: dict, required: bool):
     ]
     yield "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
     if node.get("type") == "array" and "properties" in node.get("items", {}):
-        yield from _children(key + "[]", node["items"])
-    yield from _children(key, node)
+        yield from _children(key + "[]", node["items"], schema)
+    yield from _children(key, node, schema)
 
 
-def _children(key: str, node: dict):
-    """Rows of an object's properties, then of its map entries, keyed `<name>`."""
+def _children(key: str, node: dict, schema: dict):
+    """Rows of an object's properties (those of the blocks it includes too), then of its map entries,
+    keyed `<name>`."""
     needed = set(node.get("required", []))
-    for name, child in node.get("properties", {}).items():
-        yield from _rows(f"{key}.{name}", child, name in needed)
+    for name, child in object_properties(node, schema).items():
+        yield from _rows(f"{key}.{name}", child, name in needed, schema)
     entry = node.get("additionalProperties")
     if isinstance(entry, dict):
         entry = {"description": "An entry under a name of your choosing."} | entry
-        yield from _rows(f"{key}.<name>", entry, False)
+        yield from _rows(f"{key}.<name>", entry, False, schema)
 
 
 def config_docs(schema: dict) -> str:
@@ -106,7 +109,7 @@ def config_docs(schema: dict) -> str:
     needed = set(schema.get("required", []))
     parts = [INTRO]
     for name, node in schema.get("properties", {}).items():
-        rows = "\n".join(_rows(name, node, name in needed))
+        rows = "\n".join(_rows(name, node, name in needed, schema))
         parts.append(
             f"## `{name}`\n\n| key | type | default | description |\n|---|---|---|---|\n{rows}\n"
         )

@@ -49,11 +49,24 @@ def key_path(parts) -> str:
     return text.lstrip(".") or "the top level"
 
 
+def object_properties(node: dict, schema: dict | None = None) -> dict:
+    """The keys an object of the schema may hold: its own properties, then those of the blocks it
+    includes (`allOf: [{$ref: "#/$defs/<block>"}]`, as the LoRA keys are)."""
+    schema = read_yaml(SCHEMA) if schema is None else schema
+    properties = dict(node.get("properties", {}))
+    for part in (part for part in node.get("allOf", []) if "$ref" in part):
+        block = schema
+        for name in part["$ref"].removeprefix("#/").split("/"):
+            block = block[name]
+        properties.update(object_properties(block, schema))
+    return properties
+
+
 def explain(error, source: str) -> str:
     """One message for a jsonschema ValidationError of the config read from `source`."""
     where = key_path(error.absolute_path)
-    if error.validator == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = list(object_properties(error.schema))
         unknown = [k for k in error.instance if k not in allowed]
         hints = [f"'{k}' -> did you mean '{close[0]}'?" for k in unknown
                  if (close := difflib.get_close_matches(k, allowed, n=1))]
