@@ -58,7 +58,7 @@ rule summarize_coconut:
             method=config["coconut"]["methods"],
         ),
     output:
-        **figure_outputs(coconut.SECTIONS["coconut"], "Coconut"),
+        **figure_outputs(coconut, "coconut", "Coconut"),
         summary="results/coconut_summary.parquet",
         section="results/sections/coconut.tex",
     log:

@@ -136,13 +136,15 @@ def track_inputs(inputs):
     return lambda wildcards: inputs(config, dict(wildcards.items()))
 
 
-def figure_outputs(figures, category):
-    """The PNG (in the Snakemake report) and PDF (for LaTeX) of each of a track's figures."""
+def figure_outputs(track, section, category):
+    """The PNG (in the Snakemake report, captioned from the track's package) and PDF (for LaTeX) of
+    each figure of a track's report section."""
+    captions = Path(track.__file__).parent.relative_to(workflow.basedir) / "captions"
     outputs = {}
-    for name in figures:
+    for name in track.SECTIONS[section]:
         outputs[name] = report(
             f"results/figures/{name}.png",
-            caption=f"../report/{name}.rst",
+            caption=f"../{captions}/{name}.rst",
             category=category,
         )
         outputs[f"{name}_pdf"] = f"results/figures/{name}.pdf"

@@ -78,7 +78,7 @@ rule summarize_compressor:
             arch=config["compressor"]["archs"],
         ),
     output:
-        **figure_outputs(compression.SECTIONS["compressor"], "Compressor"),
+        **figure_outputs(compression, "compressor", "Compressor"),
         summary="results/compressor_summary.parquet",
         section="results/sections/compressor.tex",
     log:

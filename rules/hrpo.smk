@@ -66,7 +66,7 @@ rule summarize_hrpo:
             if run["policy"] != "start"
         ],
     output:
-        **figure_outputs(hrpo.SECTIONS["hrpo"], "HRPO"),
+        **figure_outputs(hrpo, "hrpo", "HRPO"),
         summary="results/hrpo_summary.parquet",
         section="results/sections/hrpo.tex",
     log:

@@ -84,7 +84,7 @@ rule summarize_pooler:
             dataset=config["pooler"]["datasets"],
         ),
     output:
-        **figure_outputs(pooler.SECTIONS["pooler"], "Reasoning-window pooler"),
+        **figure_outputs(pooler, "pooler", "Reasoning-window pooler"),
         summary="results/pooler_summary.parquet",
         section="results/sections/pooler.tex",
     log:

@@ -1,22 +1,28 @@
 """The registry of tracks: what the workflow needs to know before any job runs, free of torch, pandas
 and numpy (Snakemake imports it while building the DAG). Each track's `spec` module owns its names,
 the keys each of its rules reads, its grids, its report sections and its config checks; this module
-only loops over them. Adding a track means adding its spec to TRACKS.
+finds them and loops over them.
 
 A job's parameters are exactly the config keys it reads, no more: Snakemake reruns a job when they
 change, and the resumable jobs fingerprint them (with their inputs) to decide whether a half-done
 run may be resumed. Scheduler resources (mem_mb, runtime) and the grid lists are never parameters.
 """
 
-from soft_tokens.compression import spec as compression
-from soft_tokens.cramming import spec as cramming
-from soft_tokens.latent.coconut import spec as coconut
-from soft_tokens.latent.hrpo import spec as hrpo
-from soft_tokens.latent.pooler import spec as pooler
+import importlib
+import pkgutil
+
+import soft_tokens
 from soft_tokens.vocabulary import canonical
 
-# In report order.
-TRACKS = (cramming, compression, coconut, pooler, hrpo)
+
+def find_tracks() -> tuple:
+    """Every track: each package of soft_tokens that holds a `spec` module, in report order (its ORDER).
+    A new track's package is found here; nothing else names it."""
+    names = [m.name for m in pkgutil.walk_packages(soft_tokens.__path__, "soft_tokens.") if m.name.endswith(".spec")]
+    return tuple(sorted((importlib.import_module(name) for name in names), key=lambda spec: spec.ORDER))
+
+
+TRACKS = find_tracks()
 # rule -> the track that owns it.
 OWNER = {rule: track for track in TRACKS for rule in track.READS}
 

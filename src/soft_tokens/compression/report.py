@@ -6,7 +6,7 @@ import pandas as pd
 from soft_tokens.compression.spec import SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import captions, escape, escape_text, render, table
+from soft_tokens.report.latex import escape, escape_text, render, table
 
 CONDITIONS = ["no_context", "full_context", "estar", "compressor"]
 CONDITION_NAMES = {"no_context": "none", "full_context": "full context", "estar": "e* (oracle)",
@@ -174,4 +174,4 @@ def plot_compressor_ce(summary: pd.DataFrame, paths: list) -> None:
 def compressor_section(summary: pd.DataFrame, protocol: dict) -> str:
     """The section: what was run (from the rule's parameters), the tables, the figure, the findings."""
     return render("soft_tokens.compression", "compressor.tex.j2", protocol=protocol, tables=compressor_tables(summary),
-                  findings=compressor_findings(summary), figures=FIGURES, captions=captions(FIGURES))
+                  findings=compressor_findings(summary), figures=FIGURES)

@@ -5,6 +5,8 @@ from soft_tokens.vocabulary import RUNTIME, canonical, check_names
 
 CONVERTER_ARCHS = ("linear", "mlp")
 COMPRESSOR_ARCHS = ("hyper", "qattn")
+# Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
+ORDER = 20
 # Report section -> its figures (each captioned once, in report/<figure>.rst).
 SECTIONS = {"converter": (), "compressor": ("compressor_ce",)}
 ENUMS = ((("converter", "archs"), CONVERTER_ARCHS), (("recursive_demo", "arch"), CONVERTER_ARCHS),

@@ -9,7 +9,7 @@ import pandas as pd
 from soft_tokens.cramming.spec import INFORMATION_KEYS, MISMATCH_KEYS, SECTIONS, VARIANTS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import captions, escape, escape_text, fmt, render, table
+from soft_tokens.report.latex import escape, escape_text, fmt, render, table
 from soft_tokens.vocabulary import INITS
 
 JOB_KEYS = ["model", "corpus", "length", "n_mem", "variant", "init", "optimizer"]
@@ -378,4 +378,4 @@ def protocol_text(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
 def section(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
     return render("soft_tokens.cramming", "section.tex.j2", protocol=protocol_text(summary, capacity_df),
                   tables=tables(summary, capacity_df), findings=findings(summary, capacity_df),
-                  figures=FIGURES, captions=captions(FIGURES))
+                  figures=FIGURES)

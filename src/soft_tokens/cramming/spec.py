@@ -13,6 +13,8 @@ INFORMATION_KEYS = ["ce_text_nats", "ce_text_bits", "ce_with_mem_nats", "ce_with
                     "gain_tokens"]
 METRIC_KEYS = ["teacher_forcing_accuracy", "greedy_convergence", "greedy_convergence_bf16", *MISMATCH_KEYS,
                *INFORMATION_KEYS]
+# Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
+ORDER = 10
 # Report section -> its figures (each captioned once, in report/<figure>.rst).
 SECTIONS = {"cramming": ("accuracy_vs_steps", "tf_vs_greedy", "capacity_search")}
 # Schema enums that must list exactly these names: (path of the enum in config/schema.yaml, names).

@@ -1,6 +1,7 @@
 """LaTeX for the report: tables through pandas' Styler (booktabs), escaping, number formatting, and
 each track's section template (a Jinja partial that lives beside the track's code)."""
 
+import importlib.util
 import math
 import re
 from pathlib import Path
@@ -20,13 +21,11 @@ def escape_text(sentence: str) -> str:
     return escape(sentence.replace("\\%", "\x00")).replace("\x00", r"\%")
 
 
-# Each figure's one caption, shown in the Snakemake report as it is and in LaTeX by `captions`.
-CAPTIONS = Path(__file__).resolve().parents[3] / "report"
-
-
-def captions(figures) -> list[str]:
-    """The LaTeX captions of `figures`, from their report/<name>.rst captions (``code`` as typewriter)."""
-    return [re.sub(r"``(.+?)``", r"\\texttt{\1}", escape(" ".join((CAPTIONS / f"{name}.rst").read_text().split())))
+def captions(package: str, figures) -> list[str]:
+    """The LaTeX captions of a track's `figures`, from the one caption of each, `captions/<name>.rst` in
+    the track's package (the Snakemake report shows it as it is; ``code`` becomes typewriter here)."""
+    folder = Path(importlib.util.find_spec(package).submodule_search_locations[0]) / "captions"
+    return [re.sub(r"``(.+?)``", r"\\texttt{\1}", escape(" ".join((folder / f"{name}.rst").read_text().split())))
             for name in figures]
 
 
@@ -46,7 +45,10 @@ def table(df: pd.DataFrame, caption: str, column_format: str | None = None, size
 
 
 def render(package: str, template: str, **context) -> str:
-    """Render `template` from the folder of `package` (a track's own section partial)."""
+    """Render `template` from the folder of `package` (a track's own section partial); a section given
+    `figures` gets their `captions` too."""
+    if "figures" in context:
+        context["captions"] = captions(package, context["figures"])
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "."),
         block_start_string="<%", block_end_string="%>",

@@ -6,7 +6,7 @@ import pandas as pd
 from soft_tokens.latent.coconut.spec import SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import captions, escape, escape_text, render, table
+from soft_tokens.report.latex import escape, escape_text, render, table
 
 FIGURES = SECTIONS["coconut"]
 KEYS = ["model", "dataset", "method", "stage"]
@@ -181,5 +181,4 @@ def protocol_text(summary: pd.DataFrame, protocol: dict) -> str:
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
     return render("soft_tokens.latent.coconut", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES,
-                  captions=captions(FIGURES))
+                  tables=tables(summary), figures=FIGURES)

@@ -7,6 +7,8 @@ from soft_tokens.vocabulary import (RUNTIME, canonical, check_datasets, check_ov
 METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
 # Methods that continue from the CoT model (Coconut's stage 0).
 STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
+# Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
+ORDER = 30
 SECTIONS = {"coconut": ("coconut_accuracy_by_stage",)}
 ENUMS = ((("coconut", "methods"), METHODS),)
 # Coconut jobs seed with their `seed` wildcard (one of coconut_seeds), not the top-level seed.

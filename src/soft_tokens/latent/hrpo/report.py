@@ -8,7 +8,7 @@ import pandas as pd
 from soft_tokens.latent.hrpo.spec import SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
-from soft_tokens.report.latex import captions, escape, escape_text, render, table
+from soft_tokens.report.latex import escape, escape_text, render, table
 
 FIGURES = SECTIONS["hrpo"]
 KEYS = ["model", "dataset", "policy"]
@@ -185,5 +185,4 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
     return render("soft_tokens.latent.hrpo", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES,
-                  captions=captions(FIGURES))
+                  tables=tables(summary), figures=FIGURES)

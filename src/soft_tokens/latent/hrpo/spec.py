@@ -11,6 +11,8 @@ from soft_tokens.vocabulary import REASONING_SPLITS, RUNTIME, canonical, check_d
 THINKING_STATES = ("probs", "projection")
 METHODS = ("grpo", *THINKING_STATES)
 POLICIES = ("start", *METHODS)
+# Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
+ORDER = 50
 SECTIONS = {"hrpo": ("hrpo_training", "hrpo_hidden_ratio")}
 ENUMS = ((("hrpo", "methods"), METHODS),)
 # The keys that decide how a policy is built and what it is evaluated with.

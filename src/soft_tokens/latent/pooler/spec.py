@@ -4,6 +4,8 @@ reads, its report section and its config checks."""
 from soft_tokens.latent.coconut.spec import cot_run
 from soft_tokens.vocabulary import RUNTIME, canonical, check_datasets, check_reasoning_names
 
+# Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
+ORDER = 40
 SECTIONS = {"pooler": ("pooler_compression",)}
 ENUMS = ()
 # The keys that decide how a pooler and its training examples are built.
