@@ -31,8 +31,10 @@ from soft_tokens.latent.coconut.method import (
     tokenize_problem,
 )
 from soft_tokens.latent.coconut.report import figures, findings, section, summarize
+from soft_tokens.latent.coconut.spec import EvalCoconut, TrainCoconut
 from soft_tokens.latent.coconut.training import evaluate_method, finished_stages, mean_loss, train_method
 from soft_tokens.report.stats import bootstrap_crossed, rate_crossed
+from settings import settings
 
 IDS = LatentIds(start=100, end=101, latent=102)
 PROBLEM = Problem(question=[10, 11], steps=[[20, 21], [30], [40, 41]], answer=[50, 2])
@@ -176,7 +178,12 @@ def test_generation_stops_each_row_at_its_eos(latent_model):
 SETTINGS = {"c_thought": 1, "max_latent_stage": 1, "epochs_per_stage": 1, "lr": 1e-3, "weight_decay": 0.0,
             "batch_size": 4, "eval_batch_size": 4, "finetune": "full", "lora_r": 4, "lora_alpha": 8,
             "lora_dropout": 0.0, "lora_target_modules": ["q_proj", "v_proj"], "init_token": "<<",
-            "max_new_tokens": 8, "seed": 0, "device": "cpu", "dtype": "float32"}
+            "max_new_tokens": 8, "seed": 0, "device": "cpu", "dtype": "float32", "model": "tiny",
+            "dataset": "prosqa"}
+
+
+def train_settings(method, **changes):
+    return settings(TrainCoconut, SETTINGS, method=method, **changes)
 
 
 def frame(n, seed):
@@ -189,22 +196,22 @@ def frame(n, seed):
 def test_stages_are_checkpointed_and_a_rerun_resumes(tiny_dir, tmp_path, caplog):
     train, val = frame(6, 0), frame(2, 1)
     cot = tmp_path / "cot"
-    train_method(tiny_dir, None, train, val, "cot", SETTINGS, cot)
+    train_method(tiny_dir, None, train, val, train_settings("cot"), cot)
     assert finished_stages(cot) == [0]
     out = tmp_path / "coconut"
     # A run killed after its first stage: the .partial folder holds stage1 only.
-    train_method(tiny_dir, cot, train, val, "coconut", SETTINGS, out)
+    train_method(tiny_dir, cot, train, val, train_settings("coconut"), out)
     assert finished_stages(out) == [1, 2]  # chains of 2 steps > max_latent_stage 1: a final stage
     partial = out.with_name("coconut.partial")
     out.rename(partial)
     shutil.rmtree(partial / "stage2")
     with caplog.at_level("INFO"):
-        train_method(tiny_dir, cot, train, val, "coconut", SETTINGS, out)
+        train_method(tiny_dir, cot, train, val, train_settings("coconut"), out)
     assert "resuming coconut after finished stage 1" in caplog.text
     assert finished_stages(out) == [1, 2] and not partial.exists()
     history = json.loads((out / "stage2" / "history.json").read_text())
     assert history["n_latent"] == 1 and len(history["epochs"]) == 1
-    results = evaluate_method(out, val, "coconut", SETTINGS, {"model": "tiny", "dataset": "prosqa"})
+    results = evaluate_method(out, val, settings(EvalCoconut, SETTINGS, method="coconut"))
     assert len(results) == 4 and set(results["stage"]) == {1, 2}
     assert (results["latent_tokens"] == 1).all() and results["generated_tokens"].between(1, 8).all()
     # The random model never says EOS: every answer is cut at max_new_tokens, and flagged so.
@@ -212,9 +219,9 @@ def test_stages_are_checkpointed_and_a_rerun_resumes(tiny_dir, tmp_path, caplog)
 
 
 def test_lora_trains_the_latent_embeddings_and_merges(tiny_dir, tmp_path):
-    s = {**SETTINGS, "finetune": "lora"}
-    train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "cot", s, tmp_path / "cot")
-    train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), "pause", s, tmp_path / "pause")
+    train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("cot", finetune="lora"), tmp_path / "cot")
+    train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), train_settings("pause", finetune="lora"),
+                 tmp_path / "pause")
     before, tok = load_model(tmp_path / "cot" / "stage0", "cpu", "float32")
     after, _ = load_model(tmp_path / "pause" / "stage1", "cpu", "float32")
     ids = latent_ids(tok)
@@ -229,7 +236,7 @@ def test_lora_trains_the_latent_embeddings_and_merges(tiny_dir, tmp_path):
 def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir, tmp_path, monkeypatch):
     import soft_tokens.latent.coconut.training as training
 
-    train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "cot", SETTINGS, tmp_path / "cot")
+    train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("cot"), tmp_path / "cot")
     real = training.lm_loss
     calls = []
 
@@ -240,7 +247,7 @@ def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir
 
     monkeypatch.setattr(training, "lm_loss", nan_in_stage_two)
     with pytest.raises(FloatingPointError, match="coconut stage 2 epoch 1: loss is nan; lower coconut.lr"):
-        train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), "coconut", SETTINGS, tmp_path / "coconut")
+        train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), train_settings("coconut"), tmp_path / "coconut")
     assert finished_stages(tmp_path / "coconut.partial") == [1]
 
 
@@ -259,11 +266,11 @@ def test_an_update_that_breaks_the_weights_never_counts_as_a_finished_stage(tiny
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_to_nan)
     with pytest.raises(FloatingPointError, match="nocot stage 0 epoch 1 validation: loss is nan; lower coconut.lr"):
-        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "nocot", SETTINGS, tmp_path / "nocot")
+        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("nocot"), tmp_path / "nocot")
     assert finished_stages(tmp_path / "nocot.partial") == [] and not (tmp_path / "nocot").exists()
     monkeypatch.setattr(training, "mean_loss", lambda *args: 1.0)  # were the validation loss to miss it
     with pytest.raises(FloatingPointError, match=r"nocot stage 0: 1 weight tensors hold NaN/inf \(model.embed_tokens"):
-        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), "nocot", SETTINGS, tmp_path / "nocot")
+        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("nocot"), tmp_path / "nocot")
     assert finished_stages(tmp_path / "nocot.partial") == []
 
 
@@ -281,9 +288,9 @@ def test_validation_loss_is_taken_without_dropout(latent_model):
         batch = collate(layouts)
         noisy = [lm_loss(latent_forward(dropped, batch, False)[0], batch.labels).item() for _ in range(2)]
     assert noisy[0] != noisy[1]  # dropout is really on in train mode
-    first, second = (mean_loss(dropped, layouts, False, {"eval_batch_size": 2, "dtype": "float32"}) for _ in range(2))
+    first, second = (mean_loss(dropped, layouts, False, 2, "float32") for _ in range(2))
     assert first == second and dropped.training
-    assert first == pytest.approx(mean_loss(model.eval(), layouts, False, {"eval_batch_size": 2, "dtype": "float32"}))
+    assert first == pytest.approx(mean_loss(model.eval(), layouts, False, 2, "float32"))
 
 
 def evals_of(method, stage, correct, generated, latent, seed=1337):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from soft_tokens.compression import compressor
 from soft_tokens.compression.compressor import (
+    architecture,
     build_compressor,
     compressor_loss,
     distillation_kl,
@@ -19,16 +20,23 @@ from soft_tokens.compression.compressor import (
     train_compressor,
 )
 from soft_tokens.compression.estar import build_estar, context_pairs, load_estar, save_estar, teacher_states, with_estar
+from soft_tokens.compression.spec import BuildEstar, TrainCompressor
 from soft_tokens.core.io import fingerprint
 from soft_tokens.core.models import load_model
 from soft_tokens.data.corpora import embedded_prose
+from settings import settings
 
-SETTINGS = dict(width=16, heads=2, layers=1, ffn_dim=32, lr=1e-3, weight_decay=0.0, epochs=3, batch_size=2, seed=0,
-                regression_weight=1.0, kl_weight=1.0, temperature=2.0, hidden_weight=0.5, attention_weight=0.0,
-                match_layers=[-1])
-ESTAR = dict(context_layer=-1, match_layer=1, match_weight=0.5, match_loss="mse", lr=0.1, max_steps=50,
-             batch_size=3)
+SETTINGS = dict(model="tiny", arch="qattn", device="cpu", dtype="float32", width=16, heads=2, layers=1, ffn_dim=32,
+                lr=1e-3, weight_decay=0.0, epochs=3, batch_size=2, seed=0, regression_weight=1.0, kl_weight=1.0,
+                temperature=2.0, hidden_weight=0.5, attention_weight=0.0, match_layers=[-1])
+ESTAR = dict(model="tiny", seed=0, device="cpu", dtype="float32", train_contexts=2, held_out_contexts=1,
+             estar_train_contexts=2, ctx_len=10, follow_len=5, k=2, context_layer=-1, match_layer=1, match_weight=0.5,
+             match_loss="mse", lr=0.1, max_steps=50, batch_size=3)
 TRAIN = torch.tensor([1, 2])
+
+
+def compressor_settings(**changes):
+    return settings(TrainCompressor, SETTINGS, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +45,7 @@ def estar_data(tiny):
     pairs = context_pairs(embedded_prose(100), tokenizer, 2, 1, 10, 5)  # one held out, then two to train on
     inits = {i: torch.randn(2, model.config.hidden_size, generator=torch.Generator().manual_seed(i)) * 0.02
              for i in range(3)}
-    built = build_estar(model, pairs, ESTAR, inits)
+    built = build_estar(model, pairs, settings(BuildEstar, ESTAR), inits)
     return pairs, built, {
         "estar": torch.stack([b["estar"] for b in built]),
         "has_estar": torch.tensor([True, True, False]),  # the last training context trains on KL alone
@@ -61,7 +69,7 @@ class Constant(torch.nn.Module):
 
 def trained(model, data, s, checkpoint, run):
     torch.manual_seed(0)
-    net = build_compressor("qattn", model.config.hidden_size, 2, s)
+    net = build_compressor("qattn", model.config.hidden_size, 2, architecture(s))
     return train_compressor(model, net, data, TRAIN, s, checkpoint, run)
 
 
@@ -175,7 +183,7 @@ def test_compressor_loss_is_zero_when_the_student_reads_what_the_teacher_reads(t
     batch = {"context": torch.full((2, 1), bos), "follow": follow, "context_hidden": torch.zeros(2, 1, 32),
              "estar": embedding.expand(2, 1, -1), "has_estar": torch.tensor([True, True])}
     batch["teacher_final"] = teacher_final_states(model, batch, 2)
-    s = {**SETTINGS, "attention_weight": 2.0, "match_layers": [1, -1]}
+    s = compressor_settings(attention_weight=2.0, match_layers=[1, -1])
     total, terms = compressor_loss(model, Constant(embedding[None]), batch, s)
     assert set(terms) == {"regression", "kl", "hidden", "attention"}
     assert all(value == pytest.approx(0.0, abs=1e-5) for value in terms.values())
@@ -222,14 +230,14 @@ def test_saved_compressor_is_rebuilt_from_its_own_architecture(arch, tmp_path):
 def test_training_lowers_the_training_loss(tiny, estar_data, tmp_path):
     model, _ = tiny
     _, _, data = estar_data
-    s = {**SETTINGS, "lr": 1e-2, "epochs": 5}
+    s = compressor_settings(lr=1e-2, epochs=5)
     batch = {key: value[TRAIN] for key, value in data.items()}
     batch["teacher_final"] = teacher_final_states(model, batch, 2)
     torch.manual_seed(0)
-    untrained = build_compressor("qattn", model.config.hidden_size, 2, s)
+    untrained = build_compressor("qattn", model.config.hidden_size, 2, architecture(s))
     with torch.no_grad():
         before = float(compressor_loss(model, untrained, batch, s)[0])
-    net = trained(model, data, s, tmp_path / "ckpt", fingerprint(s, {}))
+    net = trained(model, data, s, tmp_path / "ckpt", fingerprint(s.params(), {}))
     with torch.no_grad():
         after = float(compressor_loss(model, net, batch, s)[0])
     assert after < 0.9 * before
@@ -239,19 +247,19 @@ def test_a_killed_run_resumes_and_a_changed_run_starts_over(tiny, estar_data, tm
     model, _ = tiny
     _, _, data = estar_data
     run = fingerprint(SETTINGS, {})
-    whole = trained(model, data, SETTINGS, tmp_path / "a", run)
-    trained(model, data, {**SETTINGS, "epochs": 1}, tmp_path / "b", run)  # killed after epoch 1
+    whole = trained(model, data, compressor_settings(), tmp_path / "a", run)
+    trained(model, data, compressor_settings(epochs=1), tmp_path / "b", run)  # killed after epoch 1
     with caplog.at_level("INFO", logger="soft_tokens.core.training"):
-        resumed = trained(model, data, SETTINGS, tmp_path / "b", run)
+        resumed = trained(model, data, compressor_settings(), tmp_path / "b", run)
     epochs = [r.getMessage().split(":")[0] for r in caplog.records if "mean training loss" in r.getMessage()]
     assert epochs == ["compressor epoch 2", "compressor epoch 3"]
     for p, q in zip(whole.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
-    faster = {**SETTINGS, "lr": 1e-2}
-    trained(model, data, {**faster, "epochs": 1}, tmp_path / "c", fingerprint(faster, {}))
+    faster = compressor_settings(lr=1e-2)
+    trained(model, data, compressor_settings(lr=1e-2, epochs=1), tmp_path / "c", fingerprint(faster.params(), {}))
     caplog.clear()
     with caplog.at_level("INFO", logger="soft_tokens.core.training"):
-        restarted = trained(model, data, SETTINGS, tmp_path / "c", run)
+        restarted = trained(model, data, compressor_settings(), tmp_path / "c", run)
     assert "written with other settings or data: starting over" in caplog.text
     epochs = [r.getMessage().split(":")[0] for r in caplog.records if "mean training loss" in r.getMessage()]
     assert epochs == ["compressor epoch 1", "compressor epoch 2", "compressor epoch 3"]
@@ -272,7 +280,7 @@ def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_epochs(tiny, es
     monkeypatch.setattr(compressor, "compressor_loss", nan_in_epoch_two)
     run = fingerprint(SETTINGS, {})
     with pytest.raises(FloatingPointError, match="compressor epoch 2: loss is nan; lower compressor.lr"):
-        trained(model, data, SETTINGS, tmp_path / "ckpt", run)
+        trained(model, data, compressor_settings(), tmp_path / "ckpt", run)
     saved = torch.load(tmp_path / "ckpt")
     assert saved["epoch"] == 0 and saved["fingerprint"] == run
 
@@ -314,7 +322,7 @@ def test_estar_layer_out_of_range_names_the_key(tiny):
     model, tokenizer = tiny
     pairs = context_pairs(embedded_prose(100), tokenizer, 1, 1, 10, 5)
     with pytest.raises(ValueError, match="estar.match_layer: layer 7 is out of range"):
-        build_estar(model, pairs, {**ESTAR, "match_layer": 7}, {0: torch.zeros(2, model.config.hidden_size)})
+        build_estar(model, pairs, settings(BuildEstar, ESTAR, match_layer=7), {0: torch.zeros(2, model.config.hidden_size)})
 
 
 def test_estar_files_hold_what_the_compressors_read(tmp_path, estar_data):

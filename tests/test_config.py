@@ -219,7 +219,7 @@ def test_the_schema_lists_exactly_each_tracks_names(track):
 
 
 def test_every_rule_is_read_by_one_track_and_every_section_has_a_caption_per_figure():
-    rules = [rule for track in TRACKS for rule in track.READS]
+    rules = [rule for track in TRACKS for rule in track.JOBS]
     assert len(rules) == len(set(rules)) == len(OWNER)
     for track in TRACKS:
         for figures in track.SECTIONS.values():

@@ -15,9 +15,16 @@ from soft_tokens.compression.converter import (
     token_subset,
     train_converter,
 )
+from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.io import fingerprint
+from settings import settings
 
-SETTINGS = dict(seed=0, hidden_dim=16, lr=0.05, weight_decay=0.0, epochs=60, batch_size=64)
+SETTINGS = dict(model="tiny", layer="-1", arch="linear", seed=0, hidden_dim=16, lr=0.05, weight_decay=0.0, epochs=60,
+                batch_size=64, val_fraction=0.2)
+
+
+def converter_settings(**changes):
+    return settings(TrainConverter, SETTINGS, **changes)
 
 
 def test_pairs_are_the_hidden_state_after_bos_and_the_embedding_row(tiny):
@@ -57,7 +64,7 @@ def test_linear_converter_learns_an_exact_linear_map(tmp_path):
     scale, offset = torch.tensor([1, 1, 1, 1, 1, 1, 50.0, 0.02]), 3.0
     target = lambda x: ((x - offset) / scale) @ w + b  # noqa: E731  (linear in x)
     x = torch.randn(512, 8, generator=g) * scale + offset
-    net = train_converter(x, target(x), "linear", SETTINGS, tmp_path / "ckpt", {})
+    net = train_converter(x, target(x), converter_settings(), tmp_path / "ckpt", {})
     fresh = torch.randn(64, 8, generator=g) * scale + offset  # held out: never trained on
     torch.testing.assert_close(net(fresh).detach(), target(fresh), atol=5e-3, rtol=1e-3)
 
@@ -66,9 +73,9 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(128, 4, generator=g), torch.randn(128, 3, generator=g)
     run = fingerprint(SETTINGS, {})
-    whole = train_converter(x, y, "mlp", {**SETTINGS, "epochs": 4}, tmp_path / "a", run)
-    train_converter(x, y, "mlp", {**SETTINGS, "epochs": 2}, tmp_path / "b", run)  # killed after epoch 2 ...
-    resumed = train_converter(x, y, "mlp", {**SETTINGS, "epochs": 4}, tmp_path / "b", run)  # ... and rerun
+    whole = train_converter(x, y, converter_settings(arch="mlp", epochs=4), tmp_path / "a", run)
+    train_converter(x, y, converter_settings(arch="mlp", epochs=2), tmp_path / "b", run)  # killed after epoch 2 ...
+    resumed = train_converter(x, y, converter_settings(arch="mlp", epochs=4), tmp_path / "b", run)  # ... and rerun
     for p, q in zip(whole.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
 
@@ -76,16 +83,16 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
 def test_a_resumed_training_with_another_lr_starts_over(tmp_path, pairs_file):
     """The checkpoint of a run with other settings (or other pairs) is never resumed."""
     x, y = torch.randn(128, 4, generator=torch.Generator().manual_seed(0)), torch.randn(128, 3)
-    old, new = {**SETTINGS, "epochs": 2}, {**SETTINGS, "epochs": 4, "lr": 0.01}
-    train_converter(x, y, "mlp", old, tmp_path / "ckpt", fingerprint(old, {"pairs": pairs_file}))
-    resumed = train_converter(x, y, "mlp", new, tmp_path / "ckpt", fingerprint(new, {"pairs": pairs_file}))
-    fresh = train_converter(x, y, "mlp", new, tmp_path / "fresh", fingerprint(new, {"pairs": pairs_file}))
+    old, new = converter_settings(arch="mlp", epochs=2), converter_settings(arch="mlp", epochs=4, lr=0.01)
+    train_converter(x, y, old, tmp_path / "ckpt", fingerprint(old.params(), {"pairs": pairs_file}))
+    resumed = train_converter(x, y, new, tmp_path / "ckpt", fingerprint(new.params(), {"pairs": pairs_file}))
+    fresh = train_converter(x, y, new, tmp_path / "fresh", fingerprint(new.params(), {"pairs": pairs_file}))
     for p, q in zip(fresh.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
     assert torch.load(tmp_path / "ckpt")["fingerprint"]["params"]["lr"] == 0.01
-    before = fingerprint(new, {"pairs": pairs_file})
+    before = fingerprint(new.params(), {"pairs": pairs_file})
     pairs_file.write_bytes(b"other pairs")  # same settings, other input: another run
-    assert fingerprint(new, {"pairs": pairs_file}) != before
+    assert fingerprint(new.params(), {"pairs": pairs_file}) != before
 
 
 @pytest.fixture
@@ -131,4 +138,4 @@ def test_a_non_finite_loss_stops_training_with_the_fix(tmp_path):
     x, y = torch.randn(64, 4), torch.randn(64, 3)
     y[3, 1] = float("nan")
     with pytest.raises(FloatingPointError, match="converter linear epoch 1: loss is nan; lower converter.lr"):
-        train_converter(x, y, "linear", SETTINGS, tmp_path / "ckpt", {})
+        train_converter(x, y, converter_settings(), tmp_path / "ckpt", {})

@@ -11,7 +11,9 @@ from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefi
 from soft_tokens.cramming import job as cramming
 from soft_tokens.cramming.capacity import next_length, run_search
 from soft_tokens.cramming.job import convention, evaluate, init_vectors, position_weights, run_job, task_for
+from soft_tokens.cramming.spec import Capacity, Cram
 from soft_tokens.data.corpora import embedded_prose
+from settings import settings
 
 
 def test_position_weights_per_variant():
@@ -59,25 +61,27 @@ ANCHOR = dict(lr=0.01, betas=[0.9, 0.9], weight_decay=0.01, schedule="constant",
 FAST = dict(ANCHOR, lr=0.1, schedule="cosine", warmup_steps=2, placement="after_bos", margin=0.5, restarts=1)
 
 
-def job_params(optimizer_settings=ANCHOR, **overrides):
-    p = dict(model="tiny", corpus="prose", length=8, n_mem=1, variant="base", init="randn", optimizer="anchor",
-             n_samples=3, draw_length=False, seed=1337, device="cpu", dtype="float32", leading_tokens=2,
-             leading_weight=3.0, max_steps=6, patience=6, batch_size=2, curve_points=4,
-             optimizer_settings=optimizer_settings)
-    return {**p, **overrides}
+CAPACITY = dict(threshold=0.99, start_length=4, max_length=12, resolution=2, stage_steps=5, restarts=0, n_samples=2)
+SETTINGS = dict(model="tiny", corpus="prose", length=8, n_mem=1, variant="base", init="randn", optimizer="anchor",
+                n_samples=3, draw_length=False, seed=1337, device="cpu", dtype="float32", leading_tokens=2,
+                leading_weight=3.0, max_steps=6, patience=6, batch_size=2, curve_points=4, capacity=CAPACITY)
+
+
+def cram_settings(optimizer_settings=ANCHOR, **changes):
+    return settings(Cram, SETTINGS, optimizer_settings=optimizer_settings, **changes)
 
 
 def test_after_bos_gives_bos_as_input_and_scores_the_rest():
     ids = torch.tensor([1, 50, 60, 70])
     init = torch.zeros(1, 4)
     for variant, expected in (("base", [0, 1, 1, 1]), ("bos", [0, 1, 1, 1]), ("2leading", [0, 3, 1, 1])):
-        task, weights = task_for(0, ids, init, job_params(FAST, variant=variant))
+        task, weights = task_for(0, ids, init, cram_settings(FAST, variant=variant))
         assert weights.tolist() == expected
         assert task.lead_ids.tolist() == [1] and task.target_ids.tolist() == [50, 60, 70]
         assert task.weights.tolist() == expected[1:]
-    task, weights = task_for(0, ids, init, job_params(ANCHOR))
+    task, weights = task_for(0, ids, init, cram_settings(ANCHOR))
     assert task.lead_ids is None and task.target_ids.tolist() == [1, 50, 60, 70] and weights.tolist() == [1] * 4
-    assert "placement 'after_bos': BOS is given as an ordinary input token" in convention(job_params(FAST))
+    assert "placement 'after_bos': BOS is given as an ordinary input token" in convention(cram_settings(FAST))
 
 
 @pytest.fixture(scope="module")
@@ -99,25 +103,25 @@ def test_job_writes_results_with_convention_and_resumes_after_a_kill(tiny_dir, p
 
     monkeypatch.setattr(cramming, "optimise_with_restarts", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
-        run_job(tiny_dir, prose, out, vec, job_params())
+        run_job(tiny_dir, prose, out, vec, cram_settings())
     finished = json.loads(next((tmp_path / "job.parquet.partial").glob("sample_*.json")).read_text())
 
     seen = []
     monkeypatch.setattr(cramming, "optimise_with_restarts",
                         lambda model, tasks, *a, **k: seen.extend(t.key for t in tasks) or real(model, tasks, *a, **k))
-    df = run_job(tiny_dir, prose, out, vec, job_params())
+    df = run_job(tiny_dir, prose, out, vec, cram_settings())
     assert finished["sample_id"] not in seen and len(seen) == 2
     assert not (tmp_path / "job.parquet.partial").exists()
     assert sorted(df["sample_id"]) == [0, 1, 2]
     again = df[df["sample_id"] == finished["sample_id"]].iloc[0]
     assert list(again["curve_loss"]) == finished["curve_loss"]
-    assert parquet_metadata(out)["convention"] == convention(job_params())
+    assert parquet_metadata(out)["convention"] == convention(cram_settings())
     assert pd.read_parquet(out).shape[0] == 3 and (df["n_tokens"] == 8).all()
 
 
 def test_job_batched_equals_one_at_a_time(tiny_dir, prose, tmp_path):
-    a = run_job(tiny_dir, prose, tmp_path / "a.parquet", tmp_path / "a.safetensors", job_params(batch_size=3))
-    b = run_job(tiny_dir, prose, tmp_path / "b.parquet", tmp_path / "b.safetensors", job_params(batch_size=1))
+    a = run_job(tiny_dir, prose, tmp_path / "a.parquet", tmp_path / "a.safetensors", cram_settings(batch_size=3))
+    b = run_job(tiny_dir, prose, tmp_path / "b.parquet", tmp_path / "b.safetensors", cram_settings(batch_size=1))
     cols = ["sample_id", "steps", "teacher_forcing_convergence", "greedy_convergence", "status"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
@@ -130,7 +134,7 @@ def test_job_marks_a_non_finite_sample_failed_and_keeps_the_others(tiny_dir, pro
         return v if poisoned.calls.append(1) or len(poisoned.calls) != 2 else v * math.inf
     poisoned.calls = []
     monkeypatch.setattr(cramming, "init_vectors", poisoned)
-    df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
+    df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", cram_settings())
     bad = df[df["sample_id"] == 1].iloc[0]
     assert bad["status"] == "failed" and "non-finite loss" in bad["failure_reason"]
     assert math.isnan(bad["greedy_convergence"]) and math.isnan(bad["teacher_forcing_convergence"])
@@ -140,9 +144,9 @@ def test_job_marks_a_non_finite_sample_failed_and_keeps_the_others(tiny_dir, pro
 def test_a_partial_job_written_with_other_settings_is_not_reused(tiny_dir, prose, tmp_path):
     partial = tmp_path / "j.parquet.partial"
     partial.mkdir()
-    (partial / "fingerprint.json").write_text(json.dumps(job_params(dict(ANCHOR, lr=0.5))))
+    (partial / "fingerprint.json").write_text(json.dumps(cram_settings(dict(ANCHOR, lr=0.5)).params()))
     (partial / "sample_0.json").write_text("{}")  # would break the job if it were reused
-    df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
+    df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", cram_settings())
     assert sorted(df["sample_id"]) == [0, 1, 2] and df["steps"].notna().all()
 
 
@@ -160,11 +164,11 @@ def test_a_partial_job_made_from_another_corpus_is_not_reused(tiny_dir, prose, t
 
     monkeypatch.setattr(cramming, "optimise_with_restarts", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
-        run_job(tiny_dir, other, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
+        run_job(tiny_dir, other, tmp_path / "j.parquet", tmp_path / "j.safetensors", cram_settings())
     seen = []
     monkeypatch.setattr(cramming, "optimise_with_restarts",
                         lambda model, tasks, *a, **k: seen.extend(t.key for t in tasks) or real(model, tasks, *a, **k))
-    run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", job_params())
+    run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", cram_settings())
     assert sorted(seen) == [0, 1, 2]  # nothing of the other corpus's run was kept
 
 
@@ -173,7 +177,7 @@ def test_evaluate_after_bos_agrees_with_the_optimiser(tiny):
     model, _ = tiny
     ids = torch.tensor([1, 50, 60, 70, 80, 90])
     init = torch.randn(1, model.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.02
-    task, w = task_for(0, ids, init, job_params(FAST))
+    task, w = task_for(0, ids, init, cram_settings(FAST))
     results = []
     optimise_prefixes(model, [task], OptimSettings(lr=0.1, max_steps=20), results.append)
     m = evaluate(model, results[0].vectors, ids, w, "base", "after_bos")
@@ -196,13 +200,8 @@ def test_capacity_search_doubles_then_bisects_by_hand():
     assert next_length({8: 0.5, 4: 0.5, 2: 0.5}, 0.99, 8, 100, 1) is None  # nothing shorter than 2 tokens
 
 
-CAPACITY = dict(threshold=0.99, start_length=4, max_length=12, resolution=2, stage_steps=5, restarts=0, n_samples=2)
-
-
-def search_params(**overrides):
-    p = job_params(FAST, capacity=CAPACITY)
-    del p["length"], p["max_steps"], p["patience"], p["draw_length"], p["n_samples"]
-    return {**p, **overrides}
+def search_settings(**changes):
+    return settings(Capacity, SETTINGS, optimizer_settings=FAST, **changes)
 
 
 def test_capacity_search_warm_starts_and_resumes_after_a_kill(tiny_dir, prose, tmp_path, monkeypatch):
@@ -229,12 +228,12 @@ def test_capacity_search_warm_starts_and_resumes_after_a_kill(tiny_dir, prose, t
     def kill():
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        run_search(tiny_dir, prose, out, vec, search_params())
+        run_search(tiny_dir, prose, out, vec, search_settings())
     assert sorted(inits) == [4, 8, 12]  # killed while evaluating the third stage
     first_inits = dict(inits)
     inits.clear()
     monkeypatch.setattr(capacity, "evaluate", real_evaluate)
-    df = run_search(tiny_dir, prose, out, vec, search_params())
+    df = run_search(tiny_dir, prose, out, vec, search_settings())
     assert sorted(inits) == [10, 12]  # stages 4 and 8 were kept; 12 is redone, then the bisection
     assert list(df.drop_duplicates("stage")["length"]) == [4, 8, 12, 10]
     assert (df["capacity_tokens"] == 8).all()
@@ -246,6 +245,6 @@ def test_capacity_search_warm_starts_and_resumes_after_a_kill(tiny_dir, prose, t
 
 
 def test_a_search_longer_than_the_texts_names_its_key(tiny_dir, prose, tmp_path):
-    long = search_params(capacity=dict(CAPACITY, max_length=5000))
+    long = search_settings(capacity=dict(CAPACITY, max_length=5000))
     with pytest.raises(ValueError, match="lower cramming.capacity.max_length or raise corpora.prose.passage_words"):
         run_search(tiny_dir, prose, tmp_path / "c.parquet", tmp_path / "c.safetensors", long)

@@ -27,9 +27,10 @@ from soft_tokens.latent.hrpo.training import (
     train,
 )
 from soft_tokens.report import stats
-from soft_tokens.latent.hrpo.spec import check_hrpo
+from soft_tokens.latent.hrpo.spec import BuildPolicy, EvalHrpo, TrainHrpo, check_hrpo
+from settings import settings
 
-SETTINGS = dict(seed=3, device="cpu", dtype="float32", start="base", fresh_problems=0, prompt_prefix="",
+SETTINGS = dict(model="tiny", dataset="prosqa", seed=3, device="cpu", dtype="float32", start="base", fresh_problems=0, prompt_prefix="",
                 marker="###", projection_norm="embedding_rms", a_min=0.99, a_max=0.999, gate_init_std=0.02,
                 group_size=2, prompts_per_step=2, steps=2, temperature=1.0, max_new_tokens=6, beta=0.005,
                 updates_per_batch=1, clip=0.2, max_grad_norm=1.0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
@@ -39,8 +40,8 @@ QUESTIONS = ["Every wumpus is a yumpus. Is Max a yumpus?", "Is Sally a rempus?",
 
 
 def policy_of(tiny_dir, state, **changes):
-    s = {**SETTINGS, "policy": state, **changes}
-    policy, tokenizer = build_policy(start_dir(tiny_dir, s), state, s)
+    s = settings(TrainHrpo, SETTINGS, policy=state, **changes)
+    policy, tokenizer = build_policy(start_dir(tiny_dir, s.start), state, s)
     return policy, tokenizer, s
 
 
@@ -279,9 +280,10 @@ def test_a_saved_policy_evaluates_as_it_was_trained(tiny_dir, tmp_path):
     policy, tokenizer, s = policy_of(tiny_dir, "projection")
     train(policy, tokenizer, problems, s, tmp_path / "c.partial", {"run": 2})
     save_policy(policy, tmp_path / "policy.pt")
-    before = evaluate(policy, tokenizer, problems, s, "projection", 3)
+    before = evaluate(policy, tokenizer, problems, settings(EvalHrpo, SETTINGS), "projection")
     fresh, _, _ = policy_of(tiny_dir, "projection")
-    after = evaluate(load_policy(tmp_path / "policy.pt", fresh), tokenizer, problems, s, "projection", 3)
+    after = evaluate(load_policy(tmp_path / "policy.pt", fresh), tokenizer, problems, settings(EvalHrpo, SETTINGS),
+                     "projection")
     pd.testing.assert_frame_equal(before, after)
     assert list(before.columns) == ["policy", "seed", "id", "answer", "generated", "predicted", "correct",
                                     "markers", "length", "hidden_ratio"]
@@ -295,16 +297,16 @@ def test_clear_errors(tiny_dir, tmp_path):
         policy_of(tiny_dir, "latent")
     policy, _, _ = policy_of(tiny_dir, "grpo")
     with pytest.raises(ValueError, match="hrpo.methods: unknown thinking state 'hidden'"):
-        HybridPolicy(policy.lm, "hidden", SETTINGS, torch.Generator())
+        HybridPolicy(policy.lm, "hidden", settings(BuildPolicy, SETTINGS), torch.Generator())
     with pytest.raises(FileNotFoundError, match="hrpo.start: no model at .*run the Coconut track's cot method"):
-        start_dir(tmp_path / "missing", {"start": "cot"})
+        start_dir(tmp_path / "missing", "cot")
     bad = problems_frame().assign(answer=["####", "Sally is a rempus.", "#### "])
     with pytest.raises(ValueError, match="'prosqa' has 2 answers with nothing after the answer marker"):
         check_answers(bad, "prosqa")
     hub = {"kind": "hub"}
     splits = {k: problems_frame() for k in ("train", "val", "test")}
     with pytest.raises(ValueError, match="hrpo.fresh_problems: 'gsm8k' is read from the hub.*fresh_problems: 0"):
-        prompt_problems("gsm8k", hub, splits, {**SETTINGS, "fresh_problems": 5})
+        prompt_problems("gsm8k", hub, splits, settings(TrainHrpo, SETTINGS, fresh_problems=5))
     config = {"group_size": 1, "a_min": 0.99, "a_max": 0.999, "models": [], "datasets": []}
     with pytest.raises(ValueError, match="hrpo.group_size: 1; GRPO normalises"):
         check_hrpo(config)
@@ -318,9 +320,9 @@ def test_fresh_problems_are_new_and_of_the_datasets_kind():
 
     own = build_reasoning("prosqa", spec, 3)
     splits = {"train": own.iloc[:10], "val": own.iloc[10:12], "test": own.iloc[12:]}
-    fresh = prompt_problems("prosqa", spec, splits, {**SETTINGS, "fresh_problems": 30})
+    fresh = prompt_problems("prosqa", spec, splits, settings(TrainHrpo, SETTINGS, fresh_problems=30))
     assert 0 < len(fresh) <= 30 and not set(fresh.question) & set(own.question)
-    assert prompt_problems("prosqa", spec, splits, SETTINGS) is splits["train"]
+    assert prompt_problems("prosqa", spec, splits, settings(TrainHrpo, SETTINGS)) is splits["train"]
 
 
 def evals_frame(rng, policy, seeds, p_correct, length):

@@ -36,27 +36,3 @@ def test_a_failed_block_leaves_no_folder(tmp_path):
             (tmp / "half").write_text("x")
             raise RuntimeError("killed")
     assert not (tmp_path / "model").exists() and not list(tmp_path.iterdir())
-
-
-def test_job_settings_are_read_only_record_their_reads_and_name_the_spec_for_an_undeclared_key(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from soft_tokens.core.job_settings import RECORD, JobSettings, job_settings
-
-    s = JobSettings("train_pooler", {"lr": 0.1, "epochs": 2, "seed": 1})
-    assert s["lr"] == 0.1 and s.get("epochs") == 2 and s.get("missing", 3) == 3 and s.read == {"lr", "epochs"}
-    assert json.loads(json.dumps(s)) == {"lr": 0.1, "epochs": 2, "seed": 1} and s.read == {"lr", "epochs"}
-    with pytest.raises(KeyError, match="train_pooler reads `batch_size`, which its track's spec does not declare"):
-        s["batch_size"]
-    with pytest.raises(TypeError, match="read-only"):
-        s["lr"] = 1.0
-    with pytest.raises(TypeError, match="read-only"):
-        s.update(lr=1.0)
-    monkeypatch.setenv(RECORD, str(tmp_path / "reads"))
-    registered = []
-    monkeypatch.setattr("atexit.register", registered.append)
-    settings = job_settings(SimpleNamespace(rule="eval_hrpo", params=SimpleNamespace(job={"a": 1, "b": 2})))
-    settings["b"]
-    registered[0]()  # what runs when the job's process ends
-    [record] = (tmp_path / "reads").glob("eval_hrpo.*.json")
-    assert json.loads(record.read_text()) == ["b"]

@@ -37,16 +37,20 @@ from soft_tokens.latent.pooler.training import (
     train_pooler,
     training_examples,
 )
-from soft_tokens.latent.pooler.spec import check_pooler
+from soft_tokens.latent.pooler.spec import EvalPooler, TrainPooler, check_pooler
+from settings import settings
 
 IDS = PoolIds(start=100, end=101, slot=102)
 PROBLEM = Problem(question=[1, 2, 3], steps=[[10, 11, 12], [13, 14]], answer=[7, 8, 2])
 M = IGNORE
-SETTINGS = dict(device="cpu", dtype="float32", seed=1, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+SETTINGS = dict(model="tiny", dataset="copy", main="model", window="2", device="cpu", dtype="float32", seed=1,
+                lora_r=8, lora_alpha=16, lora_dropout=0.0,
                 lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                 pooling="mean", output_scale=True, context=False, init_token="<<", compress_fraction=1.0,
                 max_prefixes=1, lr=1e-2, weight_decay=0.0, batch_size=3, grad_accumulation=1, epochs=10,
                 eval_batch_size=3, max_new_tokens=8)
+TRAIN = settings(TrainPooler, SETTINGS)
+EVAL = settings(EvalPooler, SETTINGS)
 
 
 def test_layout_replaces_the_first_windows_by_slots_between_markers_and_supervises_the_rest():
@@ -112,11 +116,11 @@ def test_vectors_land_in_the_slots_in_order_and_markers_come_from_the_pooler_tab
 
 @pytest.fixture(scope="module")
 def pooled_setup(tiny_dir):
-    main, tokenizer, ids = load_main(tiny_dir, SETTINGS)
+    main, tokenizer, ids = load_main(tiny_dir, TRAIN)
     problems = [Problem([1000 + i, 1100 + i, 1200], [[2000 + i, 2100 + i], [2200 + i, 2300 + i, 2400]],
                         [3000, 3100 + i, 2]) for i in range(3)]
     examples = [layout(p, 2, 2, ids) for p in problems]
-    pooler = build_pooler(tiny_dir, main, tokenizer, ids, SETTINGS, init_windows(examples))
+    pooler = build_pooler(tiny_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
     return main, tokenizer, ids, problems, examples, pooler
 
 
@@ -171,7 +175,7 @@ def copy_task(tokenizer):
 
 def test_the_pooler_memorises_three_problems_and_their_answers_come_from_the_vectors(tiny_dir, tmp_path):
     # The main LM first learns the three chains of thought (as `main: cot` is the CoT model), then stays frozen.
-    main, tokenizer, ids = load_main(tiny_dir, SETTINGS)
+    main, tokenizer, ids = load_main(tiny_dir, TRAIN)
     problems, df = copy_task(tokenizer)
     main.requires_grad_(True)
     opt = torch.optim.AdamW(main.parameters(), lr=1e-2)
@@ -182,23 +186,21 @@ def test_the_pooler_memorises_three_problems_and_their_answers_come_from_the_vec
         loss.backward()
         opt.step()
     main.requires_grad_(False)
-    s = SETTINGS
-
     def accuracy(runs):
-        rows = teacher_forced(main, tokenizer, ids, problems, df, runs, s, "train")
+        rows = teacher_forced(main, tokenizer, ids, problems, df, runs, EVAL, "train")
         return {m: sum(r["correct"] for r in rows if r["method"] == m) for m in runs}
 
     assert accuracy({"full": (None, [layout(p, 1, 0, ids) for p in problems])}) == {"full": 3}
-    examples = training_examples(problems, 2, s, ids)
+    examples = training_examples(problems, 2, TRAIN, ids)
     assert [len(e.windows) for e in examples] == [2, 2, 2]  # max_prefixes 1: the fully compressed layout
-    pooler = build_pooler(tiny_dir, main, tokenizer, ids, s, init_windows(examples))
-    train_pooler(main, pooler, examples * 10, ids, s, tmp_path / "checkpoint.pt", {"test": 1})
+    pooler = build_pooler(tiny_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
+    train_pooler(main, pooler, examples * 10, ids, TRAIN, tmp_path / "checkpoint.pt", {"test": 1})
     compressed = [layout(p, 2, 2, ids) for p in problems]
     dropped = [layout(p, 2, 2, ids, vectors=False) for p in problems]
     assert accuracy({"pooler": (pooler, compressed), "dropped": (pooler, dropped)}) == {"pooler": 3, "dropped": 0}
     # Saved and loaded into a fresh pooler, the same answers; a pooler of another width is refused.
     save_pooler(pooler, tmp_path / "pooler.pt", 2)
-    fresh = build_pooler(tiny_dir, main, tokenizer, ids, s, init_windows(examples))
+    fresh = build_pooler(tiny_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
     loaded = load_pooler(tmp_path / "pooler.pt", fresh, "tiny")
     assert accuracy({"pooler": (loaded, compressed)}) == {"pooler": 3}
     wide = torch.load(tmp_path / "pooler.pt")

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from runner import HANG, ROOT, SMOKE, snakemake_command
 
+from soft_tokens.core.job_settings import OnDevice
 from soft_tokens.workflow import OWNER, TRACKS
 
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
@@ -70,7 +71,7 @@ def test_profile_has_placeholders():
 
 
 def test_a_rule_asks_for_a_gpu_exactly_when_its_job_runs_on_the_configured_device(rules):
-    on_device = {rule for rule, track in OWNER.items() if "device" in track.READS[rule][2]}
+    on_device = {rule for rule, track in OWNER.items() if issubclass(track.JOBS[rule], OnDevice)}
     assert {name for name, rule in rules.items() if rule["gpu"]} == on_device
     assert {"cram", "train_coconut", "eval_pooler", "train_hrpo"} <= on_device and "train_converter" not in on_device
 

@@ -1,8 +1,6 @@
 """Names and helpers every track shares, free of torch, pandas and numpy (Snakemake imports them while
 building the DAG). Nothing here imports a track: each track's own names live in its `spec` module."""
 
-# Top-level keys a model job reads besides its section.
-RUNTIME = ("device", "dtype")
 # How a trained prefix of vectors starts (the prefix optimiser, shared by cramming and e*).
 INITS = ("randn", "mean", "token")
 # The splits of every reasoning dataset (Coconut, the pooler and HRPO read them).

@@ -1,7 +1,7 @@
 """The registry of tracks: what the workflow needs to know before any job runs, free of torch, pandas
 and numpy (Snakemake imports it while building the DAG). Each track's `spec` module owns its names,
-the keys each of its rules reads, its grids, its report sections and its config checks; this module
-finds them and loops over them.
+the settings of each of its rules (a dataclass per job kind, soft_tokens.core.job_settings), its grids,
+its report sections and its config checks; this module finds them and loops over them.
 
 A job's parameters are exactly the config keys it reads, no more: Snakemake reruns a job when they
 change, and the resumable jobs fingerprint them (with their inputs) to decide whether a half-done
@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 
 import soft_tokens
+from soft_tokens.core.job_settings import TOP
 from soft_tokens.vocabulary import canonical
 
 
@@ -24,7 +25,7 @@ def find_tracks() -> tuple:
 
 TRACKS = find_tracks()
 # rule -> the track that owns it.
-OWNER = {rule: track for track in TRACKS for rule in track.READS}
+OWNER = {rule: track for track in TRACKS for rule in track.JOBS}
 
 
 def check_config(config: dict) -> None:
@@ -39,15 +40,17 @@ def sections(config: dict) -> dict:
 
 
 def job_params(config: dict, rule: str, wildcards: dict) -> dict:
-    """Exactly the config keys the job of `rule` reads, plus its wildcards: what it is re-run and
-    fingerprinted on. Editing anything else (a grid list, mem_mb, runtime, an eval-only key of a
-    training job) leaves the job and its half-done work alone."""
+    """The fields of the job's settings (its spec's dataclass for `rule`): exactly the config keys it
+    reads, plus its wildcards, what it is re-run and fingerprinted on. Editing anything else (a grid
+    list, mem_mb, runtime, an eval-only key of a training job) leaves the job and its half-done work
+    alone. The settings are built here too, so a value that does not fit them fails while the DAG is
+    built (a dry run of a config checks every job), not in the job."""
     track = OWNER[rule]
-    section, keys, top = track.READS[rule]
-    s = track.settings(config, wildcards) if hasattr(track, "settings") else config[section]
-    params = {**{k: config[k] for k in top}, **{k: s[k] for k in keys}, **dict(wildcards)}
+    kind = track.JOBS[rule]
+    s = track.settings(config, wildcards) if hasattr(track, "settings") else config[kind.SECTION]
+    params = {**{k: config[k] for k in kind.keys(TOP)}, **{k: s[k] for k in kind.keys()}, **dict(wildcards)}
     if "seed" in wildcards:  # the seed a Coconut or HRPO job trains (and is evaluated) with
         params["seed"] = int(wildcards["seed"])
     if hasattr(track, "job_extras"):
         params.update(track.job_extras(config, rule, wildcards, s))
-    return canonical(params)
+    return kind.build(canonical(params)).params()

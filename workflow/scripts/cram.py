@@ -15,6 +15,7 @@ import torch
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.cramming.capacity import run_search
 from soft_tokens.cramming.job import run_job
+from soft_tokens.cramming.spec import JOBS
 
 torch.set_num_threads(snakemake.threads)
 run = {"cram": run_job, "capacity": run_search}[snakemake.rule]
@@ -23,5 +24,5 @@ run(
     Path(snakemake.input.corpus),
     Path(snakemake.output.parquet),
     Path(snakemake.output.vectors),
-    job_settings(snakemake),
+    job_settings(snakemake, JOBS[snakemake.rule]),
 )

@@ -13,11 +13,10 @@ import torch
 from soft_tokens.core.io import write_parquet
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.coconut.spec import EvalCoconut
 from soft_tokens.latent.coconut.training import evaluate_method
 
 torch.set_num_threads(snakemake.threads)
-meta = {"model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset,
-        "seed": int(snakemake.wildcards.seed)}
 results = evaluate_method(Path(snakemake.input.run), read_reasoning(snakemake.input.test),
-                          snakemake.wildcards.method, job_settings(snakemake), meta)
+                          job_settings(snakemake, EvalCoconut))
 write_parquet(results, snakemake.output[0])

@@ -16,14 +16,13 @@ import torch
 from soft_tokens.core.io import write_parquet
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.pooler.spec import EvalPooler
 from soft_tokens.latent.pooler.training import evaluate_window, load_pooler, setup
 
 torch.set_num_threads(snakemake.threads)
-s, window = job_settings(snakemake), int(snakemake.wildcards.window)
-main, tokenizer, ids, _, untrained = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
-                                           snakemake.wildcards.dataset, s)
-trained = load_pooler(Path(snakemake.input.pooler), copy.deepcopy(untrained), snakemake.wildcards.model)
+settings = job_settings(snakemake, EvalPooler)
+main, tokenizer, ids, _, untrained = setup(Path(snakemake.input.main), Path(snakemake.input.train), settings)
+trained = load_pooler(Path(snakemake.input.pooler), copy.deepcopy(untrained), settings.model)
 splits = {"test": read_reasoning(snakemake.input.test), "train": read_reasoning(snakemake.input.train)}
-results = evaluate_window(main, tokenizer, ids, trained, untrained.eval(), splits, window, s)
-write_parquet(results.assign(model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset),
-              snakemake.output[0])
+results = evaluate_window(main, tokenizer, ids, trained, untrained.eval(), splits, settings)
+write_parquet(results.assign(model=settings.model, dataset=settings.dataset), snakemake.output[0])

@@ -13,11 +13,11 @@ import torch
 from soft_tokens.core.io import write_parquet
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.pooler.spec import EvalPoolerBaselines
 from soft_tokens.latent.pooler.training import evaluate_baselines, load_main, main_dir
 
 torch.set_num_threads(snakemake.threads)
-s = job_settings(snakemake)
-main, tokenizer, ids = load_main(main_dir(Path(snakemake.input.main), s), s)
-results = evaluate_baselines(main, tokenizer, ids, read_reasoning(snakemake.input.test), s)
-write_parquet(results.assign(model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset),
-              snakemake.output[0])
+settings = job_settings(snakemake, EvalPoolerBaselines)
+main, tokenizer, ids = load_main(main_dir(Path(snakemake.input.main), settings), settings)
+results = evaluate_baselines(main, tokenizer, ids, read_reasoning(snakemake.input.test), settings)
+write_parquet(results.assign(model=settings.model, dataset=settings.dataset), snakemake.output[0])

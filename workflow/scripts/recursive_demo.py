@@ -16,25 +16,26 @@ import torch
 from soft_tokens.compression.converter import load_converter
 from soft_tokens.compression.recursive import CONDITIONS, continuation_ce, demo_items, generate_batch, pooled_vector, prefix_embeds
 from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.compression.spec import RecursiveDemo
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 from soft_tokens.data.corpora import read_corpus
 
 torch.set_num_threads(snakemake.threads)
-s = job_settings(snakemake)
-model, tokenizer = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
+settings = job_settings(snakemake, RecursiveDemo)
+model, tokenizer = load_model(Path(snakemake.input.model), settings.device, settings.dtype)
 converter = load_converter(Path(snakemake.input.converter), model.config.hidden_size)
-items = demo_items(read_corpus(snakemake.input.corpus), tokenizer, s["n_passages"], s["context_tokens"],
-                   s["continuation_tokens"])
+items = demo_items(read_corpus(snakemake.input.corpus), tokenizer, settings.n_passages, settings.context_tokens,
+                   settings.continuation_tokens)
 rows, generations = [], []
 for item in items:
-    vector = pooled_vector(model, tokenizer, converter, item["earlier"], s["layer"])
-    prefixes = {c: prefix_embeds(model, tokenizer, c, item, vector, s["prompt"]) for c in CONDITIONS}
-    rows += [{"model": snakemake.wildcards.model, "layer": s["layer"], "arch": s["arch"], "passage_id": item["id"],
+    vector = pooled_vector(model, tokenizer, converter, item["earlier"], settings.layer)
+    prefixes = {c: prefix_embeds(model, tokenizer, c, item, vector, settings.prompt) for c in CONDITIONS}
+    rows += [{"model": settings.model, "layer": settings.layer, "arch": settings.arch, "passage_id": item["id"],
               "condition": c, "ce_nats": continuation_ce(model, p, item["continuation"])} for c, p in prefixes.items()]
-    texts = generate_batch(model, tokenizer, list(prefixes.values()), s["max_new_tokens"])
+    texts = generate_batch(model, tokenizer, list(prefixes.values()), settings.max_new_tokens)
     reference = tokenizer.decode(item["continuation"])
-    generations += [{"passage_id": item["id"], "condition": c, "prompt": s["prompt"], "generated": t,
+    generations += [{"passage_id": item["id"], "condition": c, "prompt": settings.prompt, "generated": t,
                      "reference": reference} for c, t in zip(CONDITIONS, texts)]
 write_parquet(pd.DataFrame(rows), snakemake.output.ce)
 with atomic_path(snakemake.output.generations) as tmp:

@@ -12,6 +12,7 @@ import torch
 
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.coconut.spec import TrainCoconut
 from soft_tokens.latent.coconut.training import train_method
 
 torch.set_num_threads(snakemake.threads)
@@ -20,7 +21,6 @@ train_method(
     Path(snakemake.input.cot) if "cot" in snakemake.input.keys() else None,
     read_reasoning(snakemake.input.train),
     read_reasoning(snakemake.input.val),
-    snakemake.wildcards.method,
-    job_settings(snakemake),
+    job_settings(snakemake, TrainCoconut),
     Path(snakemake.output[0]),
 )

@@ -10,23 +10,25 @@ log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.compression.compressor import build_compressor, save_compressor, train_compressor
+from soft_tokens.compression.compressor import architecture, build_compressor, save_compressor, train_compressor
 from soft_tokens.compression.estar import load_estar
 from soft_tokens.core.io import resumable_output
+from soft_tokens.compression.spec import TrainCompressor
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.core.models import load_model
 
 torch.set_num_threads(snakemake.threads)
-s = job_settings(snakemake)
-model, _ = load_model(Path(snakemake.input.model), s["device"], s["dtype"])
-if s["attention_weight"]:
+settings = job_settings(snakemake, TrainCompressor)
+model, _ = load_model(Path(snakemake.input.model), settings.device, settings.dtype)
+if settings.attention_weight:
     model.set_attn_implementation("eager")  # attention maps are only returned by eager attention
 data = load_estar(snakemake.input.estar)
 train = (~data["held_out"]).nonzero()[:, 0]
-torch.manual_seed(s["seed"])
-arch, k, d_model = snakemake.wildcards.arch, data["estar"].shape[1], data["estar"].shape[2]
-net = build_compressor(arch, d_model, k, s)
+torch.manual_seed(settings.seed)
+k, d_model = data["estar"].shape[1], data["estar"].shape[2]
+shape = architecture(settings)
+net = build_compressor(settings.arch, d_model, k, shape)
 inputs = {"model": snakemake.input.model, "estar": snakemake.input.estar}
-with resumable_output(snakemake.output[0], s, inputs) as (checkpoint, run):
-    net = train_compressor(model, net, data, train, s, checkpoint, run)
-    save_compressor(net, Path(snakemake.output[0]), arch, d_model, k, s)
+with resumable_output(snakemake.output[0], settings.params(), inputs) as (checkpoint, run):
+    net = train_compressor(model, net, data, train, settings, checkpoint, run)
+    save_compressor(net, Path(snakemake.output[0]), settings.arch, d_model, k, shape)

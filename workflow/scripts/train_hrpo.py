@@ -13,16 +13,17 @@ import torch
 from soft_tokens.core.io import resumable_output, write_parquet
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
+from soft_tokens.latent.hrpo.spec import TrainHrpo
 from soft_tokens.latent.hrpo.training import build_policy, prompt_problems, save_policy, start_dir, train
 
 torch.set_num_threads(snakemake.threads)
-s, dataset = job_settings(snakemake), snakemake.wildcards.dataset
+settings = job_settings(snakemake, TrainHrpo)
 splits = {split: read_reasoning(snakemake.input[split]) for split in ("train", "val", "test")}
-problems = prompt_problems(dataset, snakemake.params.spec, splits, s)
-policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), s), s["policy"], s)
+problems = prompt_problems(settings.dataset, snakemake.params.spec, splits, settings)
+policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), settings.start), settings.policy, settings)
 inputs = {"start": snakemake.input.start, **{split: snakemake.input[split] for split in splits}}
-with resumable_output(snakemake.output.policy, s, inputs) as (checkpoint, run):
-    history = train(policy, tokenizer, problems, s, checkpoint, run)
-    write_parquet(history.assign(model=snakemake.wildcards.model, dataset=dataset, policy=s["policy"],
-                                 seed=s["seed"]), snakemake.output.history)
+with resumable_output(snakemake.output.policy, settings.params(), inputs) as (checkpoint, run):
+    history = train(policy, tokenizer, problems, settings, checkpoint, run)
+    write_parquet(history.assign(model=settings.model, dataset=settings.dataset, policy=settings.policy,
+                                 seed=settings.seed), snakemake.output.history)
     save_policy(policy, Path(snakemake.output.policy))

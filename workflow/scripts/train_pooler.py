@@ -12,13 +12,13 @@ import torch
 
 from soft_tokens.core.io import resumable_output
 from soft_tokens.core.job_settings import job_settings
+from soft_tokens.latent.pooler.spec import TrainPooler
 from soft_tokens.latent.pooler.training import save_pooler, setup, train_pooler
 
 torch.set_num_threads(snakemake.threads)
-s, window = job_settings(snakemake), int(snakemake.wildcards.window)
-main, tokenizer, ids, examples, pooler = setup(Path(snakemake.input.main), Path(snakemake.input.train), window,
-                                               snakemake.wildcards.dataset, s)
+settings = job_settings(snakemake, TrainPooler)
+main, tokenizer, ids, examples, pooler = setup(Path(snakemake.input.main), Path(snakemake.input.train), settings)
 inputs = {"main": snakemake.input.main, "train": snakemake.input.train}
-with resumable_output(snakemake.output[0], s, inputs) as (checkpoint, run):
-    train_pooler(main, pooler, examples, ids, s, checkpoint, run)
-    save_pooler(pooler, Path(snakemake.output[0]), window)
+with resumable_output(snakemake.output[0], settings.params(), inputs) as (checkpoint, run):
+    train_pooler(main, pooler, examples, ids, settings, checkpoint, run)
+    save_pooler(pooler, Path(snakemake.output[0]), int(settings.window))

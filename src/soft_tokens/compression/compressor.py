@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from soft_tokens.compression.spec import TrainCompressor
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.prefix import prefix_forward, text_view
 from soft_tokens.core.training import epoch_order, train_epochs
@@ -50,21 +51,27 @@ class QueryAttention(torch.nn.Module):
 ARCHITECTURE = ("width", "heads", "layers", "ffn_dim")
 
 
-def build_compressor(arch: str, d_model: int, k: int, s: dict) -> torch.nn.Module:
+def architecture(settings: TrainCompressor) -> dict:
+    """The settings a compressor is rebuilt from (saved with it: the config may change later)."""
+    return {key: getattr(settings, key) for key in ARCHITECTURE}
+
+
+def build_compressor(arch: str, d_model: int, k: int, shape: dict) -> torch.nn.Module:
+    """A compressor of the given architecture; `shape` holds its ARCHITECTURE keys."""
     if k < 1:
         raise ValueError(f"estar.k must be at least 1, got {k}")
     if arch == "hyper":
-        return HyperPromptNet(d_model, k, s["width"], s["heads"], s["layers"], s["ffn_dim"])
+        return HyperPromptNet(d_model, k, shape["width"], shape["heads"], shape["layers"], shape["ffn_dim"])
     if arch == "qattn":
-        return QueryAttention(d_model, k, s["width"], s["heads"])
+        return QueryAttention(d_model, k, shape["width"], shape["heads"])
     raise ValueError(f"compressor.archs: unknown arch '{arch}' (hyper or qattn)")
 
 
-def save_compressor(net, path: Path, arch: str, d_model: int, k: int, s: dict) -> None:
+def save_compressor(net, path: Path, arch: str, d_model: int, k: int, shape: dict) -> None:
     """The trained net with everything needed to rebuild it, whatever the config says later."""
     with atomic_path(path) as tmp:
         torch.save({"net": net.state_dict(), "arch": arch, "d_model": d_model, "k": k,
-                    **{key: s[key] for key in ARCHITECTURE}}, tmp)
+                    **{key: shape[key] for key in ARCHITECTURE}}, tmp)
 
 
 def load_compressor(path: Path, hidden_size: int) -> torch.nn.Module:
@@ -115,26 +122,26 @@ def teacher_final_states(model, data: dict, batch_size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def compressor_loss(model, net, batch: dict, s: dict) -> tuple[torch.Tensor, dict]:
+def compressor_loss(model, net, batch: dict, settings: TrainCompressor) -> tuple[torch.Tensor, dict]:
     """Weighted sum of the regression (where e* exists), KL, hidden-matching and attention-matching terms."""
-    layers = s["match_layers"] if (s["hidden_weight"] or s["attention_weight"]) else []
-    attentions = bool(s["attention_weight"])
+    layers = settings.match_layers if (settings.hidden_weight or settings.attention_weight) else []
+    attentions = bool(settings.attention_weight)
     pred = net(batch["context_hidden"])
     student = prefix_forward(model, pred, batch["follow"], layers=layers, attentions=attentions)
     teacher_logits = model.get_output_embeddings()(batch["teacher_final"]).float()
     terms = {"regression": regression_loss(pred, batch["estar"], batch["has_estar"]),
-             "kl": distillation_kl(student["logits"], teacher_logits, s["temperature"])}
+             "kl": distillation_kl(student["logits"], teacher_logits, settings.temperature)}
     if layers:
         with torch.no_grad():
             teacher = run_with_context(model, batch["context"], batch["follow"], layers, attentions)
-        if s["hidden_weight"]:
+        if settings.hidden_weight:
             terms["hidden"] = sum(1 - F.cosine_similarity(student["hidden"][l], teacher["hidden"][l], dim=-1).mean()
                                   for l in layers) / len(layers)
         if attentions:
             terms["attention"] = sum(F.mse_loss(student["attention"][l], teacher["attention"][l])
                                      for l in layers) / len(layers)
-    weights = {"regression": s["regression_weight"], "kl": s["kl_weight"], "hidden": s["hidden_weight"],
-               "attention": s["attention_weight"]}
+    weights = {"regression": settings.regression_weight, "kl": settings.kl_weight, "hidden": settings.hidden_weight,
+               "attention": settings.attention_weight}
     total = sum(weights[name] * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}
 
@@ -145,21 +152,21 @@ def batches(data: dict, idx: torch.Tensor, size: int, device):
         yield {key: value[part].to(device) for key, value in data.items()}
 
 
-def train_compressor(model, net, data: dict, train_idx: torch.Tensor, s: dict, checkpoint: Path,
-                     fingerprint: dict):
+def train_compressor(model, net, data: dict, train_idx: torch.Tensor, settings: TrainCompressor,
+                     checkpoint: Path, fingerprint: dict):
     """AdamW over the compressor only (the LM stays frozen); checkpointed each epoch for resumption."""
     device = model.get_input_embeddings().weight.device
     net.to(device)
-    data = {**data, "teacher_final": teacher_final_states(model, data, s["batch_size"])}
-    opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    data = {**data, "teacher_final": teacher_final_states(model, data, settings.batch_size)}
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     def batch_loss(batch):
-        return compressor_loss(model, net, batch, s)[0], len(batch["estar"])
+        return compressor_loss(model, net, batch, settings)[0], len(batch["estar"])
 
     def epoch_batches(epoch):
-        return batches(data, train_idx[epoch_order(len(train_idx), s["seed"], epoch)], s["batch_size"], device)
+        return batches(data, train_idx[epoch_order(len(train_idx), settings.seed, epoch)], settings.batch_size, device)
 
-    train_epochs(net, opt, batch_loss, epoch_batches, s["epochs"], checkpoint, fingerprint, "compressor",
+    train_epochs(net, opt, batch_loss, epoch_batches, settings.epochs, checkpoint, fingerprint, "compressor",
                  "lower compressor.lr")
     return net.eval()
 

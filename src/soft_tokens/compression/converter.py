@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.seeding import generator
 from soft_tokens.core.training import epoch_order, train_epochs
@@ -98,20 +99,20 @@ def build_converter(arch: str, in_dim: int, out_dim: int, hidden_dim: int) -> to
     return torch.nn.Sequential(Standardize(in_dim), *core)
 
 
-def train_converter(x: torch.Tensor, y: torch.Tensor, arch: str, s: dict, checkpoint: Path,
+def train_converter(x: torch.Tensor, y: torch.Tensor, settings: TrainConverter, checkpoint: Path,
                     fingerprint: dict) -> torch.nn.Module:
     """Fit X -> Y with MSE; each epoch is checkpointed, so a killed run resumes where it stopped."""
-    torch.manual_seed(s["seed"])
-    net = build_converter(arch, x.shape[1], y.shape[1], s["hidden_dim"])
+    torch.manual_seed(settings.seed)
+    net = build_converter(settings.arch, x.shape[1], y.shape[1], settings.hidden_dim)
     net[0].fit(x)
-    opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     def batches(epoch):
-        order = epoch_order(len(x), s["seed"], epoch)
-        return (order[start : start + s["batch_size"]] for start in range(0, len(x), s["batch_size"]))
+        order = epoch_order(len(x), settings.seed, epoch)
+        return (order[start : start + settings.batch_size] for start in range(0, len(x), settings.batch_size))
 
-    return train_epochs(net, opt, lambda idx: (F.mse_loss(net(x[idx]), y[idx]), len(idx)), batches, s["epochs"],
-                        checkpoint, fingerprint, f"converter {arch}", "lower converter.lr")
+    return train_epochs(net, opt, lambda idx: (F.mse_loss(net(x[idx]), y[idx]), len(idx)), batches, settings.epochs,
+                        checkpoint, fingerprint, f"converter {settings.arch}", "lower converter.lr")
 
 
 def save_converter(net: torch.nn.Module, path: Path, meta: dict) -> None:

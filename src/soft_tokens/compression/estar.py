@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from soft_tokens.compression.converter import check_layer
+from soft_tokens.compression.spec import BuildEstar
 from soft_tokens.core.io import atomic_path, write_parquet
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.data.corpora import with_bos
@@ -60,21 +61,22 @@ def teacher_states(model, context: torch.Tensor, follow: torch.Tensor, layers: l
     return {layer: (hidden[layer][0, :n].float().cpu(), hidden[layer][0, n - 1 :].float().cpu()) for layer in layers}
 
 
-def build_estar(model, pairs: list[dict], s: dict, inits: dict[int, torch.Tensor]) -> list[dict]:
+def build_estar(model, pairs: list[dict], settings: BuildEstar, inits: dict[int, torch.Tensor]) -> list[dict]:
     """Every pair's context states at `context_layer`; for the pairs in `inits`, k vectors optimised
     with the batched soft-prefix optimiser (optionally also matching the teacher's hidden states at
     `match_layer`)."""
-    layers = sorted({check_layer(model, s["context_layer"], "estar.context_layer"),
-                     check_layer(model, s["match_layer"], "estar.match_layer")})
+    layers = sorted({check_layer(model, settings.context_layer, "estar.context_layer"),
+                     check_layer(model, settings.match_layer, "estar.match_layer")})
     states = [teacher_states(model, torch.tensor(p["context"]), torch.tensor(p["follow"]), layers)
               for p in tqdm(pairs, desc="context states", mininterval=5)]
     tasks = [
         PrefixTask(i, torch.tensor(pairs[i]["follow"]), torch.ones(len(pairs[i]["follow"])), init,
-                   states[i][s["match_layer"]][1] if s["match_weight"] else None)
+                   states[i][settings.match_layer][1] if settings.match_weight else None)
         for i, init in inits.items()
     ]
-    settings = OptimSettings(lr=s["lr"], max_steps=s["max_steps"], patience=s["max_steps"], batch_size=s["batch_size"],
-                             hidden_layer=s["match_layer"], hidden_weight=s["match_weight"], hidden_loss=s["match_loss"])
+    optim = OptimSettings(lr=settings.lr, max_steps=settings.max_steps, patience=settings.max_steps,
+                          batch_size=settings.batch_size, hidden_layer=settings.match_layer,
+                          hidden_weight=settings.match_weight, hidden_loss=settings.match_loss)
     results = {}
 
     def record(result):
@@ -82,12 +84,12 @@ def build_estar(model, pairs: list[dict], s: dict, inits: dict[int, torch.Tensor
             log.warning("e* of context %d failed: %s (its best vectors so far are kept)", result.key, result.reason)
         results[result.key] = result
 
-    optimise_prefixes(model, tasks, settings, record, desc="e*")
+    optimise_prefixes(model, tasks, optim, record, desc="e*")
     built = []
     for i, p in enumerate(pairs):
         r = results.get(i)
         built.append({"id": p["id"], "split": p["split"], "start": p["start"], "context": p["context"],
-                      "follow": p["follow"], "context_hidden": states[i][s["context_layer"]][0],
+                      "follow": p["follow"], "context_hidden": states[i][settings.context_layer][0],
                       "has_estar": r is not None, "estar": r.vectors if r else None,
                       **({"accuracy": r.best_accuracy, "loss": r.best_loss, "steps": r.steps, "status": r.status,
                           "reason": r.reason} if r else {})})

@@ -1,7 +1,10 @@
 """The converter, e* and compressor track as the workflow sees it, free of torch: its names, the keys
 each of its jobs reads, its report sections and its config checks."""
 
-from soft_tokens.vocabulary import RUNTIME, canonical, check_names
+from dataclasses import dataclass
+
+from soft_tokens.core.job_settings import JobSettings, OnDevice, top, wildcard
+from soft_tokens.vocabulary import canonical, check_names
 
 CONVERTER_ARCHS = ("linear", "mlp")
 COMPRESSOR_ARCHS = ("hyper", "qattn")
@@ -11,21 +14,116 @@ ORDER = 20
 SECTIONS = {"converter": (), "compressor": ("compressor_ce",)}
 ENUMS = ((("converter", "archs"), CONVERTER_ARCHS), (("recursive_demo", "arch"), CONVERTER_ARCHS),
          (("compressor", "archs"), COMPRESSOR_ARCHS))
-READS = {
-    "extract_pairs": ("converter", ("layers", "bos", "max_tokens", "batch_size"), ("seed", *RUNTIME)),
-    "train_converter": ("converter", ("hidden_dim", "epochs", "lr", "weight_decay", "batch_size", "val_fraction"),
-                        ("seed",)),
-    "eval_converter": ("converter", ("val_fraction", "top_k"), ("seed", *RUNTIME)),
-    "recursive_demo": ("recursive_demo", ("layer", "arch", "n_passages", "context_tokens", "continuation_tokens",
-                                          "prompt", "max_new_tokens"), RUNTIME),
-    "build_estar": ("estar", ("train_contexts", "held_out_contexts", "estar_train_contexts", "ctx_len", "follow_len",
-                              "k", "context_layer", "match_layer", "match_weight", "match_loss", "lr", "max_steps",
-                              "batch_size"), ("seed", *RUNTIME)),
-    "train_compressor": ("compressor", ("width", "heads", "layers", "ffn_dim", "epochs", "batch_size", "lr",
-                                        "weight_decay", "regression_weight", "kl_weight", "temperature",
-                                        "hidden_weight", "attention_weight", "match_layers"), ("seed", *RUNTIME)),
-    "eval_compressor": ("compressor", ("top_k",), RUNTIME),
-}
+
+
+@dataclass(frozen=True)
+class ExtractPairs(OnDevice):
+    """Hidden states and the input embeddings they came from, at each converter layer."""
+
+    SECTION = "converter"
+    model: str = wildcard()
+    seed: int = top()
+    layers: list[int]
+    bos: bool
+    max_tokens: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TrainConverter(JobSettings):
+    """One converter (no model runs: it trains on the extracted pairs)."""
+
+    SECTION = "converter"
+    model: str = wildcard()
+    layer: str = wildcard()
+    arch: str = wildcard()
+    seed: int = top()
+    hidden_dim: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    val_fraction: float
+
+
+@dataclass(frozen=True)
+class EvalConverter(OnDevice):
+    SECTION = "converter"
+    model: str = wildcard()
+    layer: str = wildcard()
+    arch: str = wildcard()
+    seed: int = top()
+    val_fraction: float
+    top_k: int
+
+
+@dataclass(frozen=True)
+class RecursiveDemo(OnDevice):
+    SECTION = "recursive_demo"
+    model: str = wildcard()
+    layer: int
+    arch: str
+    n_passages: int
+    context_tokens: int
+    continuation_tokens: int
+    prompt: str
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class BuildEstar(OnDevice):
+    SECTION = "estar"
+    model: str = wildcard()
+    seed: int = top()
+    train_contexts: int
+    held_out_contexts: int
+    estar_train_contexts: int
+    ctx_len: int
+    follow_len: int
+    k: int
+    context_layer: int
+    match_layer: int
+    match_weight: float
+    match_loss: str
+    lr: float
+    max_steps: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TrainCompressor(OnDevice):
+    SECTION = "compressor"
+    model: str = wildcard()
+    arch: str = wildcard()
+    seed: int = top()
+    width: int
+    heads: int
+    layers: int
+    ffn_dim: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    regression_weight: float
+    kl_weight: float
+    temperature: float
+    hidden_weight: float
+    attention_weight: float
+    match_layers: list[int]
+
+
+@dataclass(frozen=True)
+class EvalCompressor(OnDevice):
+    SECTION = "compressor"
+    model: str = wildcard()
+    arch: str = wildcard()
+    top_k: int
+
+
+# rule -> the settings of its jobs (soft_tokens.core.job_settings).
+JOBS = {"extract_pairs": ExtractPairs, "train_converter": TrainConverter, "eval_converter": EvalConverter,
+        "recursive_demo": RecursiveDemo, "build_estar": BuildEstar, "train_compressor": TrainCompressor,
+        "eval_compressor": EvalCompressor}
 # The keys the compressor section's opening paragraph states (its summary rule's parameters), so that
 # editing anything else, a scheduler resource above all, does not rewrite the report.
 COMPRESSOR_PROTOCOL = {"estar": ("corpus", "ctx_len", "follow_len", "k", "max_steps", "train_contexts",

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soft_tokens.core.io import atomic_path
+from soft_tokens.core.job_settings import Lora
 from soft_tokens.core.models import resolve_device, resolve_dtype
 from soft_tokens.core.seeding import generator
 
@@ -129,18 +130,17 @@ def autocast(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=low) if low != torch.float32 else nullcontext()
 
 
-def with_adapters(model, s: dict, token_ids: list[int]):
-    """The model to optimise: itself (full fine-tuning) or a fresh LoRA on it (`finetune: lora`),
+def with_adapters(model, finetune: str, lora: Lora, token_ids: list[int]):
+    """The model to optimise: itself (`finetune: full`) or a fresh LoRA on it (`finetune: lora`),
     with the rows of `token_ids` in the embedding tables trainable too."""
-    if s["finetune"] == "full":
+    if finetune == "full":
         return model.requires_grad_(True)
-    return with_lora(model, s, trainable_token_indices=token_ids)
+    return with_lora(model, lora, trainable_token_indices=token_ids)
 
 
-def with_lora(model, s: dict, **extra):
-    """`model` with a fresh LoRA (peft) of the section's lora_r / lora_alpha / lora_dropout /
-    lora_target_modules keys, every track's LoRA settings, and `extra` LoraConfig arguments."""
+def with_lora(model, lora: Lora, **extra):
+    """`model` with a fresh LoRA (peft) of a job's LoRA settings, every track's, and `extra` LoraConfig arguments."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                                            target_modules=s["lora_target_modules"], **extra))
+    return get_peft_model(model, LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                                            target_modules=lora.lora_target_modules, **extra))

@@ -37,7 +37,7 @@ from soft_tokens.cramming.job import (
     task_for,
 )
 from soft_tokens.data.corpora import cramming_samples, read_corpus
-from soft_tokens.cramming.spec import check_capacity
+from soft_tokens.cramming.spec import Capacity, check_capacity
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +62,18 @@ def next_length(history: dict[int, float], threshold: float, start: int, max_len
     return None if hi - lo <= resolution or mid < 2 else mid
 
 
-def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, p: dict) -> pd.DataFrame:
-    """A whole capacity search; `p` holds the job's parameters (soft_tokens.workflow.job_params)."""
-    c = p["capacity"]
+def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path,
+               settings: Capacity) -> pd.DataFrame:
+    """A whole capacity search; `settings` are the search's (soft_tokens.cramming.spec.Capacity)."""
+    c = settings.capacity
     check_capacity(c)
-    model, tokenizer = load_model(model_dir, p["device"], model_dtype(p))
+    model, tokenizer = load_model(model_dir, settings.device, model_dtype(settings))
     embedding = model.get_input_embeddings().weight
-    samples = cramming_samples(read_corpus(corpus_path), tokenizer, c["n_samples"], c["max_length"], False, p["seed"],
-                               p["corpus"], length_key="cramming.capacity.max_length")
+    samples = cramming_samples(read_corpus(corpus_path), tokenizer, c["n_samples"], c["max_length"], False,
+                               settings.seed, settings.corpus, length_key="cramming.capacity.max_length")
     partial = partial_path(out_parquet)
-    resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))
-    settings = optim_settings(p, c["stage_steps"], c["stage_steps"])
+    resumable_dir(partial, fingerprint(settings.params(), {"model": model_dir, "corpus": corpus_path}))
+    optim = optim_settings(settings, c["stage_steps"], c["stage_steps"])
 
     decode_bf16 = bf16_copy(model)
     stages, history, vectors = [], {}, {}
@@ -83,28 +84,29 @@ def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vector
             lo = capacity_of(history, c["threshold"])
             warm = vectors.get(lo, {})
             tasks, by_key = [], {}
-            for s in samples:
-                ids = torch.tensor(s["input_ids"][:length])
-                init = warm.get(s["sample_id"])
+            for sample in samples:
+                ids = torch.tensor(sample["input_ids"][:length])
+                init = warm.get(sample["sample_id"])
                 if init is None:
-                    init = initial_vectors(p, embedding, s["sample_id"])
-                task, weights = task_for(s["sample_id"], ids, init, p)
+                    init = initial_vectors(settings, embedding, sample["sample_id"])
+                task, weights = task_for(sample["sample_id"], ids, init, settings)
                 tasks.append(task)
-                by_key[s["sample_id"]] = (ids, weights)
+                by_key[sample["sample_id"]] = (ids, weights)
             results = []
             # A warm-started text restarts warm (its best vectors, the schedule started over); a cold one
             # from a fresh draw.
             optimise_with_restarts(
-                model, tasks, settings, c["restarts"],
-                lambda key, attempt, best: best.vectors if key in warm else initial_vectors(p, embedding, key, attempt),
+                model, tasks, optim, c["restarts"],
+                lambda key, attempt, best: (best.vectors if key in warm
+                                            else initial_vectors(settings, embedding, key, attempt)),
                 results.append, desc=f"capacity {length} tokens")
             records = []
             for r in sorted(results, key=lambda r: r.key):
                 ids, weights = by_key[r.key]
-                metrics = evaluate(model, r.vectors, ids, weights, p["variant"], p["optimizer_settings"]["placement"],
-                                   decode_bf16)
+                metrics = evaluate(model, r.vectors, ids, weights, settings.variant,
+                                   settings.optimizer_settings["placement"], decode_bf16)
                 records.append({"stage": stage, "length": length, "warm_start_length": lo,
-                                **sample_record(r, ids, metrics, p["curve_points"])})
+                                **sample_record(r, ids, metrics, settings.curve_points)})
             with atomic_path(vectors_file) as tmp:
                 save_file({f"sample_{r.key}": r.vectors.contiguous() for r in results}, tmp)
             atomic_write_json(records_file, records)
@@ -117,12 +119,12 @@ def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vector
                  sum(r["greedy_convergence"] for r in records) / len(records))
 
     found = capacity_of(history, c["threshold"])
-    meta = {**job_meta(p, model), "capacity_tokens": found, "threshold": c["threshold"]}
+    meta = {**job_meta(settings, model), "capacity_tokens": found, "threshold": c["threshold"]}
     df = pd.DataFrame([{**meta, **r} for r in stages])
     with atomic_path(out_vectors) as tmp:
         save_file({f"sample_{k}": v.contiguous() for k, v in vectors.get(found, {}).items()}, tmp,
-                  metadata={"convention": convention(p), "length": str(found)})
-    write_parquet(df, out_parquet, {"convention": convention(p), **{k: str(v) for k, v in meta.items()}})
+                  metadata={"convention": convention(settings), "length": str(found)})
+    write_parquet(df, out_parquet, {"convention": convention(settings), **{k: str(v) for k, v in meta.items()}})
     shutil.rmtree(partial)
     return df
 

@@ -31,7 +31,7 @@ from soft_tokens.cramming.metrics import (
     mismatches,
     text_only_scores,
 )
-from soft_tokens.cramming.spec import METRIC_KEYS, VARIANTS
+from soft_tokens.cramming.spec import METRIC_KEYS, VARIANTS, Cram, CramSettings
 from soft_tokens.data.corpora import cramming_samples, read_corpus
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ PLACEMENT_CONVENTION = {
 }
 
 
-def convention(p: dict) -> str:
+def convention(settings: CramSettings) -> str:
     """Where the vectors sit and what they predict, stored with every result."""
-    placement = p["optimizer_settings"]["placement"]
+    placement = settings.optimizer_settings["placement"]
     return f"{CONVENTION}; placement '{placement}': {PLACEMENT_CONVENTION[placement]}"
 
 
@@ -66,35 +66,36 @@ def position_weights(variant: str, length: int, leading_tokens: int, leading_wei
     return w
 
 
-def model_dtype(p: dict) -> str:
+def model_dtype(settings: CramSettings) -> str:
     """The protocol's model dtype; `auto` defers to the run's top-level `dtype`."""
-    dtype = p["optimizer_settings"]["dtype"]
-    return p["dtype"] if dtype == "auto" else dtype
+    dtype = settings.optimizer_settings["dtype"]
+    return settings.dtype if dtype == "auto" else dtype
 
 
-def optim_settings(p: dict, max_steps: int, patience: int) -> OptimSettings:
+def optim_settings(settings: CramSettings, max_steps: int, patience: int) -> OptimSettings:
     """The job's optimiser protocol as OptimSettings, with its step budget (the schedule spans it)."""
-    o = p["optimizer_settings"]
+    o = settings.optimizer_settings
     return OptimSettings(
         lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], schedule=o["schedule"],
         warmup_steps=o["warmup_steps"], temperature=o["temperature"], stop_accuracy=o["stop_accuracy"],
-        margin=o["margin"], batch_size=p["batch_size"],
+        margin=o["margin"], batch_size=settings.batch_size,
         max_steps=max_steps, patience=patience,
     )
 
 
-def initial_vectors(p: dict, embedding: torch.Tensor, sample_id: int, attempt: int = 0) -> torch.Tensor:
+def initial_vectors(settings: CramSettings, embedding: torch.Tensor, sample_id: int, attempt: int = 0) -> torch.Tensor:
     """A sample's fresh starting vectors for its first attempt or a restart: the init, scaled by the
     optimiser's init_scale, each attempt from its own seeded draw."""
     keys = (sample_id,) if attempt == 0 else (sample_id, attempt)
-    vectors = init_vectors(p["init"], embedding, p["n_mem"], generator(p["seed"], *keys))
-    return vectors * p["optimizer_settings"]["init_scale"]
+    vectors = init_vectors(settings.init, embedding, settings.n_mem, generator(settings.seed, *keys))
+    return vectors * settings.optimizer_settings["init_scale"]
 
 
-def task_for(key: int, ids: torch.Tensor, init: torch.Tensor, p: dict) -> tuple[PrefixTask, torch.Tensor]:
+def task_for(key: int, ids: torch.Tensor, init: torch.Tensor,
+             settings: CramSettings) -> tuple[PrefixTask, torch.Tensor]:
     """The optimiser's task for one text, and the loss weight of each text position (0 = not scored)."""
-    weights = position_weights(p["variant"], len(ids), p["leading_tokens"], p["leading_weight"])
-    if p["optimizer_settings"]["placement"] == "after_bos":  # BOS is input: the vectors predict tokens 1..
+    weights = position_weights(settings.variant, len(ids), settings.leading_tokens, settings.leading_weight)
+    if settings.optimizer_settings["placement"] == "after_bos":  # BOS is input: the vectors predict tokens 1..
         weights[0] = 0.0
         return PrefixTask(key, ids[1:], weights[1:], init, lead_ids=ids[:1]), weights
     return PrefixTask(key, ids, weights, init), weights
@@ -190,31 +191,32 @@ def failed_metrics() -> dict:
     return {**{k: math.nan for k in METRIC_KEYS}, "greedy_ids": []}
 
 
-def job_meta(p: dict, model) -> dict:
+def job_meta(settings: CramSettings, model) -> dict:
     """What identifies a job's results, stored in every row and in the parquet metadata."""
     embedding = model.get_input_embeddings().weight
     return {
-        **{k: p[k] for k in ("model", "corpus", "n_mem", "variant", "init", "optimizer", "seed")},
-        **({"length": p["length"]} if "length" in p else {}),
-        "placement": p["optimizer_settings"]["placement"], "margin": p["optimizer_settings"]["margin"],
-        "stop_accuracy": p["optimizer_settings"]["stop_accuracy"],
-        "step_budget": p["max_steps"] if "max_steps" in p else p["capacity"]["stage_steps"],
-        "restarts": p["optimizer_settings"]["restarts"] if "restarts" in p["optimizer_settings"]
-        else p["capacity"]["restarts"],
+        **{k: getattr(settings, k) for k in ("model", "corpus", "n_mem", "variant", "init", "optimizer", "seed")},
+        **({"length": settings.length} if isinstance(settings, Cram) else {}),
+        "placement": settings.optimizer_settings["placement"], "margin": settings.optimizer_settings["margin"],
+        "stop_accuracy": settings.optimizer_settings["stop_accuracy"],
+        "step_budget": settings.max_steps if isinstance(settings, Cram) else settings.capacity["stage_steps"],
+        "restarts": settings.optimizer_settings["restarts"] if isinstance(settings, Cram)
+        else settings.capacity["restarts"],
         "hidden_size": model.config.hidden_size, "vocab_size": model.config.vocab_size,
         "dtype": str(embedding.dtype).removeprefix("torch."), "device": str(embedding.device.type),
     }
 
 
-def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, p: dict) -> pd.DataFrame:
-    """One cramming job end to end; `p` holds the job's parameters (soft_tokens.workflow.job_params)."""
-    model, tokenizer = load_model(model_dir, p["device"], model_dtype(p))
+def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: Path, settings: Cram) -> pd.DataFrame:
+    """One cramming job end to end; `settings` are the job's (soft_tokens.cramming.spec.Cram)."""
+    model, tokenizer = load_model(model_dir, settings.device, model_dtype(settings))
     embedding = model.get_input_embeddings().weight
     samples = cramming_samples(
-        read_corpus(corpus_path), tokenizer, p["n_samples"], p["length"], p["draw_length"], p["seed"], p["corpus"]
+        read_corpus(corpus_path), tokenizer, settings.n_samples, settings.length, settings.draw_length, settings.seed,
+        settings.corpus,
     )
     partial = partial_path(out_parquet)
-    resumable_dir(partial, fingerprint(p, {"model": model_dir, "corpus": corpus_path}))
+    resumable_dir(partial, fingerprint(settings.params(), {"model": model_dir, "corpus": corpus_path}))
     done = {int(f.stem.split("_")[1]) for f in partial.glob("sample_*.json")}
     if done:
         log.info("resuming: %d of %d samples already finished in %s", len(done), len(samples), partial)
@@ -223,7 +225,8 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
     tasks = []
     for sample in samples:
         ids = torch.tensor(sample["input_ids"])
-        task, weights = task_for(sample["sample_id"], ids, initial_vectors(p, embedding, sample["sample_id"]), p)
+        task, weights = task_for(sample["sample_id"], ids, initial_vectors(settings, embedding, sample["sample_id"]),
+                                 settings)
         by_key[sample["sample_id"]] = (ids, weights)
         if sample["sample_id"] not in done:
             tasks.append(task)
@@ -234,9 +237,9 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
             log.warning("sample %d failed: %s", result.key, result.reason)
             metrics = failed_metrics()
         else:
-            metrics = evaluate(model, result.vectors, ids, weights, p["variant"], p["optimizer_settings"]["placement"],
-                               decode_bf16)
-        record = sample_record(result, ids, metrics, p["curve_points"])
+            metrics = evaluate(model, result.vectors, ids, weights, settings.variant,
+                               settings.optimizer_settings["placement"], decode_bf16)
+        record = sample_record(result, ids, metrics, settings.curve_points)
         with atomic_path(partial / f"sample_{result.key}.safetensors") as tmp:
             save_file({"vectors": result.vectors.contiguous()}, tmp)
         atomic_write_json(partial / f"sample_{result.key}.json", record)
@@ -246,18 +249,18 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
         )
 
     decode_bf16 = bf16_copy(model)
-    optimise_with_restarts(model, tasks, optim_settings(p, p["max_steps"], p["patience"]),
-                           p["optimizer_settings"]["restarts"],
-                           lambda key, attempt, _: initial_vectors(p, embedding, key, attempt),
+    optimise_with_restarts(model, tasks, optim_settings(settings, settings.max_steps, settings.patience),
+                           settings.optimizer_settings["restarts"],
+                           lambda key, attempt, _: initial_vectors(settings, embedding, key, attempt),
                            finish, desc=f"cram {out_parquet.stem}")
 
     records = [json.loads((partial / f"sample_{s['sample_id']}.json").read_text()) for s in samples]
-    meta = job_meta(p, model)
+    meta = job_meta(settings, model)
     df = pd.DataFrame([{**meta, **r} for r in records])
     vectors = {f"sample_{s['sample_id']}": load_file(partial / f"sample_{s['sample_id']}.safetensors")["vectors"]
                for s in samples}
     with atomic_path(out_vectors) as tmp:
-        save_file(vectors, tmp, metadata={"convention": convention(p)})
-    write_parquet(df, out_parquet, {"convention": convention(p), **{k: str(v) for k, v in meta.items()}})
+        save_file(vectors, tmp, metadata={"convention": convention(settings)})
+    write_parquet(df, out_parquet, {"convention": convention(settings), **{k: str(v) for k, v in meta.items()}})
     shutil.rmtree(partial)
     return df

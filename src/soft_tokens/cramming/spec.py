@@ -1,9 +1,11 @@
 """Cramming as the workflow sees it, free of torch: its names, the keys each of its jobs reads, its
 job grids, its report section and its config checks. The torch code reads its names from here."""
 
+from dataclasses import dataclass
 from itertools import product
 
-from soft_tokens.vocabulary import INITS, RUNTIME, check_names, check_overrides, with_overrides
+from soft_tokens.core.job_settings import OnDevice, derived, top, wildcard
+from soft_tokens.vocabulary import INITS, check_names, check_overrides, with_overrides
 
 VARIANTS = ("base", "bos", "2leading")
 # The per-sample metrics a cram job reports (cramming.metrics computes them; a failed sample has NaN in each).
@@ -20,13 +22,47 @@ SECTIONS = {"cramming": ("accuracy_vs_steps", "tf_vs_greedy", "capacity_search")
 # Schema enums that must list exactly these names: (path of the enum in config/schema.yaml, names).
 ENUMS = ((("cramming", "variants"), VARIANTS), (("cramming", "inits"), INITS),
          (("cramming", "capacity", "variants"), VARIANTS))
-# rule -> (config section, the keys of it the job reads, the top-level keys it reads).
-READS = {
-    "cram": ("cramming", ("n_samples", "batch_size", "max_steps", "patience", "leading_tokens", "leading_weight",
-                          "curve_points"), ("seed", *RUNTIME)),
-    "capacity": ("cramming", ("batch_size", "leading_tokens", "leading_weight", "curve_points",
-                              "capacity"), ("seed", *RUNTIME)),
-}
+
+
+@dataclass(frozen=True)
+class CramSettings(OnDevice):
+    """What a cram job and a capacity search share: the text, the vectors and how they are optimised."""
+
+    SECTION = "cramming"
+    model: str = wildcard()
+    corpus: str = wildcard()
+    n_mem: int = wildcard()
+    variant: str = wildcard()
+    init: str = wildcard()
+    optimizer: str = wildcard()
+    seed: int = top()
+    batch_size: int
+    leading_tokens: int
+    leading_weight: float
+    curve_points: int
+    optimizer_settings: dict = derived()
+
+
+@dataclass(frozen=True)
+class Cram(CramSettings):
+    """One cram job: n_samples texts of one length."""
+
+    length: int = wildcard()
+    n_samples: int
+    max_steps: int
+    patience: int
+    draw_length: bool = derived()
+
+
+@dataclass(frozen=True)
+class Capacity(CramSettings):
+    """One capacity search: its settings less its grid lists (its stages never restart)."""
+
+    capacity: dict = derived()
+
+
+# rule -> the settings of its jobs (soft_tokens.core.job_settings).
+JOBS = {"cram": Cram, "capacity": Capacity}
 
 
 def sections(config: dict) -> dict:
@@ -43,7 +79,7 @@ def settings(config: dict, wildcards: dict) -> dict:
 
 
 def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
-    """What a cram job or search reads beyond READS: its optimizer's settings, the corpus's draw
+    """What a cram job or search reads beyond its section's keys: its optimizer's settings, the corpus's draw
     rule (cram) and the search's settings less its grid lists and restarts (capacity)."""
     extras = {"optimizer_settings": dict(s["optimizer_settings"][wildcards["optimizer"]]),
               **{key: int(wildcards[key]) for key in ("length", "n_mem") if key in wildcards}}

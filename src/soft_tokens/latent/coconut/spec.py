@@ -1,7 +1,10 @@
 """Coconut as the workflow sees it, free of torch: its methods, the keys each of its jobs reads, its
 seeds, its report section and its config checks. The torch code reads its names from here."""
 
-from soft_tokens.vocabulary import (RUNTIME, canonical, check_datasets, check_overrides, check_reasoning_names,
+from dataclasses import dataclass
+
+from soft_tokens.core.job_settings import Lora, OnDevice, wildcard
+from soft_tokens.vocabulary import (canonical, check_datasets, check_overrides, check_reasoning_names,
                                     with_overrides)
 
 METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
@@ -11,13 +14,40 @@ STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
 ORDER = 30
 SECTIONS = {"coconut": ("coconut_accuracy_by_stage",)}
 ENUMS = ((("coconut", "methods"), METHODS),)
-# Coconut jobs seed with their `seed` wildcard (one of coconut_seeds), not the top-level seed.
-READS = {
-    "train_coconut": ("coconut", ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "weight_decay",
-                                  "batch_size", "eval_batch_size", "finetune", "lora_r", "lora_alpha",
-                                  "lora_dropout", "lora_target_modules", "init_token"), RUNTIME),
-    "eval_coconut": ("coconut", ("c_thought", "max_latent_stage", "eval_batch_size", "max_new_tokens"), RUNTIME),
-}
+
+
+@dataclass(frozen=True)
+class CoconutJob(OnDevice):
+    """What training and evaluating one method share. Coconut jobs seed with their `seed` wildcard
+    (one of coconut_seeds), not the top-level seed."""
+
+    SECTION = "coconut"
+    model: str = wildcard()
+    dataset: str = wildcard()
+    seed: int = wildcard()
+    method: str = wildcard()
+    c_thought: int
+    max_latent_stage: int
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class TrainCoconut(CoconutJob, Lora):
+    epochs_per_stage: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    finetune: str
+    init_token: str
+
+
+@dataclass(frozen=True)
+class EvalCoconut(CoconutJob):
+    max_new_tokens: int
+
+
+# rule -> the settings of its jobs (soft_tokens.core.job_settings).
+JOBS = {"train_coconut": TrainCoconut, "eval_coconut": EvalCoconut}
 # The keys the section's opening paragraph states (its summary rule's parameters).
 PROTOCOL = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "batch_size", "finetune")
 

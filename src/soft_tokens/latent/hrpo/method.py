@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from soft_tokens.core.training import TrainedOnly
-from soft_tokens.latent.hrpo.spec import METHODS, THINKING_STATES
+from soft_tokens.latent.hrpo.spec import METHODS, THINKING_STATES, BuildPolicy
 
 C = 8.0
 PROJECTION_NORMS = ("unit", "embedding_rms")
@@ -55,7 +55,7 @@ class HybridPolicy(TrainedOnly):
     `state=None` is plain GRPO: inputs are always token embeddings. Its state dict holds the trained
     weights alone (LoRA, gate, projection)."""
 
-    def __init__(self, lm, state: str | None, s: dict, generator: torch.Generator):
+    def __init__(self, lm, state: str | None, settings: BuildPolicy, generator: torch.Generator):
         super().__init__()
         if state is not None and state not in THINKING_STATES:
             raise ValueError(f"hrpo.methods: unknown thinking state '{state}'; use one of {METHODS}")
@@ -64,12 +64,13 @@ class HybridPolicy(TrainedOnly):
         width = table.shape[1]
         self.register_buffer("embedding_rms", table.detach().float().pow(2).mean().sqrt(), persistent=False)
         if state is not None:
-            self.gate = ThinkingGate(width, s["a_min"], s["a_max"], s["gate_init_std"], generator).to(table.device)
+            self.gate = ThinkingGate(width, settings.a_min, settings.a_max, settings.gate_init_std, generator)
+            self.gate.to(table.device)
         if state == "projection":
-            if s["projection_norm"] not in PROJECTION_NORMS:
-                raise ValueError(f"hrpo.projection_norm: unknown '{s['projection_norm']}'; use one of "
+            if settings.projection_norm not in PROJECTION_NORMS:
+                raise ValueError(f"hrpo.projection_norm: unknown '{settings.projection_norm}'; use one of "
                                  f"{PROJECTION_NORMS}")
-            self.norm = s["projection_norm"]
+            self.norm = settings.projection_norm
             self.projection = nn.Linear(width, width).to(table.device)
             nn.init.normal_(self.projection.weight, std=0.001, generator=generator)
             nn.init.zeros_(self.projection.bias)

@@ -1,10 +1,12 @@
 """HRPO as the workflow sees it, free of torch: its methods and policies, the keys each of its jobs
 reads, its runs, its report section and its config checks. The torch code reads its names from here."""
 
+from dataclasses import dataclass
 from itertools import product
 
+from soft_tokens.core.job_settings import Lora, OnDevice, wildcard
 from soft_tokens.latent.coconut.spec import cot_run
-from soft_tokens.vocabulary import REASONING_SPLITS, RUNTIME, canonical, check_datasets, check_reasoning_names
+from soft_tokens.vocabulary import REASONING_SPLITS, canonical, check_datasets, check_reasoning_names
 
 # HRPO's thinking states; the trained methods are GRPO without the gate and HRPO with each state, and
 # the policies evaluated are those and the start model (no RL, evaluated once).
@@ -15,16 +17,54 @@ POLICIES = ("start", *METHODS)
 ORDER = 50
 SECTIONS = {"hrpo": ("hrpo_training", "hrpo_hidden_ratio")}
 ENUMS = ((("hrpo", "methods"), METHODS),)
-# The keys that decide how a policy is built and what it is evaluated with.
-BUILD = ("start", "prompt_prefix", "marker", "projection_norm", "a_min", "a_max", "gate_init_std", "lora_r",
-         "lora_alpha", "lora_dropout", "lora_target_modules", "temperature", "max_new_tokens")
-# HRPO jobs seed with their `seed` wildcard (one of hrpo.seeds).
-READS = {
-    "train_hrpo": ("hrpo", (*BUILD, "fresh_problems", "group_size", "prompts_per_step", "steps", "beta",
-                            "updates_per_batch", "clip", "max_grad_norm", "lr_lora", "lr_gate", "lr_lambda",
-                            "lr_projection", "weight_decay", "checkpoint_every"), RUNTIME),
-    "eval_hrpo": ("hrpo", (*BUILD, "eval_batch_size"), RUNTIME),
-}
+
+
+@dataclass(frozen=True)
+class BuildPolicy(OnDevice, Lora):
+    """The keys that decide how a policy is built and what it is evaluated with. HRPO jobs seed with
+    their `seed` wildcard (one of hrpo.seeds)."""
+
+    SECTION = "hrpo"
+    model: str = wildcard()
+    dataset: str = wildcard()
+    policy: str = wildcard()
+    seed: int = wildcard()
+    start: str
+    prompt_prefix: str
+    marker: str
+    projection_norm: str
+    a_min: float
+    a_max: float
+    gate_init_std: float
+    temperature: float
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class TrainHrpo(BuildPolicy):
+    fresh_problems: int
+    group_size: int
+    prompts_per_step: int
+    steps: int
+    beta: float
+    updates_per_batch: int
+    clip: float
+    max_grad_norm: float
+    lr_lora: float
+    lr_gate: float
+    lr_lambda: float
+    lr_projection: float
+    weight_decay: float
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class EvalHrpo(BuildPolicy):
+    eval_batch_size: int
+
+
+# rule -> the settings of its jobs (soft_tokens.core.job_settings).
+JOBS = {"train_hrpo": TrainHrpo, "eval_hrpo": EvalHrpo}
 PROTOCOL = ("start", "fresh_problems", "methods", "seeds", "group_size", "prompts_per_step", "steps",
             "temperature", "beta", "lr_lora", "lr_gate", "lr_lambda", "lr_projection", "projection_norm",
             "lora_r", "max_new_tokens", "marker")

@@ -33,18 +33,18 @@ from soft_tokens.data.reasoning import build_reasoning
 from soft_tokens.latent.hrpo import grpo
 from soft_tokens.latent.hrpo.method import HybridPolicy
 from soft_tokens.latent.hrpo.rollout import left_pad, rollout, sequence_logps
-from soft_tokens.latent.hrpo.spec import METHODS
+from soft_tokens.latent.hrpo.spec import METHODS, BuildPolicy, EvalHrpo, TrainHrpo
 
 log = logging.getLogger(__name__)
 FIX = "lower hrpo.lr_lora / lr_gate, or set dtype: float32"
 FRESH_KEY = 7  # folded into the seed of freshly generated prompt problems
 
 
-def start_dir(path: Path, s: dict) -> Path:
+def start_dir(path: Path, start: str) -> Path:
     """The start checkpoint: a Coconut CoT run's stage 0 (`start: cot`) or the prepared model."""
-    folder = path / "stage0" if s["start"] == "cot" else path
+    folder = path / "stage0" if start == "cot" else path
     if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"hrpo.start: no model at {folder} (start: {s['start']}); run the Coconut track's "
+        raise FileNotFoundError(f"hrpo.start: no model at {folder} (start: {start}); run the Coconut track's "
                                 "cot method first (start: cot) or prepare the model (start: base)")
     return folder
 
@@ -58,38 +58,39 @@ def check_answers(df: pd.DataFrame, dataset: str) -> None:
                          "answer, which the reward compares after the marker")
 
 
-def prompt_problems(dataset: str, spec: dict, splits: dict[str, pd.DataFrame], s: dict) -> pd.DataFrame:
+def prompt_problems(dataset: str, spec: dict, splits: dict[str, pd.DataFrame], settings: TrainHrpo) -> pd.DataFrame:
     """The problems GRPO samples prompts from: the training split, or `fresh_problems` new ones of the
     dataset's kind (seeded apart from its own), none of whose questions is in any of its splits."""
     check_answers(splits["test"], dataset)
-    if s["fresh_problems"] == 0:
+    if settings.fresh_problems == 0:
         check_answers(splits["train"], dataset)
         return splits["train"]
     if spec["kind"] == "hub":
         raise ValueError(f"hrpo.fresh_problems: '{dataset}' is read from the hub, so no new problems can be made; "
                          "set fresh_problems: 0 to use its training split")
     seen = set(pd.concat(splits.values()).question)
-    fresh = build_reasoning(dataset, {**spec, "n_problems": s["fresh_problems"]}, seed_for(s["seed"], FRESH_KEY))
+    fresh = build_reasoning(dataset, {**spec, "n_problems": settings.fresh_problems},
+                            seed_for(settings.seed, FRESH_KEY))
     fresh = fresh[~fresh.question.isin(seen)].drop_duplicates("question").reset_index(drop=True)
     log.info("%d fresh %s problems for the prompts (%d dropped as already in a split)", len(fresh), dataset,
-             s["fresh_problems"] - len(fresh))
+             settings.fresh_problems - len(fresh))
     check_answers(fresh, dataset)
     return fresh
 
 
-def build_policy(start: Path, method: str, s: dict):
+def build_policy(start: Path, method: str, settings: BuildPolicy):
     """The start model with a fresh LoRA (peft) and, unless `method` is grpo, the gate of `method`'s
     thinking state; only LoRA, gate and projection weights are trainable."""
     if method not in METHODS:
         raise ValueError(f"hrpo.methods: unknown method '{method}'; use one of {METHODS}")
-    torch.manual_seed(s["seed"])
-    lm, tokenizer = load_trainable(start, s["device"])
-    lm = with_lora(lm.eval(), s)
-    policy = HybridPolicy(lm, None if method == "grpo" else method, s, generator(s["seed"], FRESH_KEY + 1))
+    torch.manual_seed(settings.seed)
+    lm, tokenizer = load_trainable(start, settings.device)
+    lm = with_lora(lm.eval(), settings)
+    policy = HybridPolicy(lm, None if method == "grpo" else method, settings, generator(settings.seed, FRESH_KEY + 1))
     return policy, tokenizer
 
 
-def optimizer(policy: HybridPolicy, s: dict) -> torch.optim.AdamW:
+def optimizer(policy: HybridPolicy, settings: TrainHrpo) -> torch.optim.AdamW:
     """AdamW with the public learning rates per part (LoRA, the gate's two linears, Lambda, projection)
     and, as there, weight decay on every trained weight but the biases: on Lambda it pulls a0 down
     (softplus(-Lambda) up), so decay alone slowly opens the gate."""
@@ -100,7 +101,8 @@ def optimizer(policy: HybridPolicy, s: dict) -> torch.optim.AdamW:
         key = ("lr_lambda" if name.endswith("Lambda") else "lr_gate" if name.startswith("gate.") else
                "lr_projection" if name.startswith("projection.") else "lr_lora")
         groups.setdefault((key, not name.endswith("bias")), []).append(p)
-    return torch.optim.AdamW([{"params": ps, "lr": s[key], "weight_decay": s["weight_decay"] if decay else 0.0}
+    return torch.optim.AdamW([{"params": ps, "lr": getattr(settings, key),
+                               "weight_decay": settings.weight_decay if decay else 0.0}
                               for (key, decay), ps in groups.items()], betas=(0.9, 0.99))
 
 
@@ -128,9 +130,9 @@ def prompt_order(n: int, per_step: int, steps: int, seed: int) -> list[list[int]
     return [flat[i * per_step:(i + 1) * per_step] for i in range(steps)]
 
 
-def prompt_ids(tokenizer, questions, s: dict) -> list[list[int]]:
+def prompt_ids(tokenizer, questions, prompt_prefix: str) -> list[list[int]]:
     """A problem's prompt: `prompt_prefix`, the question and a newline, as the start model was trained."""
-    return [tokenizer(s["prompt_prefix"] + q + "\n", add_special_tokens=False).input_ids for q in questions]
+    return [tokenizer(prompt_prefix + q + "\n", add_special_tokens=False).input_ids for q in questions]
 
 
 def completions(tokenizer, ro) -> list[str]:
@@ -138,30 +140,30 @@ def completions(tokenizer, ro) -> list[str]:
                                                                                    ro.lengths.tolist())]
 
 
-def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], s: dict, step: int) -> dict:
+def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], settings: TrainHrpo, step: int) -> dict:
     """One rollout batch and its update(s); returns the step's row of the training history."""
-    group, device = s["group_size"], policy.embedding_rms.device
-    with autocast(device, s["dtype"]):
-        ro = rollout(policy, tokenizer, prompts, group, s["max_new_tokens"], s["temperature"], s["marker"],
-                     seed_for(s["seed"], step))
+    group, device = settings.group_size, policy.embedding_rms.device
+    with autocast(device, settings.dtype):
+        ro = rollout(policy, tokenizer, prompts, group, settings.max_new_tokens, settings.temperature, settings.marker,
+                     seed_for(settings.seed, step))
     texts = completions(tokenizer, ro)
     gold = [g for g in golds for _ in range(group)]
-    rewards = torch.tensor([grpo.reward(t, g, s["marker"]) for t, g in zip(texts, gold)], device=device)
+    rewards = torch.tensor([grpo.reward(t, g, settings.marker) for t, g in zip(texts, gold)], device=device)
     adv = grpo.advantages(rewards, group)
     ref = None
-    if s["beta"] > 0:
-        with torch.no_grad(), policy.lm.disable_adapter(), autocast(device, s["dtype"]):
-            ref = sequence_logps(policy, prompts, ro, group, s["temperature"], plain=True)[0]
+    if settings.beta > 0:
+        with torch.no_grad(), policy.lm.disable_adapter(), autocast(device, settings.dtype):
+            ref = sequence_logps(policy, prompts, ro, group, settings.temperature, plain=True)[0]
     mask = ro.mask
-    for _ in range(s["updates_per_batch"]):
-        with autocast(device, s["dtype"]):
-            logp, _ = sequence_logps(policy, prompts, ro, group, s["temperature"])
-            loss = grpo.loss(logp, None if s["updates_per_batch"] == 1 else ro.logps, ref, adv, mask, s["beta"],
-                             s["clip"])
+    for _ in range(settings.updates_per_batch):
+        with autocast(device, settings.dtype):
+            logp, _ = sequence_logps(policy, prompts, ro, group, settings.temperature)
+            loss = grpo.loss(logp, None if settings.updates_per_batch == 1 else ro.logps, ref, adv, mask, settings.beta,
+                             settings.clip)
         check_finite(loss, f"hrpo step {step + 1}", FIX)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], s["max_grad_norm"])
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], settings.max_grad_norm)
         opt.step()
     fed = mask & ro.thinking
     kl = math.nan if ref is None else float((grpo.k3(logp.detach(), ref) * mask).sum() / mask.sum())
@@ -173,40 +175,42 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], s: dict, step: 
             "loss": loss.item(), "kl": kl}
 
 
-def train(policy, tokenizer, problems: pd.DataFrame, s: dict, checkpoint: Path, fingerprint: dict) -> pd.DataFrame:
+def train(policy, tokenizer, problems: pd.DataFrame, settings: TrainHrpo, checkpoint: Path,
+          fingerprint: dict) -> pd.DataFrame:
     """`steps` GRPO steps; a checkpoint every `checkpoint_every` steps (trainable weights, optimiser,
     history), so a killed run resumes after the last one saved. Returns the training history."""
-    opt = optimizer(policy, s)
+    opt = optimizer(policy, settings)
     first, saved = resume(checkpoint, policy, opt, fingerprint)
     history = saved.get("history", [])
-    prompts_of = prompt_order(len(problems), s["prompts_per_step"], s["steps"], s["seed"])
-    questions = prompt_ids(tokenizer, problems.question, s)
-    for step in tqdm(range(first, s["steps"]), desc=f"{s['policy']} seed {s['seed']}", mininterval=10):
+    prompts_of = prompt_order(len(problems), settings.prompts_per_step, settings.steps, settings.seed)
+    questions = prompt_ids(tokenizer, problems.question, settings.prompt_prefix)
+    for step in tqdm(range(first, settings.steps), desc=f"{settings.policy} seed {settings.seed}", mininterval=10):
         chosen = prompts_of[step]
         prompts = left_pad([questions[i] for i in chosen], policy.embedding_rms.device)
-        row = grpo_step(policy, tokenizer, opt, prompts, [problems.answer.iloc[i] for i in chosen], s, step)
+        row = grpo_step(policy, tokenizer, opt, prompts, [problems.answer.iloc[i] for i in chosen], settings,
+                        step)
         history.append(row)
         log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
-        if (step + 1) % s["checkpoint_every"] == 0 or step + 1 == s["steps"]:
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             check_finite_weights(policy, f"hrpo step {step + 1}", FIX)
             save_epoch(checkpoint, policy, opt, step, fingerprint, {"history": history})
     return pd.DataFrame(history)
 
 
 @torch.no_grad()
-def evaluate(policy, tokenizer, test: pd.DataFrame, s: dict, name: str, seed: int) -> pd.DataFrame:
+def evaluate(policy, tokenizer, test: pd.DataFrame, settings: EvalHrpo, name: str) -> pd.DataFrame:
     """Greedy completions of every test problem (the gate on for HRPO): the answer columns, the
     completion's length in tokens and the mean sqrt(1 - a^2) where it blended."""
-    rows, bs, device = [], s["eval_batch_size"], policy.embedding_rms.device
+    rows, bs, device = [], settings.eval_batch_size, policy.embedding_rms.device
     for start in tqdm(range(0, len(test), bs), desc=f"eval {name}", mininterval=10):
         chunk = test.iloc[start:start + bs]
-        prompts = left_pad(prompt_ids(tokenizer, chunk.question, s), device)
-        with autocast(device, s["dtype"]):
-            ro = rollout(policy, tokenizer, prompts, 1, s["max_new_tokens"], s["temperature"], s["marker"])
+        prompts = left_pad(prompt_ids(tokenizer, chunk.question, settings.prompt_prefix), device)
+        with autocast(device, settings.dtype):
+            ro = rollout(policy, tokenizer, prompts, 1, settings.max_new_tokens, settings.temperature, settings.marker)
         fed = ro.mask & ro.thinking
         for i, text in enumerate(completions(tokenizer, ro)):
             frame = chunk.iloc[i]
-            rows.append({"policy": name, "seed": seed, "id": int(frame.id), **scored(text, frame.answer),
-                         "markers": text.count(s["marker"]), "length": int(ro.lengths[i]),
+            rows.append({"policy": name, "seed": settings.seed, "id": int(frame.id), **scored(text, frame.answer),
+                         "markers": text.count(settings.marker), "length": int(ro.lengths[i]),
                          "hidden_ratio": ro.hidden_ratio[i][fed[i]].mean().item() if fed[i].any() else math.nan})
     return pd.DataFrame(rows)

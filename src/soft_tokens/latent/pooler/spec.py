@@ -1,23 +1,66 @@
 """The reasoning-window pooler as the workflow sees it, free of torch: the keys each of its jobs
 reads, its report section and its config checks."""
 
+from dataclasses import dataclass
+
+from soft_tokens.core.job_settings import Lora, OnDevice, top, wildcard
 from soft_tokens.latent.coconut.spec import cot_run
-from soft_tokens.vocabulary import RUNTIME, canonical, check_datasets, check_reasoning_names
+from soft_tokens.vocabulary import canonical, check_datasets, check_reasoning_names
 
 # Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
 ORDER = 40
 SECTIONS = {"pooler": ("pooler_compression",)}
 ENUMS = ()
-# The keys that decide how a pooler and its training examples are built.
-BUILD = ("main", "compress_fraction", "pooling", "output_scale", "context", "lora_r", "lora_alpha",
-         "lora_dropout", "lora_target_modules", "init_token", "max_prefixes")
-READS = {
-    "train_pooler": ("pooler", (*BUILD, "lr", "weight_decay", "epochs", "batch_size", "grad_accumulation"),
-                     ("seed", *RUNTIME)),
-    # The untrained pooler is built (and its scale set) exactly as train_pooler builds it.
-    "eval_pooler": ("pooler", (*BUILD, "eval_batch_size", "max_new_tokens"), ("seed", *RUNTIME)),
-    "eval_pooler_baselines": ("pooler", ("main", "eval_batch_size", "max_new_tokens"), RUNTIME),
-}
+
+
+@dataclass(frozen=True)
+class PoolerJob(OnDevice):
+    """What every pooler job reads: the main LM it runs (`cot` or `base`) and the data."""
+
+    SECTION = "pooler"
+    model: str = wildcard()
+    dataset: str = wildcard()
+    main: str
+
+
+@dataclass(frozen=True)
+class BuildPooler(PoolerJob, Lora):
+    """The keys that decide how a pooler and its training examples are built; the untrained pooler
+    (its scale set) is built by eval_pooler exactly as train_pooler builds it."""
+
+    window: str = wildcard()
+    seed: int = top()
+    compress_fraction: float
+    pooling: str
+    output_scale: bool
+    context: bool
+    init_token: str
+    max_prefixes: int
+
+
+@dataclass(frozen=True)
+class TrainPooler(BuildPooler):
+    lr: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    grad_accumulation: int
+
+
+@dataclass(frozen=True)
+class EvalPooler(BuildPooler):
+    eval_batch_size: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class EvalPoolerBaselines(PoolerJob):
+    eval_batch_size: int
+    max_new_tokens: int
+
+
+# rule -> the settings of its jobs (soft_tokens.core.job_settings).
+JOBS = {"train_pooler": TrainPooler, "eval_pooler": EvalPooler, "eval_pooler_baselines": EvalPoolerBaselines}
 PROTOCOL = ("main", "windows", "compress_fraction", "pooling", "output_scale", "context", "lora_r", "lr",
             "epochs", "batch_size", "grad_accumulation", "max_prefixes")
 

@@ -25,6 +25,7 @@ from soft_tokens.data.answers import scored
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_frame
 from soft_tokens.latent.pooler import online
+from soft_tokens.latent.pooler.spec import BuildPooler, EvalPooler, EvalPoolerBaselines, PoolerJob, TrainPooler
 from soft_tokens.latent.pooler.method import (
     Batch,
     Example,
@@ -49,29 +50,30 @@ log = logging.getLogger(__name__)
 ANSWER_MARKER = "###"
 
 
-def load_main(path: Path, s: dict):
+def load_main(path: Path, settings: PoolerJob):
     """The frozen main LM, its tokenizer with the pool tokens added (the LM's own table never sees
     them: their embeddings are the pooler's), and their ids."""
-    main, tokenizer = load_model(path, s["device"], s["dtype"])
+    main, tokenizer = load_model(path, settings.device, settings.dtype)
     return main, tokenizer, add_pool_tokens(tokenizer)
 
 
-def setup(main_run: Path, train_path: Path, window: int, dataset: str, s: dict):
+def setup(main_run: Path, train_path: Path, settings: BuildPooler):
     """What every pooler job starts from: the frozen main LM (a Coconut CoT run's stage 0 with `main:
     cot`, else the prepared model), its tokenizer and pool-token ids, the training examples at W and
     a freshly built (untrained) pooler."""
-    folder = main_dir(main_run, s)
-    main, tokenizer, ids = load_main(folder, s)
+    folder = main_dir(main_run, settings)
+    main, tokenizer, ids = load_main(folder, settings)
     problems = tokenize_frame(tokenizer, read_reasoning(train_path))
-    check_windows(problems, window, s["compress_fraction"], dataset)
-    examples = training_examples(problems, window, s, ids)
-    pooler = build_pooler(folder, main, tokenizer, ids, s, init_windows(examples))
+    window = int(settings.window)
+    check_windows(problems, window, settings.compress_fraction, settings.dataset)
+    examples = training_examples(problems, window, settings, ids)
+    pooler = build_pooler(folder, main, tokenizer, ids, settings, init_windows(examples))
     return main, tokenizer, ids, examples, pooler
 
 
-def main_dir(main_run: Path, s: dict) -> Path:
+def main_dir(main_run: Path, settings: PoolerJob) -> Path:
     """The main LM's folder: a Coconut CoT run's stage 0 (`main: cot`) or the prepared model."""
-    return main_run / "stage0" if s["main"] == "cot" else main_run
+    return main_run / "stage0" if settings.main == "cot" else main_run
 
 
 def check_windows(problems: list[Problem], window: int, fraction: float, dataset: str) -> None:
@@ -85,37 +87,38 @@ def check_windows(problems: list[Problem], window: int, fraction: float, dataset
                          f"(longest: {longest} tokens at compress_fraction {fraction}); use W <= {longest}")
 
 
-def training_examples(problems: list[Problem], window: int, s: dict, ids: PoolIds) -> list[Example]:
+def training_examples(problems: list[Problem], window: int, settings: BuildPooler, ids: PoolIds) -> list[Example]:
     """Every trace with a window to compress gives its fully compressed layout and up to
     max_prefixes - 1 shorter prefixes, drawn per trace."""
     examples = []
     for i, problem in enumerate(problems):
-        n = full_windows(problem, window, s["compress_fraction"])
+        n = full_windows(problem, window, settings.compress_fraction)
         if n == 0:
             continue
         shorter = np.arange(1, n)
-        if len(shorter) >= s["max_prefixes"]:
-            rng = np.random.default_rng(seed_for(s["seed"], window, i))
-            shorter = np.sort(rng.choice(shorter, size=s["max_prefixes"] - 1, replace=False))
+        if len(shorter) >= settings.max_prefixes:
+            rng = np.random.default_rng(seed_for(settings.seed, window, i))
+            shorter = np.sort(rng.choice(shorter, size=settings.max_prefixes - 1, replace=False))
         examples += [layout(problem, window, int(k), ids) for k in [*shorter, n]]
     return examples
 
 
-def build_pooler(main_dir: Path, main, tokenizer, ids: PoolIds, s: dict, init_windows: torch.Tensor) -> WindowPooler:
+def build_pooler(main_dir: Path, main, tokenizer, ids: PoolIds, settings: BuildPooler,
+                 init_windows: torch.Tensor) -> WindowPooler:
     """A copy of the main LM's transformer with a fresh LoRA, its embedding table trainable (the
     pool tokens start as copies of `init_token`'s row), and, with `output_scale`, a learned scale
     that starts where pooled windows of the training data match the token embeddings' RMS."""
-    torch.manual_seed(s["seed"])
+    torch.manual_seed(settings.seed)
     backbone = AutoModel.from_pretrained(main_dir, dtype=torch.float32).to(main.device)
     backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    init = tokenizer(s["init_token"], add_special_tokens=False).input_ids[0]
+    init = tokenizer(settings.init_token, add_special_tokens=False).input_ids[0]
     table = backbone.get_input_embeddings().weight
     with torch.no_grad():
         table[[ids.start, ids.end, ids.slot]] = table[init].clone()
-    backbone = with_lora(backbone, s)
+    backbone = with_lora(backbone, settings)
     backbone.get_input_embeddings().weight.requires_grad_(True)
-    pooler = WindowPooler(backbone, s["pooling"], None, s["context"])
-    if s["output_scale"]:
+    pooler = WindowPooler(backbone, settings.pooling, None, settings.context)
+    if settings.output_scale:
         with torch.no_grad():
             rms = lambda x: x.float().pow(2).mean(-1).sqrt().mean()  # noqa: E731
             contexts = [[] for _ in init_windows]
@@ -130,25 +133,25 @@ def init_windows(examples: list[Example], limit: int = 64) -> torch.Tensor:
     return torch.tensor([w for e in examples for w in e.windows][:limit], dtype=torch.long)
 
 
-def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolIds, s: dict, checkpoint: Path,
-                 fingerprint: dict) -> WindowPooler:
+def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolIds, settings: TrainPooler,
+                 checkpoint: Path, fingerprint: dict) -> WindowPooler:
     """AdamW over the pooler's trained weights, `batch_size` examples a batch and `grad_accumulation`
     batches a step; each epoch checkpointed, so a killed run resumes."""
     params = [p for p in pooler.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=s["weight_decay"])
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     pooler.train()
 
     def batches(epoch):
-        order = epoch_order(len(examples), s["seed"], epoch).tolist()
-        for start in range(0, len(order), s["batch_size"]):
-            yield to_device(collate([examples[i] for i in order[start:start + s["batch_size"]]]), main.device)
+        order = epoch_order(len(examples), settings.seed, epoch).tolist()
+        for start in range(0, len(order), settings.batch_size):
+            yield to_device(collate([examples[i] for i in order[start:start + settings.batch_size]]), main.device)
 
     def loss_of(batch):
-        with autocast(main.device, s["dtype"]):
+        with autocast(main.device, settings.dtype):
             return batch_loss(main, pooler, batch, ids), len(batch.input_ids)
 
-    train_epochs(pooler, opt, loss_of, batches, s["epochs"], checkpoint, fingerprint, "pooler",
-                 "lower pooler.lr, or set dtype: float32", accumulation=s["grad_accumulation"])
+    train_epochs(pooler, opt, loss_of, batches, settings.epochs, checkpoint, fingerprint, "pooler",
+                 "lower pooler.lr, or set dtype: float32", accumulation=settings.grad_accumulation)
     return pooler.eval()
 
 
@@ -182,18 +185,18 @@ def answer_marker(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def teacher_forced(main, tokenizer, ids: PoolIds, problems: list[Problem], df: pd.DataFrame, runs: dict, s: dict,
-                   split: str) -> list[dict]:
+def teacher_forced(main, tokenizer, ids: PoolIds, problems: list[Problem], df: pd.DataFrame, runs: dict,
+                   settings: EvalPooler | EvalPoolerBaselines, split: str) -> list[dict]:
     """Per method of `runs` (method -> (pooler or None, one layout per problem)): the greedy answer and
     the answer's CE after the layout, the model made to answer at its marker. Each batch of questions
     is read once and its cache shared by every method."""
-    marker, rows, bs = answer_marker(tokenizer), [], s["eval_batch_size"]
+    marker, rows, bs = answer_marker(tokenizer), [], settings.eval_batch_size
     for start in tqdm(range(0, len(problems), bs), desc=f"teacher-forced {split}", mininterval=10):
         chunk, questions = problems[start:start + bs], None
         for method, (pooler, examples) in runs.items():
             split_up = [answer_split(e, p.answer, marker) for e, p in zip(examples[start:start + bs], chunk)]
             prompts = to_device(collate([prompt for prompt, _ in split_up], pad_left=True), main.device)
-            with autocast(main.device, s["dtype"]):
+            with autocast(main.device, settings.dtype):
                 if questions is None:
                     questions, width = read_questions(main, prompts), prompts.question_ids.shape[1]
                 _, cache, last = forward(main, pooler, prompts, ids, questions)
@@ -229,19 +232,19 @@ def answer_ce(main, cache, last: torch.Tensor, prompts: Batch, answers: list[lis
 
 @torch.no_grad()
 def generated(main, pooler, tokenizer, ids: PoolIds, problems: list[Problem], df: pd.DataFrame, window: int,
-              s: dict, method: str) -> list[dict]:
+              settings: EvalPooler | EvalPoolerBaselines, method: str) -> list[dict]:
     """The model's own reasoning and answer; with a pooler, each completed window spliced in as a vector.
     Generation ends at EOS or at the end of the answer line; `reasoning_tokens` counts what it wrote
     (reasoning and answer), `positions` what the context holds."""
     pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
     markers = {i for i, piece in enumerate(pieces) if "#" in piece}
     line_ends = {i for i, piece in enumerate(pieces) if "\n" in piece}
-    rows, bs = [], s["eval_batch_size"]
+    rows, bs = [], settings.eval_batch_size
     for start in tqdm(range(0, len(problems), bs), desc=f"online W={window}", mininterval=10):
         chunk = problems[start:start + bs]
-        with autocast(main.device, s["dtype"]):
+        with autocast(main.device, settings.dtype):
             states = online.generate(main, pooler, [p.question for p in chunk], window, ids, tokenizer.eos_token_id,
-                                     markers, s["max_new_tokens"], compress=pooler is not None,
+                                     markers, settings.max_new_tokens, compress=pooler is not None,
                                      line_end_ids=line_ends)
         for i, state in enumerate(states):
             frame = df.iloc[start + i]
@@ -253,31 +256,32 @@ def generated(main, pooler, tokenizer, ids: PoolIds, problems: list[Problem], df
 
 
 def evaluate_window(main, tokenizer, ids: PoolIds, trained: WindowPooler, untrained: WindowPooler,
-                    splits: dict[str, pd.DataFrame], window: int, s: dict) -> pd.DataFrame:
+                    splits: dict[str, pd.DataFrame], settings: EvalPooler) -> pd.DataFrame:
     """Every method at one W: the trained pooler (test and train), the untrained one, sum pooling and
     windows dropped (markers kept), all on the gold reasoning; and online compression (test)."""
-    rows = []
+    rows, window = [], int(settings.window)
     summed = SumPooling(main.get_input_embeddings(), untrained)
     for split, df in splits.items():
         problems = tokenize_frame(tokenizer, df)
-        n = [full_windows(p, window, s["compress_fraction"]) for p in problems]
+        n = [full_windows(p, window, settings.compress_fraction) for p in problems]
         compressed = [layout(p, window, k, ids) for p, k in zip(problems, n)]
         runs = {"pooler": (trained, compressed)}
         if split == "test":
             runs.update({"untrained": (untrained, compressed), "sum": (summed, compressed),
                          "dropped": (trained, [layout(p, window, k, ids, vectors=False) for p, k in zip(problems, n)])})
-        rows += teacher_forced(main, tokenizer, ids, problems, df, runs, s, split)
+        rows += teacher_forced(main, tokenizer, ids, problems, df, runs, settings, split)
         if split == "test":
-            rows += generated(main, trained, tokenizer, ids, problems, df, window, s, "online")
+            rows += generated(main, trained, tokenizer, ids, problems, df, window, settings, "online")
     return pd.DataFrame(rows).assign(window=window)
 
 
-def evaluate_baselines(main, tokenizer, ids: PoolIds, test: pd.DataFrame, s: dict) -> pd.DataFrame:
+def evaluate_baselines(main, tokenizer, ids: PoolIds, test: pd.DataFrame,
+                       settings: EvalPoolerBaselines) -> pd.DataFrame:
     """The methods without a pooler: full gold reasoning, no reasoning (question, then the answer
     marker), and plain chain of thought the model writes itself (the online baseline)."""
     problems = tokenize_frame(tokenizer, test)
     runs = {"full": (None, [layout(p, 1, 0, ids) for p in problems]),
             "none": (None, [layout(Problem(p.question, [], p.answer), 1, 0, ids) for p in problems])}
-    rows = teacher_forced(main, tokenizer, ids, problems, test, runs, s, "test")
-    rows += generated(main, None, tokenizer, ids, problems, test, 1, s, "cot")
+    rows = teacher_forced(main, tokenizer, ids, problems, test, runs, settings, "test")
+    rows += generated(main, None, tokenizer, ids, problems, test, 1, settings, "cot")
     return pd.DataFrame(rows).assign(window=1)
