@@ -259,11 +259,16 @@ def test_shipped_configs_pass_the_check_and_keep_their_overrides():
         assert config["coconut"]["overrides"] == overrides
 
 
-def test_the_shared_lora_block_is_checked_filled_and_named_like_a_sections_own_keys():
+def test_the_shared_lora_and_resources_blocks_are_checked_filled_and_named_like_a_sections_own_keys():
     config = smoke()
     validate(config, "my.yaml")
     for section in ("coconut", "pooler", "hrpo"):  # defaults from the one LoRA block ($defs/lora)
         assert (config[section]["lora_r"], config[section]["lora_alpha"], config[section]["lora_dropout"]) == (16, 32, 0.0)
+        assert (config[section]["mem_mb"], config[section]["runtime"]) == (16000, 240)  # $defs/resources
+    config = smoke()
+    config["coconut"]["runtime"] = 0
+    assert rejected(config) == ("my.yaml: coconut.runtime: 0 is less than the minimum of 1 "
+                                "(config/README.md describes the key)")
     config = smoke()
     config["pooler"]["lora_rr"] = 8
     assert rejected(config).startswith("my.yaml: unknown key(s) ['lora_rr'] under pooler ('lora_rr' -> did you mean "
