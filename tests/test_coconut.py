@@ -389,7 +389,7 @@ def test_seeds_give_the_mean_and_sd_across_seeds(tmp_path):
             "(n in each table header; 2 training seeds): prosqa: c = 1 thought per step, 2 latent stages after CoT at "
             "3 epochs each, lr 0.0001, batch 8, full fine-tuning.") in tex
     assert "of 8 answers (2 seeds, each on the same 4 test problems), m gets right 4 with CoT" in tex
-    assert "within noise at n = 8 on prosqa accuracy" in tex
+    assert "within noise at n = 4 problems x 2 seeds on prosqa accuracy" in tex
     figures(summarize(evals), {"coconut_accuracy_by_stage": [tmp_path / "f.png"]})
     assert (tmp_path / "f.png").stat().st_size > 0
 
@@ -399,11 +399,11 @@ def test_the_crossed_intervals_hold_the_spread_between_seeds_and_stay_sound_at_z
     mean at 0.5 and a zero-width interval; resampling seeds too spans all of [0, 1]."""
     table = np.column_stack([np.ones(50), np.zeros(50)])
     iv = bootstrap_crossed(table)
-    assert (iv.mean, iv.low, iv.high, iv.n) == (0.5, 0.0, 1.0, 100)
+    assert (iv.mean, iv.low, iv.high, iv.n, iv.repeats) == (0.5, 0.0, 1.0, 50, 2)
     one_seed = bootstrap_crossed(np.array([[1.0], [0.0]] * 25))
     assert 0.3 < one_seed.low < 0.5 < one_seed.high < 0.7 and one_seed.n == 50
     # None right in 2 seeds x 4 problems: a bootstrap collapses to [0, 0], the rate keeps Wilson's 0 of 4.
     assert bootstrap_crossed(np.zeros((4, 2))).high == 0
     none_right = rate_crossed(np.zeros((4, 2)))
-    assert (none_right.mean, none_right.low, none_right.n) == (0, 0, 8)
+    assert (none_right.mean, none_right.low, none_right.n, none_right.repeats) == (0, 0, 4, 2)
     assert none_right.high == pytest.approx(0.4899, abs=1e-4)

@@ -12,7 +12,7 @@ METRICS = ["teacher_forcing_convergence", "greedy_convergence", "greedy_converge
 
 
 def sample(**kw):
-    row = dict(model="SmolLM2-135M", corpus="prose", length=16, n_mem=1, variant="base", init="randn",
+    row = dict(sample_id=0, model="SmolLM2-135M", corpus="prose", length=16, n_mem=1, variant="base", init="randn",
                optimizer="fast", placement="after_bos", margin=1.0, stop_accuracy=1.0, step_budget=150, restarts=2,
                dtype="float32",
                teacher_forcing_convergence=1.0, greedy_convergence=0.0, greedy_convergence_bf16=0.0, ce_text_bits=40.0,
@@ -70,67 +70,84 @@ def test_latex_escape():
     assert escape("Llama-3.2-1B_bos 50% & #1") == r"Llama-3.2-1B\_bos 50\% \& \#1"
 
 
-def early_error_summary(greedy, mismatch0):
-    rows = [sample(greedy_convergence=greedy, **{"greedy_mismatch@0": mismatch0, "greedy_mismatch@1": mismatch0})]
-    return summarize(pd.DataFrame(rows))
+def early_error_samples(greedy, mismatch0, texts=8):
+    return pd.DataFrame([sample(sample_id=i, greedy_convergence=greedy,
+                                **{"greedy_mismatch@0": mismatch0, "greedy_mismatch@1": mismatch0})
+                         for i in range(texts)])
+
+
+def findings_of(samples, search=None):
+    return findings(summarize(samples), NO_SEARCH if search is None else search, samples)
 
 
 NO_SEARCH = capacity_table(pd.DataFrame(columns=["model", "corpus", "n_mem", "variant", "init", "optimizer"]))
 
 
 def test_findings_state_the_early_token_failure_only_when_it_holds():
-    s = early_error_summary(0.0, 1.0)
-    text = " ".join(findings(s, NO_SEARCH))
-    assert "the greedy decode already misses tokens 0--1 (mismatch@0 = 1.00" in text
-    s = early_error_summary(0.995, 0.0)
-    text = " ".join(findings(s, NO_SEARCH))
+    """Eight texts, all right under teacher forcing: the bounded interval of 8 of 8 is Wilson's [0.676, 1]."""
+    text = " ".join(findings_of(early_error_samples(0.0, 1.0)))
+    assert ("teacher forcing reaches 1.000 (95\\% CI 0.676--1.000, n = 8) but greedy decoding only 0.000 (95\\% CI "
+            "0.000--0.324, n = 8) (TF - greedy +1.000 (95\\% CI +0.351 to +1.000, paired over the texts)): the greedy "
+            "decode already misses tokens 0--1 (greedy mismatch@0 = 1.00, greedy mismatch@1 = 1.00; teacher-forced "
+            "mismatch@0 = 0.00, mismatch@1 = 0.00)") in text
+    text = " ".join(findings_of(early_error_samples(0.0, 1.0, texts=1)))  # one text proves nothing
+    assert "are within noise of each other: TF - greedy +1.000 (95\\% CI -0.587 to +1.000" in text
+    text = " ".join(findings_of(early_error_samples(0.995, 0.0)))
     assert "already misses" not in text and "greedy decoding reproduces the text as teacher forcing does" in text
-    assert ("decoded by the model in bf16 only 0.000 (95\\% CI 0.000--0.000, n = 1): a stop margin of 1 logits "
+    assert ("decoded by the model in bf16 only 0.000 (95\\% CI 0.000--0.324, n = 8): a stop margin of 1 logits "
             "does not cover") in text
-    s = summarize(pd.DataFrame([sample(greedy_convergence=0.9, greedy_convergence_bf16=0.9)]))
-    text = " ".join(findings(s, NO_SEARCH))
-    assert "decoded in bf16 within noise of that (0.900" in text and "does not cover" not in text
-    s = early_error_summary(0.9, 0.0)
-    text = " ".join(findings(s, NO_SEARCH))
-    assert "reproduces" not in text and "teacher forcing reaches 1.000 (95\\% CI 1.000--1.000, n = 1) yet greedy" in text
+    text = " ".join(findings_of(pd.DataFrame([sample(sample_id=i, greedy_convergence=1.0,
+                                                     greedy_convergence_bf16=0.9 if i == 0 else 1.0)
+                                              for i in range(8)])))
+    assert "decoded in bf16 within noise of that (0.988" in text and "does not cover" not in text
+    text = " ".join(findings_of(early_error_samples(0.5, 0.0)))
+    assert "reproduces" not in text and "teacher forcing reaches 1.000 (95\\% CI 0.676--1.000, n = 8) yet greedy" in text
 
 
-def test_findings_call_overlapping_intervals_noise_and_name_separated_effects():
-    """Four texts per row: greedy 0.1 against 0.8 on every text separates; a spread that overlaps is noise."""
-    s = summarize(pd.DataFrame([sample(variant="base", sample_id=i, greedy_convergence=0.1) for i in range(4)]
-                               + [sample(variant="bos", sample_id=i, greedy_convergence=0.8) for i in range(4)]))
-    text = " ".join(findings(s, NO_SEARCH))
+def test_findings_pair_the_texts_of_two_jobs_and_call_a_difference_only_when_its_interval_excludes_zero():
+    """Every job of a length crams the same texts. Greedy 0.1 against 0.8 on each of 8 texts is a
+    difference (a sign test's p = 1/128); on 4 texts it is not yet (p = 1/8). Texts that disagree both
+    ways are noise, however the marginal intervals fall."""
+    def variants(texts):
+        return pd.DataFrame([sample(variant="base", sample_id=i, greedy_convergence=0.1) for i in range(texts)]
+                            + [sample(variant="bos", sample_id=i, greedy_convergence=0.8) for i in range(texts)])
+    text = " ".join(findings_of(variants(8)))
     assert ("For SmolLM2-135M with fast at 16 tokens (prose), variant bos has higher greedy accuracy than base: "
-            "0.800 (95\\% CI 0.800--0.800, n = 4) vs 0.100 (95\\% CI 0.100--0.100, n = 4).") in text
-    s = summarize(pd.DataFrame([sample(optimizer=o, sample_id=i, greedy_convergence=g)
-                                for o, values in (("seed_stop", (0.0, 1.0, 0.0, 1.0)), ("fast", (1.0, 1.0, 0.0, 1.0)))
-                                for i, g in enumerate(values)]))
-    text = " ".join(findings(s, NO_SEARCH))
+            "0.800 (95\\% CI 0.540--0.865, n = 8) vs 0.100 (95\\% CI 0.068--0.392, n = 8); difference +0.700 "
+            "(95\\% CI +0.149 to +0.797).") in text
+    assert "variant bos and base are within noise at n = 4 on greedy accuracy" in " ".join(findings_of(variants(4)))
+    samples = pd.DataFrame([sample(optimizer=o, sample_id=i, greedy_convergence=g)
+                            for o, values in (("seed_stop", (0.0, 1.0, 0.0, 1.0)), ("fast", (1.0, 1.0, 0.0, 1.0)))
+                            for i, g in enumerate(values)])
     assert (r"For SmolLM2-135M\_base at 16 tokens (prose), optimizer seed\_stop and fast are within noise at n = 4 on "
-            r"greedy accuracy: 0.500 (95\% CI 0.000--1.000, n = 4) vs 0.750") in text
+            r"greedy accuracy: 0.500 (95\% CI 0.000--1.000, n = 4) vs 0.750") in " ".join(findings_of(samples))
 
 
 def test_findings_report_capacity_with_intervals():
-    text = " ".join(findings(summarize(pd.DataFrame([sample()])), capacity_table(capacity_stages())))
+    text = " ".join(findings_of(pd.DataFrame([sample()]), capacity_table(capacity_stages())))
     assert ("reconstructs 48 tokens; 64 tokens failed: 48 tokens per vector, 8.1\\% of the bound of 591 tokens, "
             "480 bits of information gain per text; greedy decoding reaches 0.990 (95\\% CI 0.980--1.000, n = 2) "
             "there (teacher forcing 0.995 (95\\% CI 0.990--1.000, n = 2)); decoded by the model in bf16 too (0.990).") in text
 
 
 def test_render_tables_carry_n_and_intervals_and_escaped_names():
-    s = summarize(pd.DataFrame([sample(variant=v) for v in ("base", "bos", "2leading")]
-                               + [sample(variant="bos", init="mean", n_mem=2)]))
-    tex = section(s, capacity_table(capacity_stages()))
+    samples = pd.DataFrame([sample(variant=v) for v in ("base", "bos", "2leading")]
+                           + [sample(variant="bos", init="mean", n_mem=2)])
+    s = summarize(samples)
+    tex = section(s, capacity_table(capacity_stages()), samples)
     assert r"\toprule" in tex and r"\bottomrule" in tex
-    assert r"model & optimizer & length & $n$ & TF accuracy & greedy accuracy & greedy (bf16) & steps \\" in tex
-    assert r"model & optimizer & length & $n$ & mismatch@0 & mismatch@1 & mismatch@2 \\" in tex
+    assert (r"model & optimizer & length & $n$ & mismatch@0 & mismatch@1 & mismatch@2 & TF accuracy & greedy accuracy "
+            r"\\") in tex
+    assert (r"model & optimizer & length & $n$ & greedy mismatch@0 & greedy mismatch@1 & greedy mismatch@2 & TF $-$ "
+            r"greedy & greedy (bf16) & steps \\") in tex
     assert r"SmolLM2-135M\_base & fast & 48 & prose & 64 & 48 & 591 & 8.1 \\" in tex
     assert r"SmolLM2-135M\_base & fast & 48 & 2 & 0.995 [0.990, 1.000] & 0.990 [0.980, 1.000] &" in tex
     rows = [line for line in tex.splitlines() if line.startswith("SmolLM2")]
     assert [r.split(" & ")[0] for r in rows[:4]] == [
         r"SmolLM2-135M\_base", r"SmolLM2-135M\_bos", r"SmolLM2-135M\_bos\_mean\_mem2", r"SmolLM2-135M\_2leading"]
-    assert rows[0] == r"SmolLM2-135M\_base & fast & 16 & 1 & 1.000 [1.000, 1.000] & 0.000 [0.000, 0.000] & " \
-                      r"0.000 [0.000, 0.000] & 100 [100, 100] \\"
+    # The seed's table: teacher-forced mismatch@0-2, TF and greedy accuracy; one text says little (Wilson's 0 or 1 of 1).
+    assert rows[0] == r"SmolLM2-135M\_base & fast & 16 & 1 & 0.000 [0.000, 0.793] & 0.000 [0.000, 0.793] & " \
+                      r"0.000 [0.000, 0.793] & 1.000 [0.207, 1.000] & 0.000 [0.000, 0.793] \\"
     assert "fast (after\\_bos, margin 1.0, float32), at most 150 steps and 2 restarts" in tex  # the protocol
 
 

@@ -28,6 +28,7 @@ MEANS = {
     **{m: m for m in MISMATCH_KEYS},
 }
 RATES = ("converged", *MISMATCH_KEYS)  # shares of texts: Wilson intervals
+ACCURACIES = ("teacher_forcing_convergence", "greedy_convergence", "greedy_convergence_bf16")  # in [0, 1]
 FIGURES = SECTIONS["cramming"]
 
 
@@ -37,14 +38,29 @@ def read_samples(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SEARCH_KEYS)
 
 
+def mean_interval(g: pd.DataFrame, column: str) -> stats.Interval:
+    """A job's mean of `column` over its texts: Wilson for shares; accuracies and steps are bounded
+    ([0, 1], [1, step budget]), so texts all at a bound keep an interval of positive width."""
+    if column in RATES:
+        return stats.rate(g[column])
+    if column in ACCURACIES:
+        return stats.bounded_mean(g[column])
+    if column == "steps":
+        return stats.bounded_mean(g[column], 1, int(g["step_budget"].iloc[0]) * (1 + int(g["restarts"].iloc[0])))
+    return stats.bootstrap(g[column])
+
+
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per job: means over its samples with 95% intervals (Wilson for rates, bootstrap over
-    texts for the rest; failed samples are NaN and skipped), plus counts."""
+    """One row per job: means over its samples with 95% intervals (mean_interval; failed samples are
+    NaN and skipped), the paired difference of teacher-forced and greedy accuracy on the same texts
+    (`tf_minus_greedy`), plus counts."""
     rows = []
     for keys, g in samples.groupby(JOB_KEYS, sort=False):
         row = dict(zip(JOB_KEYS, keys))
         for column, name in MEANS.items():
-            row.update(stats.columns(name, stats.rate(g[column]) if column in RATES else stats.bootstrap(g[column])))
+            row.update(stats.columns(name, mean_interval(g, column)))
+        row.update(stats.columns("tf_minus_greedy", stats.paired_difference(g["teacher_forcing_convergence"],
+                                                                            g["greedy_convergence"])))
         row.update(n_samples=len(g), n_failed=int((g["status"] == "failed").sum()),
                    **g[PROTOCOL_KEYS].iloc[0].to_dict())
         rows.append(row)
@@ -89,9 +105,10 @@ def capacity_table(stages: pd.DataFrame) -> pd.DataFrame:
             "theoretical_bound_tokens": bound,
             "utilisation": found / bound,
             "n_samples": int(search["sample_id"].nunique()),
-            **stats.columns("mean_teacher_forcing_at_capacity", stats.bootstrap(at["teacher_forcing_convergence"])),
-            **stats.columns("mean_greedy_at_capacity", stats.bootstrap(at["greedy_convergence"])),
-            **stats.columns("mean_greedy_bf16_at_capacity", stats.bootstrap(at["greedy_convergence_bf16"])),
+            **stats.columns("mean_teacher_forcing_at_capacity",
+                            stats.bounded_mean(at["teacher_forcing_convergence"])),
+            **stats.columns("mean_greedy_at_capacity", stats.bounded_mean(at["greedy_convergence"])),
+            **stats.columns("mean_greedy_bf16_at_capacity", stats.bounded_mean(at["greedy_convergence_bf16"])),
             **stats.columns("information_gain_bits_at_capacity", stats.bootstrap(at["information_gain_bits"])),
             "exact_greedy_tokens": exact_greedy_length(search, first["threshold"]),
             "lengths_tried": [int(x) for x in search.drop_duplicates("stage")["length"]],
@@ -124,34 +141,38 @@ def ordered(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys, key=lambda c: c.map(ORDER[c.name]) if c.name in ORDER else c, kind="stable")
 
 
-def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
+def findings(summary: pd.DataFrame, capacity_df: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
     """Sentences whose claims are checked against the numbers: a difference is stated only where the
-    95% intervals separate; a claim that does not hold is not made."""
+    95% interval of the paired difference (the same texts both ways) excludes 0; a claim that does not
+    hold is not made."""
     out = []
     for _, r in ordered(summary).iterrows():
         tf, greedy = interval(r, "mean_teacher_forcing_convergence"), interval(r, "mean_greedy_convergence")
-        bf16 = interval(r, "mean_greedy_convergence_bf16")
+        bf16, gap = interval(r, "mean_greedy_convergence_bf16"), interval(r, "tf_minus_greedy")
         early = [k for k in (0, 1) if r[f"greedy_mismatch@{k}"] >= 0.5]
         where = f"{row_name(r)} with {r['optimizer']} at {r['length']} tokens ({r['corpus']})"
+        paired = f"TF - greedy {gap.mean:+.3f} (95% CI {gap.low:+.3f} to {gap.high:+.3f}, paired over the texts)"
         if greedy.mean >= 0.99 and tf.mean >= 0.99:
             out.append(f"For {where}, greedy decoding reproduces the text as teacher forcing does: "
                        f"{stats.text(greedy)} vs {stats.text(tf)}, after {r['mean_steps']:.0f} steps per text on "
                        "average" + bf16_clause(bf16, greedy, r["margin"]) + ".")
-        elif not greedy.separated_from(tf):
+        elif not gap.excludes_zero():
             out.append(f"For {where}, greedy decoding ({stats.text(greedy)}) and teacher forcing "
-                       f"({stats.text(tf)}) are within noise of each other.")
+                       f"({stats.text(tf)}) are within noise of each other: {paired}.")
         elif early:
             out.append(
                 f"For {where}, teacher forcing reaches {stats.text(tf)} but greedy decoding only "
-                f"{stats.text(greedy)}: the greedy decode already misses token{'s' if len(early) > 1 else ''} "
-                f"{'--'.join(map(str, early))} (mismatch@0 = {fmt(r['greedy_mismatch@0'], 2)}, "
-                f"mismatch@1 = {fmt(r['greedy_mismatch@1'], 2)}), so one early miss derails the decode."
+                f"{stats.text(greedy)} ({paired}): the greedy decode already misses "
+                f"token{'s' if len(early) > 1 else ''} {'--'.join(map(str, early))} (greedy mismatch@0 = "
+                f"{fmt(r['greedy_mismatch@0'], 2)}, greedy mismatch@1 = {fmt(r['greedy_mismatch@1'], 2)}; "
+                f"teacher-forced mismatch@0 = {fmt(r['tf_mismatch@0'], 2)}, mismatch@1 = "
+                f"{fmt(r['tf_mismatch@1'], 2)}), so one early miss derails the decode."
             )
         else:
             out.append(f"For {where}, teacher forcing reaches {stats.text(tf)} yet greedy decoding only "
-                       f"{stats.text(greedy)}: right under teacher forcing is not enough when the decode rounds "
-                       "differently" + bf16_clause(bf16, greedy, r["margin"]) + ".")
-    out += contrasts(summary, "optimizer") + contrasts(summary, "variant")
+                       f"{stats.text(greedy)} ({paired}): right under teacher forcing is not enough when the "
+                       "decode rounds differently" + bf16_clause(bf16, greedy, r["margin"]) + ".")
+    out += contrasts(summary, samples, "optimizer") + contrasts(summary, samples, "variant")
     if (summary["mean_teacher_forcing_convergence"] < 0.5).all():
         out.append("No configuration reached a mean teacher-forced accuracy of 0.5 within its step budget.")
     for _, c in (ordered(capacity_df) if len(capacity_df) else capacity_df).iterrows():
@@ -192,19 +213,30 @@ def bf16_clause(bf16: stats.Interval, greedy: stats.Interval, margin: float) -> 
     return f"; decoded in bf16 within noise of that ({stats.text(bf16)})"
 
 
-def contrasts(summary: pd.DataFrame, vary: str) -> list[str]:
+def greedy_by_text(samples: pd.DataFrame, job) -> pd.Series:
+    """A job's greedy accuracy per text (sample_id), NaN for a failed text."""
+    mine = np.logical_and.reduce([samples[k] == job[k] for k in JOB_KEYS])
+    return samples[mine].set_index("sample_id")["greedy_convergence"]
+
+
+def contrasts(summary: pd.DataFrame, samples: pd.DataFrame, vary: str) -> list[str]:
     """Greedy accuracy of each value of `vary` (optimizer or variant) against the first on otherwise
-    identical jobs: a direction where the intervals separate, "within noise" where they overlap."""
+    identical jobs, which cram the same texts (same corpus, length and seed): a direction where the
+    interval of the paired difference over the texts excludes 0, "within noise" where it holds 0."""
     keys = [k for k in JOB_KEYS if k != vary]
     out = []
     for key, g in ordered(summary).groupby(keys, sort=False):
         first = g.iloc[0]
         where = row_name(first) if vary == "optimizer" else f"{first['model']} with {first['optimizer']}"
+        base = greedy_by_text(samples, first)
         for _, other in g.iloc[1:].iterrows():
+            mine = greedy_by_text(samples, other)
+            texts = mine.index.intersection(base.index)
             out.append(
                 f"For {where} at {first['length']} tokens ({first['corpus']}), "
                 + stats.difference(f"{vary} {other[vary]}", interval(other, "mean_greedy_convergence"),
-                                   f"{first[vary]}", interval(first, "mean_greedy_convergence"), "greedy accuracy")
+                                   f"{first[vary]}", interval(first, "mean_greedy_convergence"), "greedy accuracy",
+                                   diff=stats.paired_difference(mine[texts], base[texts]))
             )
     return out
 
@@ -306,27 +338,37 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
         head = {"model": group.apply(row_name, axis=1), "optimizer": group["optimizer"],
                 "length": group["length"].astype(int), "$n$": texts}
         failed = int(group["n_failed"].sum())
+        excluded = f" ({failed} failed texts excluded)" if failed else ""
         rows = pd.DataFrame({
             **head,
+            **{f"mismatch@{k}": cells(f"tf_mismatch@{k}") for k in (0, 1, 2)},
             "TF accuracy": cells("mean_teacher_forcing_convergence"),
             "greedy accuracy": cells("mean_greedy_convergence"),
+        })
+        out.append(table(rows, (
+            f"Cramming on corpus \\texttt{{{escape(corpus)}}}, by the seed's definitions: mismatch@$k$ is the share "
+            "of texts whose token $k$ the model gets wrong with logits (teacher forcing) from the vectors, token 0 "
+            "being BOS (-- where it is not scored: the bos variant, or BOS given before the vectors); TF accuracy "
+            "is the mean share of a text's scored tokens right under teacher forcing, greedy accuracy the mean "
+            "share right when the model decodes greedily (KV cache) from the vectors alone; over $n$ texts"
+            + excluded + ", with 95\\% intervals in brackets (Wilson for shares, bootstrap for means, bounded "
+            "where all texts sit at 0 or 1). Row names: model and variant (\\_bos: BOS neither trained nor scored; "
+            "\\_2leading: the first tokens' loss up-weighted)."), "llrrrrrrr", size="footnotesize"))
+        rows = pd.DataFrame({
+            **head,
+            **{f"greedy mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)},
+            "TF $-$ greedy": cells("tf_minus_greedy"),
             "greedy (bf16)": cells("mean_greedy_convergence_bf16"),
             "steps": cells("mean_steps", 0),
         })
         out.append(table(rows, (
-            f"Cramming on corpus \\texttt{{{escape(corpus)}}}: mean teacher-forced (TF) and greedy (KV-cached) "
-            "reconstruction accuracy over $n$ texts, with 95\\% bootstrap intervals in brackets"
-            + (f" ({failed} failed texts excluded)" if failed else "") + "; greedy (bf16): the same vectors decoded "
-            "by the model in bfloat16; steps: optimiser steps per text, restarts included "
-            "(\\texttt{mean\\_teacher\\_forcing\\_convergence}, \\texttt{mean\\_greedy\\_convergence} and their "
-            "\\texttt{\\_low}/\\texttt{\\_high} columns in \\texttt{cramming\\_summary.parquet})."),
-            "llrrrrrr", size="footnotesize"))
-        rows = pd.DataFrame({**head, **{f"mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)}})
-        out.append(table(rows, (
-            f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: mismatch@$k$ is the share of texts "
-            "whose greedy decode from the vectors alone is wrong at token $k$ (token 0 is BOS; -- where it is not "
-            "scored: the bos variant, or BOS given before the vectors), with 95\\% Wilson intervals."),
-            "llrrrrr", size="footnotesize"))
+            f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: greedy mismatch@$k$ is the share "
+            "of texts whose greedy decode from the vectors alone is wrong at token $k$ (one early miss makes the "
+            "later tokens wrong too, so it is not the seed's mismatch); TF $-$ greedy: the mean difference of the "
+            "two accuracies over the same texts with its paired 95\\% interval; greedy (bf16): the same vectors "
+            "decoded by the model in bfloat16; steps: optimiser steps per text, restarts included (every column "
+            "with its \\texttt{\\_low}/\\texttt{\\_high} interval in \\texttt{cramming\\_summary.parquet})."),
+            "llrrrrrrrr", size="footnotesize"))
     if len(capacity_df):
         cap = ordered(capacity_df)
         n = cap["n_samples"]
@@ -371,11 +413,13 @@ def protocol_text(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
         f"into its own mem vectors in front of the frozen {', '.join(jobs['model'].unique())}, which must then "
         f"reproduce it from the vectors alone; {int(summary['n_samples'].max())} texts per row, optimised with "
         f"AdamW by protocol: {optimisers}. Means carry 95% intervals over the texts (bootstrap; Wilson for "
-        "shares), and a difference is stated only where the intervals separate."
+        "shares), and as every job of a length crams the same texts, a difference (teacher forcing against greedy "
+        "decoding, one optimiser or variant against another) is stated only where the 95% interval of the paired "
+        "difference over the texts excludes 0."
     )
 
 
-def section(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
+def section(summary: pd.DataFrame, capacity_df: pd.DataFrame, samples: pd.DataFrame) -> str:
     return render("soft_tokens.cramming", "section.tex.j2", protocol=protocol_text(summary, capacity_df),
-                  tables=tables(summary, capacity_df), findings=findings(summary, capacity_df),
+                  tables=tables(summary, capacity_df), findings=findings(summary, capacity_df, samples),
                   figures=FIGURES)

@@ -1,7 +1,12 @@
 """Uncertainty for every reported mean, one module for all tracks: Wilson intervals for rates
-(successes out of n), percentile-bootstrap intervals (scipy) for means of continuous values and for
-paired statistics, a crossed bootstrap for units x training seeds, the columns that carry them in the summary tables, the table cell that shows them,
-and the one rule the findings use to call a difference real: the 95% intervals do not overlap.
+(successes out of n), percentile-bootstrap intervals (scipy) for means of continuous values (never of
+zero width where the sample sits at a bound of its range), a crossed bootstrap for units x training
+seeds, the intervals of differences each design calls for (paired units: the bootstrap of the per-unit
+differences, McNemar's exact interval for rates; independent samples: Newcombe's interval for rates,
+the two-sample bootstrap for means), the columns that carry them in the summary tables, the table cell
+that shows them, and the one rule the findings use to call a difference real: the 95% interval of the
+difference excludes 0 (where a finding has only the two marginal intervals, they must not overlap,
+which is stricter).
 """
 
 from dataclasses import dataclass
@@ -22,12 +27,21 @@ class Interval:
     low: float
     high: float
     n: int
+    repeats: int = 1  # a crossed design's training seeds: n units, each under every seed
 
     def separated_from(self, other: "Interval") -> bool:
         return self.high < other.low or other.high < self.low
 
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
     def scaled(self, factor: float) -> "Interval":
-        return Interval(self.mean * factor, self.low * factor, self.high * factor, self.n)
+        low, high = sorted((self.low * factor, self.high * factor))
+        return Interval(self.mean * factor, low, high, self.n, self.repeats)
+
+    def size(self) -> str:
+        """`n = 200`, or `n = 200 problems x 3 seeds` for a crossed design (plain text, escaped later)."""
+        return f"n = {self.n}" + (f" problems x {self.repeats} seeds" if self.repeats > 1 else "")
 
 
 def wilson(successes: int, n: int) -> Interval:
@@ -71,14 +85,14 @@ def bootstrap_crossed(table, seed: int = 0) -> Interval:
     """The percentile-bootstrap interval of the mean of a units x repeats table (test problems x
     training seeds), resampling units and repeats independently (the pigeonhole bootstrap): it holds
     the noise of the units drawn and of the repeats, where resampling units alone would read one
-    lucky seed as a sure thing. n = the cells (answers pooled over the repeats)."""
+    lucky seed as a sure thing. n = the units, repeats = the seeds."""
     data = np.asarray(table, dtype=float)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, data.shape[0], (RESAMPLES, data.shape[0]))
     cols = rng.integers(0, data.shape[1], (RESAMPLES, data.shape[1]))
     means = [data[np.ix_(r, c)].mean() for r, c in zip(rows, cols)]
     low, high = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    return Interval(float(data.mean()), float(low), float(high), data.size)
+    return Interval(float(data.mean()), float(low), float(high), data.shape[0], data.shape[1])
 
 
 def rate_crossed(table) -> Interval:
@@ -88,7 +102,84 @@ def rate_crossed(table) -> Interval:
     crossed = bootstrap_crossed(table)
     units = len(table)
     floor = wilson(round(crossed.mean * units), units)
-    return Interval(crossed.mean, min(crossed.low, floor.low), max(crossed.high, floor.high), crossed.n)
+    return Interval(crossed.mean, min(crossed.low, floor.low), max(crossed.high, floor.high), crossed.n,
+                    crossed.repeats)
+
+
+def crossed_difference(a, b, statistic=lambda x, y: x.mean() - y.mean(), seed: int = 0) -> Interval:
+    """`statistic` (mean(a) - mean(b) by default; a ratio for lengths) of two units x seeds tables of
+    methods run on the same units with their own training seeds: one draw of units serves both (the
+    units are paired), each method's seeds are drawn on their own (seed i of one is not seed i of the
+    other). n = the units, repeats = the fewer seeds."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(RESAMPLES):
+        rows = rng.integers(0, a.shape[0], a.shape[0])
+        ca, cb = rng.integers(0, a.shape[1], a.shape[1]), rng.integers(0, b.shape[1], b.shape[1])
+        draws.append(statistic(a[np.ix_(rows, ca)], b[np.ix_(rows, cb)]))
+    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return Interval(float(statistic(a, b)), float(low), float(high), a.shape[0], min(a.shape[1], b.shape[1]))
+
+
+def bounded_mean(values, low: float = 0.0, high: float = 1.0) -> Interval:
+    """The mean of values in [low, high] (accuracies, steps up to a budget, differences of those) with
+    its bootstrap interval, except where every unit has the same value c, where any bootstrap collapses
+    to a point that n units cannot warrant. There the share of units that could differ from c is only
+    known to lie below Wilson's upper limit U for 0 of n, and such a unit is at worst at a bound, so the
+    mean lies in [c - U (c - low), c + U (high - c)]: all 8 texts at 1.0 give [0.676, 1.0], as a rate
+    of 8/8 does, and 4 texts that all gain 0.7 do not yet exclude 0 (nor does a sign test, p = 1/8)."""
+    data = np.asarray(values, dtype=float)
+    data = data[~np.isnan(data)]
+    n = len(data)
+    if n == 0:
+        return Interval(np.nan, np.nan, np.nan, 0)
+    if np.all(data == data[0]):
+        c, limit = float(data[0]), wilson(0, n).high
+        return Interval(c, c - limit * (c - low), c + limit * (high - c), n)
+    return bootstrap(data)
+
+
+def paired_difference(a, b, low: float = 0.0, high: float = 1.0) -> Interval:
+    """mean(a) - mean(b) over the units measured both ways (values in [low, high]), from the bootstrap of
+    the per-unit differences: the unit-to-unit spread both share cancels, which two marginal intervals
+    cannot see. Equal differences on every unit follow bounded_mean's rule on [low - high, high - low]."""
+    pairs = np.column_stack([np.asarray(a, dtype=float), np.asarray(b, dtype=float)])
+    pairs = pairs[~np.isnan(pairs).any(axis=1)]
+    return bounded_mean(pairs[:, 0] - pairs[:, 1], low - high, high - low)
+
+
+def mcnemar(a, b) -> float:
+    """The two-sided p-value of McNemar's exact test on paired 0/1 outcomes: of the units where the two
+    differ, those where a succeeds are Binomial(m, 1/2) when neither is better."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    wins, losses = int((a & ~b).sum()), int((~a & b).sum())
+    return 1.0 if wins + losses == 0 else float(stats.binomtest(wins, wins + losses).pvalue)
+
+
+def paired_rate_difference(a, b) -> Interval:
+    """rate(a) - rate(b) on the same units, with McNemar's exact interval: given the m units where they
+    differ, a's wins are Binomial(m, pi) and the difference is m (2 pi - 1) / n, so pi's Clopper-Pearson
+    interval gives the difference's, which excludes 0 exactly when McNemar's exact test rejects at 5%.
+    With no unit differing, the share that could differ is below Wilson's limit for 0 of n."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    n, wins, losses = len(a), int((a & ~b).sum()), int((~a & b).sum())
+    m = wins + losses
+    if m == 0:
+        limit = wilson(0, n).high if n else np.nan
+        return Interval(0.0, -limit, limit, n)
+    ci = stats.binomtest(wins, m).proportion_ci(CONFIDENCE, method="exact")
+    return Interval((wins - losses) / n, m * (2 * ci.low - 1) / n, m * (2 * ci.high - 1) / n, n)
+
+
+def rate_difference(a: Interval, b: Interval) -> Interval:
+    """rate a - rate b of two independent samples (Wilson intervals, as `wilson` gives them): Newcombe's
+    hybrid score interval (Newcombe 1998, method 10), which combines the two Wilson limits and so stays
+    sound at 0/n and n/n."""
+    d = a.mean - b.mean
+    low = d - np.sqrt((a.mean - a.low) ** 2 + (b.high - b.mean) ** 2)
+    high = d + np.sqrt((a.high - a.mean) ** 2 + (b.mean - b.low) ** 2)
+    return Interval(float(d), float(low), float(high), min(a.n, b.n))
 
 
 def rate(flags) -> Interval:
@@ -109,8 +200,8 @@ def columns(name: str, interval: Interval) -> dict:
     return {name: interval.mean, f"{name}_low": interval.low, f"{name}_high": interval.high}
 
 
-def from_columns(row, name: str, n: int) -> Interval:
-    return Interval(row[name], row[f"{name}_low"], row[f"{name}_high"], int(n))
+def from_columns(row, name: str, n: int, repeats: int = 1) -> Interval:
+    return Interval(row[name], row[f"{name}_low"], row[f"{name}_high"], int(n), int(repeats))
 
 
 def cell(interval: Interval, digits: int = 3) -> str:
@@ -135,14 +226,19 @@ def error_bars(frame: pd.DataFrame, name: str) -> np.ndarray:
 def text(interval: Interval, digits: int = 3) -> str:
     """`0.750 (95% CI 0.531-0.888, n = 20)`, for findings (escaped later as prose)."""
     return (f"{interval.mean:.{digits}f} (95\\% CI {interval.low:.{digits}f}--{interval.high:.{digits}f}, "
-            f"n = {interval.n})")
+            f"{interval.size()})")
 
 
-def difference(a_name: str, a: Interval, b_name: str, b: Interval, quantity: str, digits: int = 3) -> str:
-    """One sentence on a against b: the direction only when the intervals separate, otherwise
-    "within noise at n = ..." so that a gap of a unit or two is read as what it is."""
+def difference(a_name: str, a: Interval, b_name: str, b: Interval, quantity: str, digits: int = 3,
+               diff: Interval | None = None) -> str:
+    """One sentence on a against b: the direction only when the interval of the difference `diff`
+    (a - b, by the design's rule) excludes 0, otherwise "within noise" so that a gap of a unit or two
+    is read as what it is. Without `diff`, the two marginal intervals must not overlap."""
     values = f"{text(a, digits)} vs {text(b, digits)}"
-    if a.separated_from(b):
+    if diff is not None:
+        values += f"; difference {diff.mean:+.{digits}f} (95\\% CI {diff.low:+.{digits}f} to {diff.high:+.{digits}f})"
+    if diff.excludes_zero() if diff is not None else a.separated_from(b):
         return f"{a_name} has {'higher' if a.mean > b.mean else 'lower'} {quantity} than {b_name}: {values}."
-    n = a.n if a.n == b.n else f"{a.n} and {b.n}"
-    return f"{a_name} and {b_name} are within noise at n = {n} on {quantity}: {values}, the intervals overlap."
+    n = a.size() if a.size() == b.size() else f"{a.size()} and {b.size()}"
+    why = "the interval of the difference holds 0" if diff is not None else "the intervals overlap"
+    return f"{a_name} and {b_name} are within noise at {n} on {quantity}: {values}, {why}."

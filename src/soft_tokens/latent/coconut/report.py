@@ -55,8 +55,8 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def interval(row, name: str) -> stats.Interval:
-    """A summary row's `accuracy` or `mean_tokens` with its interval; n = the answers pooled over seeds."""
-    return stats.from_columns(row, name, row["n_problems"] * row["n_seeds"])
+    """A summary row's `accuracy` or `mean_tokens` with its interval over the problems and seeds."""
+    return stats.from_columns(row, name, row["n_problems"], row["n_seeds"])
 
 
 def pooled(row, times: str = r" \times ") -> str:

@@ -127,7 +127,7 @@ def goal_verdict(gain: stats.Interval, length: stats.Interval) -> str:
         return "is met"
     if gain.high < GOAL["gain"] and (length.low > GOAL["length_ratio"] or gain.high < 0):
         return "is missed"
-    return f"is neither met nor missed at n = {gain.n}: an interval straddles a bound"
+    return f"is neither met nor missed at {gain.size()}: an interval straddles a bound"
 
 
 def curve_panels(histories: pd.DataFrame, column: str, axes, policies) -> None:
