@@ -149,11 +149,16 @@ def paired_difference(a, b, low: float = 0.0, high: float = 1.0) -> Interval:
     return bounded_mean(pairs[:, 0] - pairs[:, 1], low - high, high - low)
 
 
+def discordant(a, b) -> tuple[int, int]:
+    """Of paired 0/1 outcomes, the units where only a succeeds and those where only b does."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    return int((a & ~b).sum()), int((~a & b).sum())
+
+
 def mcnemar(a, b) -> float:
     """The two-sided p-value of McNemar's exact test on paired 0/1 outcomes: of the units where the two
     differ, those where a succeeds are Binomial(m, 1/2) when neither is better."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    wins, losses = int((a & ~b).sum()), int((~a & b).sum())
+    wins, losses = discordant(a, b)
     return 1.0 if wins + losses == 0 else float(stats.binomtest(wins, wins + losses).pvalue)
 
 
@@ -161,13 +166,11 @@ def paired_rate_difference(a, b) -> Interval:
     """rate(a) - rate(b) on the same units, with McNemar's exact interval: given the m units where they
     differ, a's wins are Binomial(m, pi) and the difference is m (2 pi - 1) / n, so pi's Clopper-Pearson
     interval gives the difference's, which excludes 0 exactly when McNemar's exact test rejects at 5%.
-    With no unit differing, the share that could differ is below Wilson's limit for 0 of n."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    n, wins, losses = len(a), int((a & ~b).sum()), int((~a & b).sum())
+    With no unit differing, paired_difference's rule for equal differences."""
+    (wins, losses), n = discordant(a, b), len(a)
     m = wins + losses
     if m == 0:
-        limit = wilson(0, n).high if n else np.nan
-        return Interval(0.0, -limit, limit, n)
+        return paired_difference(a, b)
     ci = stats.binomtest(wins, m).proportion_ci(CONFIDENCE, method="exact")
     return Interval((wins - losses) / n, m * (2 * ci.low - 1) / n, m * (2 * ci.high - 1) / n, n)
 
