@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -29,15 +30,15 @@ from soft_tokens.cramming.job import initial_vectors, task_for  # noqa: E402
 from soft_tokens.data.corpora import cramming_samples, read_corpus  # noqa: E402
 
 PREPARE = "snakemake --cores 2 resources/models/SmolLM2-135M resources/data/embedded_prose.parquet"
-ANCHOR = dict(lr=0.01, betas=(0.9, 0.9), weight_decay=0.01, schedule="constant", warmup_steps=0)
+HIDDEN_CAPACITY = dict(lr=0.01, betas=(0.9, 0.9), weight_decay=0.01, schedule="constant", warmup_steps=0)
 COSINE = dict(betas=(0.9, 0.9), weight_decay=0.01, schedule="cosine", warmup_steps=20)
 # name -> (placement, step budget, OptimSettings keys)
 METHODS = {
-    "anchor (paper)": ("first", 300, ANCHOR),
-    "anchor, BOS before the vector": ("after_bos", 300, ANCHOR),
+    "hidden_capacity's optimiser": ("first", 300, HIDDEN_CAPACITY),
+    "hidden_capacity's, BOS before vector": ("after_bos", 300, HIDDEN_CAPACITY),
     "lr 0.1 cosine": ("first", 300, dict(COSINE, lr=0.1)),
     "lr 0.1 cosine, BOS first": ("after_bos", 300, dict(COSINE, lr=0.1)),
-    "lr 0.1 constant, BOS first": ("after_bos", 300, dict(ANCHOR, lr=0.1)),
+    "lr 0.1 constant, BOS first": ("after_bos", 300, dict(HIDDEN_CAPACITY, lr=0.1)),
     "lr 0.1 cosine, CE temperature 0.25, BOS first": ("after_bos", 300, dict(COSINE, lr=0.1, temperature=0.25)),
     "lr 0.3 cosine, BOS first": ("after_bos", 300, dict(COSINE, lr=0.3)),
     "lr 0.3 cosine, BOS first, 150 steps": ("after_bos", 150, dict(COSINE, lr=0.3)),
@@ -53,10 +54,10 @@ METHODS = {
 }
 
 
-def job(placement: str) -> dict:
-    """The parameters task_for and initial_vectors read."""
-    return dict(variant="base", leading_tokens=2, leading_weight=3.0, init="randn", n_mem=1, seed=1337,
-                optimizer_settings=dict(placement=placement, init_scale=1.0))
+def job(placement: str) -> SimpleNamespace:
+    """The settings task_for and initial_vectors read."""
+    return SimpleNamespace(variant="base", leading_tokens=2, leading_weight=3.0, init="randn", n_mem=1, seed=1337,
+                           optimizer_settings=dict(placement=placement, init_scale=1.0))
 
 
 class Reached(Exception):

@@ -367,6 +367,24 @@ def test_findings_name_a_difference_only_where_the_intervals_separate():
     assert found[2].startswith(r"Pause as thought has lower prosqa accuracy (\%) than Coconut: 25.0")
 
 
+def test_findings_pair_methods_over_the_shared_test_problems():
+    """Coconut right on 18 of 20 problems, CoT on 12, every CoT-right problem Coconut-right too: the
+    marginal Wilson intervals overlap (69.9--97.2 vs 38.7--78.1), but the 6 discordant problems all go
+    Coconut's way (McNemar's exact p = 2 / 2^6 = 0.031), so the difference is named, with McNemar's
+    interval: 6 (2 pi - 1) / 20 for pi's Clopper-Pearson limits at 6 of 6, [0.025^(1/6), 1]."""
+    evals = pd.DataFrame(evals_of("coconut", 1, [True] * 18 + [False] * 2, [4] * 20, 1)
+                         + evals_of("cot", 0, [True] * 12 + [False] * 8, [10] * 20, 0))
+    s = summarize(evals).set_index("method")
+    low = 6 * (2 * 0.025 ** (1 / 6) - 1) / 20
+    assert (s.loc["coconut", "accuracy_minus_cot"], s.loc["coconut", "accuracy_minus_cot_low"],
+            s.loc["coconut", "accuracy_minus_cot_high"]) == pytest.approx((0.3, low, 0.3))
+    assert np.isnan(s.loc["cot", "accuracy_minus_cot"])  # only a's final row carries the comparison
+    found = " ".join(findings(summarize(evals)))
+    assert (rf"Coconut has higher prosqa accuracy (\%) than CoT: 90.0 (95\% CI 69.9--97.2, n = 20) vs 60.0 (95\% CI "
+            rf"38.7--78.1, n = 20); difference +30.0 (95\% CI +{100 * low:.1f} to +30.0).") in found
+    assert "Coconut has lower prosqa tokens per answer than CoT" in found  # 5 against 10 on every problem
+
+
 def test_seeds_give_the_mean_and_sd_across_seeds(tmp_path):
     # Seed 1337: 3 of 4 right with 1 + 4 tokens; seed 1338: 1 of 4 with 1 + 6; CoT 2 of 4 with 10 in both.
     evals = pd.DataFrame(evals_of("coconut", 1, [True, True, True, False], [4] * 4, 1, seed=1337)

@@ -32,9 +32,12 @@ def test_shipped_configs_are_valid(name):
 
 def test_schema_fills_defaults():
     config = load("smoke.yaml")
-    anchor = config["cramming"]["optimizer_settings"]["anchor"]  # the paper's protocol, from the schema
-    assert (anchor["lr"], anchor["betas"], anchor["weight_decay"], anchor["schedule"]) == (0.01, [0.9, 0.9], 0.01,
-                                                                                           "constant")
+    del config["cramming"]["optimizer_settings"]
+    validate(config, SCHEMA)
+    seed = config["cramming"]["optimizer_settings"]["seed"]  # the seed's command, from the schema
+    assert (seed["lr"], seed["betas"], seed["weight_decay"], seed["schedule"], seed["min_lr"], seed["init"],
+            seed["max_steps"], seed["dtype"]) == (0.01, [0.9, 0.9], 0.01, "cosine", 0.001, "uniform", 5000, "bfloat16")
+    assert sorted(config["cramming"]["optimizer_settings"]) == ["fast", "hidden_capacity", "seed"]
     assert config["corpora"]["embedded_prose"]["draw_length"] is False
     assert config["cramming"]["capacity"]["threshold"] == 0.99
 
@@ -55,9 +58,10 @@ def test_unknown_names_are_reported_with_their_key():
 
 def test_unknown_optimizers_and_bad_searches_are_reported_with_their_key():
     config = load("smoke.yaml")
-    config["cramming"]["optimizers"] = ["anchor", "adam"]
+    config["cramming"]["optimizers"] = ["seed", "adam"]
     with pytest.raises(ValueError, match=r"cramming.optimizers names \['adam'\], which are not defined under "
-                                         r"cramming.optimizer_settings \(defined: \['anchor', 'fast'\]\)"):
+                                         r"cramming.optimizer_settings \(defined: \['fast', 'hidden_capacity', "
+                                         r"'seed'\]\)"):
         check_config(config)
     config = load("smoke.yaml")
     config["cramming"]["capacity"]["optimizers"] = ["lbfgs"]
@@ -76,8 +80,9 @@ def test_unknown_optimizers_and_bad_searches_are_reported_with_their_key():
 
 def test_grid_and_per_model_overrides():
     smoke = load("smoke.yaml")
-    # corpora x (anchor: 3 variants + fast: base and 2leading, its bos being the same job as its base)
+    # corpora x (seed: 3 variants + fast: base and 2leading, its bos being the same job as its base)
     assert len(cram_jobs(smoke)) == 2 * (3 + 2)
+    assert {job["init"] for job in cram_jobs(smoke) if job["optimizer"] == "seed"} == {"uniform"}  # its own init
     assert len(capacity_jobs(smoke)) == 2  # one search per corpus
     paper = load("paper.yaml")
     lengths = {(j["model"], j["length"]) for j in cram_jobs(paper)}
@@ -155,12 +160,14 @@ def test_jobs_get_exactly_the_keys_they_read():
     """A job reruns (and its half-done work is discarded) only when something it reads changes."""
     smoke = load("smoke.yaml")
     cram = job_params(smoke, "cram", {"model": "tiny-llama", "corpus": "random_words", "length": "8", "n_mem": "1",
-                                      "variant": "bos", "init": "randn", "optimizer": "anchor"})
+                                      "variant": "bos", "init": "uniform", "optimizer": "seed"})
     assert cram["length"] == 8 and cram["draw_length"] is True and cram["seed"] == 1337
-    assert cram["optimizer_settings"] == smoke["cramming"]["optimizer_settings"]["anchor"]  # its own protocol only
+    protocol = dict(smoke["cramming"]["optimizer_settings"]["seed"])
+    assert protocol.pop("max_steps") is None and cram["max_steps"] == 8  # null: the section's budget
+    assert cram["optimizer_settings"] == protocol  # its own protocol only
     assert not {"lengths", "models", "corpora", "variants", "mem_mb", "runtime", "overrides", "capacity"} & set(cram)
     search = job_params(smoke, "capacity", {"model": "tiny-llama", "corpus": "random_words", "n_mem": "1",
-                                            "variant": "base", "init": "randn", "optimizer": "fast"})
+                                            "variant": "bos", "init": "randn", "optimizer": "hidden_capacity"})
     assert search["capacity"] == {"max_length": 16, "n_samples": 2, "resolution": 2, "restarts": 1, "stage_steps": 4,
                                   "start_length": 4, "threshold": 0.99}  # not the list of optimizers searched with
     assert "restarts" not in search["optimizer_settings"]  # a search restarts by cramming.capacity.restarts
@@ -168,9 +175,10 @@ def test_jobs_get_exactly_the_keys_they_read():
     estar = job_params(smoke, "build_estar", {"model": "tiny-llama"})
     assert (estar["train_contexts"], estar["held_out_contexts"], estar["estar_train_contexts"]) == (4, 2, 2)
     paper = load("paper.yaml")
-    eight_b = job_params(paper, "cram", {"model": "Llama-3.1-8B", "corpus": "pg19", "length": "1568", "n_mem": "1",
-                                         "variant": "base", "init": "randn", "optimizer": "anchor"})
+    eight_b = job_params(paper, "cram", {"model": "Llama-3.1-8B", "corpus": "pg19_books", "length": "1568",
+                                         "n_mem": "1", "variant": "base", "init": "uniform", "optimizer": "seed"})
     assert eight_b["batch_size"] == 2  # the per-model override
+    assert eight_b["max_steps"] == 5000  # the seed's own budget
     coconut = {"model": "tiny-llama", "dataset": "gsm_symbolic", "seed": "1337", "method": "cot"}
     train, evaluate = job_params(smoke, "train_coconut", coconut), job_params(smoke, "eval_coconut", coconut)
     assert "max_new_tokens" not in train and evaluate["max_new_tokens"] == 8  # eval-only: never retrains

@@ -33,6 +33,12 @@ def test_init_vectors():
     randn = init_vectors("randn", torch.randn(1000, 64) * 0.02, 200, g())
     assert float(randn.std()) == pytest.approx(0.02, rel=0.05)
     assert torch.equal(init_vectors("randn", emb, 2, g()), init_vectors("randn", emb, 2, g()))
+    # the seed's `random` init: U[0, 1) whatever the embedding's scale, so mean 1/2, variance 1/12 and
+    # norm sqrt(d / 3) (~13.9 at SmolLM2's d = 576, against token embeddings of norm ~1)
+    uniform = init_vectors("uniform", torch.randn(1000, 576) * 0.02, 200, g())
+    assert 0 <= float(uniform.min()) and float(uniform.max()) < 1
+    assert (float(uniform.mean()), float(uniform.var())) == (pytest.approx(0.5, abs=0.005), pytest.approx(1 / 12, rel=0.02))
+    assert float(uniform.norm(dim=1).mean()) == pytest.approx((576 / 3) ** 0.5, rel=0.01)
     with pytest.raises(ValueError, match="cramming.inits"):
         init_vectors("zeros", emb, 1, g())
 
@@ -56,18 +62,20 @@ def test_evaluate_agrees_with_the_optimiser(tiny):
                                                        / (6 if variant == "base" else 5))
 
 
-ANCHOR = dict(lr=0.01, betas=[0.9, 0.9], weight_decay=0.01, schedule="constant", warmup_steps=0, temperature=1.0,
-              init_scale=1.0, placement="first", stop_accuracy=1.0, margin=0.0, restarts=0, dtype="float32")
-FAST = dict(ANCHOR, lr=0.1, schedule="cosine", warmup_steps=2, placement="after_bos", margin=0.5, restarts=1)
+HIDDEN_CAPACITY = dict(lr=0.01, betas=[0.9, 0.9], weight_decay=0.01, schedule="constant", warmup_steps=0, min_lr=0.0,
+                       temperature=1.0, init="randn", init_scale=1.0, text="second_half", placement="first",
+                       stop_accuracy=1.0, margin=0.0, restarts=0, keep="best", dtype="float32")
+FAST = dict(HIDDEN_CAPACITY, lr=0.1, schedule="cosine", warmup_steps=2, init="grid", placement="after_bos", margin=0.5,
+            restarts=1)
 
 
 CAPACITY = dict(threshold=0.99, start_length=4, max_length=12, resolution=2, stage_steps=5, restarts=0, n_samples=2)
-SETTINGS = dict(model="tiny", corpus="prose", length=8, n_mem=1, variant="base", init="randn", optimizer="anchor",
+SETTINGS = dict(model="tiny", corpus="prose", length=8, n_mem=1, variant="base", init="randn", optimizer="hidden_capacity",
                 n_samples=3, draw_length=False, seed=1337, device="cpu", dtype="float32", leading_tokens=2,
                 leading_weight=3.0, max_steps=6, patience=6, batch_size=2, curve_points=4, capacity=CAPACITY)
 
 
-def cram_settings(optimizer_settings=ANCHOR, **changes):
+def cram_settings(optimizer_settings=HIDDEN_CAPACITY, **changes):
     return settings(Cram, SETTINGS, optimizer_settings=optimizer_settings, **changes)
 
 
@@ -79,7 +87,7 @@ def test_after_bos_gives_bos_as_input_and_scores_the_rest():
         assert weights.tolist() == expected
         assert task.lead_ids.tolist() == [1] and task.target_ids.tolist() == [50, 60, 70]
         assert task.weights.tolist() == expected[1:]
-    task, weights = task_for(0, ids, init, cram_settings(ANCHOR))
+    task, weights = task_for(0, ids, init, cram_settings(HIDDEN_CAPACITY))
     assert task.lead_ids is None and task.target_ids.tolist() == [1, 50, 60, 70] and weights.tolist() == [1] * 4
     assert "placement 'after_bos': BOS is given as an ordinary input token" in convention(cram_settings(FAST))
 
@@ -144,7 +152,7 @@ def test_job_marks_a_non_finite_sample_failed_and_keeps_the_others(tiny_dir, pro
 def test_a_partial_job_written_with_other_settings_is_not_reused(tiny_dir, prose, tmp_path):
     partial = tmp_path / "j.parquet.partial"
     partial.mkdir()
-    (partial / "fingerprint.json").write_text(json.dumps(cram_settings(dict(ANCHOR, lr=0.5)).params()))
+    (partial / "fingerprint.json").write_text(json.dumps(cram_settings(dict(HIDDEN_CAPACITY, lr=0.5)).params()))
     (partial / "sample_0.json").write_text("{}")  # would break the job if it were reused
     df = run_job(tiny_dir, prose, tmp_path / "j.parquet", tmp_path / "j.safetensors", cram_settings())
     assert sorted(df["sample_id"]) == [0, 1, 2] and df["steps"].notna().all()

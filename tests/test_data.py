@@ -40,6 +40,12 @@ def test_cramming_samples_start_with_bos_and_have_the_length(tiny):
     assert all(s["input_ids"][0] == tokenizer.bos_token_id for s in samples)
     text = second_half(embedded_prose(100)["text"][0])
     assert samples[0]["input_ids"][1:] == tokenizer(text, add_special_tokens=False).input_ids[:15]
+    # the seed's texts: the first tokens of each passage
+    start = cramming_samples(embedded_prose(100), tokenizer, 3, 16, False, 1337, "prose", span="start")
+    first = tokenizer(embedded_prose(100)["text"][0], add_special_tokens=False).input_ids[:15]
+    assert start[0]["input_ids"] == [tokenizer.bos_token_id, *first] != samples[0]["input_ids"]
+    with pytest.raises(ValueError, match="unknown text span 'middle'"):
+        cramming_samples(embedded_prose(100), tokenizer, 3, 16, False, 1337, "prose", span="middle")
 
 
 def test_drawn_lengths_are_seeded_and_in_range(tiny):

@@ -356,6 +356,22 @@ def test_the_summary_by_hand_and_findings_that_say_when_a_difference_is_noise():
     assert "is met" in text
 
 
+def test_one_seed_cannot_carry_the_length_ratio():
+    """Three HRPO seeds at 0.47, 1.12 and 1.10 of GRPO's completion length (GRPO at 20 tokens in every seed):
+    averaged over seeds first, the problems alone would give a ratio of 0.90 with an interval below 1; the
+    crossed bootstrap draws seeds too, so one short seed cannot exclude 1 (nor can the 0.8 goal be met)."""
+    rows = [{"model": "m", "dataset": "d", "policy": policy, "seed": seed, "id": i, "correct": i % 2 == 0,
+             "markers": 1, "length": length + 2 * (i % 2) - 1, "hidden_ratio": 0.05}
+            for policy, lengths in (("grpo", (20.0, 20.0, 20.0)), ("probs", (9.4, 22.4, 22.0)))
+            for seed, length in zip((1, 2, 3), lengths) for i in range(200)]
+    summary = summarize(pd.DataFrame(rows)).set_index("policy")
+    ratio = summary.loc["probs", ["length_vs_grpo", "length_vs_grpo_low", "length_vs_grpo_high"]]
+    assert ratio.iloc[0] == pytest.approx(53.8 / 60)
+    assert ratio.iloc[1] < 0.8 and ratio.iloc[2] > 1  # seeds drawn: 0.47 alone, or 1.12 alone, are possible
+    text = " ".join(findings(summary.reset_index()))
+    assert "(the interval excludes 1)" not in text and "is met" not in text
+
+
 def test_the_goal_verdict():
     interval = lambda m, lo, hi: stats.Interval(m, lo, hi, 600)  # noqa: E731
     assert goal_verdict(interval(0.05, 0.03, 0.07), interval(1.0, 0.9, 1.1)) == "is met"

@@ -138,8 +138,39 @@ def test_learning_rate_schedule_by_hand():
     expected = [0.25, 0.5, 1.0, 0.5, 0.0, 0.0]
     assert learning_rate(t, s).tolist() == pytest.approx(expected, abs=1e-12)
     assert learning_rate(t, OptimSettings(lr=0.3)).tolist() == [0.3] * 6
+    # with a floor: lr * (r + (1 - r) * 0.5 * (1 + cos(pi * t / 10))), r = 0.1 / 1.0; r from max_steps on
+    floor = OptimSettings(lr=1.0, schedule="cosine", min_lr=0.1, max_steps=10)
+    assert learning_rate(torch.tensor([5, 10, 12]), floor).tolist() == pytest.approx([0.55, 0.1, 0.1], abs=1e-12)
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
         learning_rate(t, OptimSettings(schedule="linear"))
+
+
+def test_the_seed_schedule_is_transformers_cosine_with_min_lr():
+    """The seed's schedule (lr 1e-2 to 1e-3 over 5000 steps, no warm-up): our t-th update takes the lr
+    transformers' schedule gives after t scheduler steps (a Trainer's t-th update takes the one after
+    t - 1: one step later, at most 3e-6 of lr per step here)."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+    s = OptimSettings(lr=0.01, schedule="cosine", min_lr=0.001, max_steps=5000)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=s.lr)
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(opt, 0, 5000, min_lr=0.001)
+    steps = torch.tensor([1, 1000, 2500, 4999, 5000])
+    expected = [s.lr * schedule.lr_lambdas[0](int(t)) for t in steps]
+    assert learning_rate(steps, s).tolist() == pytest.approx(expected, rel=1e-9)
+
+
+def test_keep_last_returns_the_last_step_and_stops_on_it(tiny):
+    """keep="last" (the seed's): the result is the last step evaluated, not the best one, and a text that
+    never reaches its stop accuracy runs its whole budget (no patience can stop it)."""
+    model, tokenizer = tiny
+    tasks = make_tasks(tokenizer, model.get_input_embeddings().weight, [6, 6], seed=3)
+    last = run(model, tasks, lr=3.0, max_steps=12, patience=2, batch_size=2, keep="last")
+    best = run(model, tasks, lr=3.0, max_steps=12, patience=12, batch_size=2)
+    for key, r in last.items():
+        assert r.steps == 12 and r.best_accuracy == r.accuracy_curve[-1]
+        assert best[key].best_accuracy == max(best[key].accuracy_curve)
+    with pytest.raises(ValueError, match="keep must be 'best' or 'last'"):
+        run(model, tasks, keep="first")
 
 
 def test_logit_margins_by_hand():

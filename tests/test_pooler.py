@@ -309,3 +309,27 @@ def test_the_report_gives_intervals_ratios_and_findings_from_them():
                             "batch_size": 4, "grad_accumulation": 1, "max_prefixes": 2})
     assert "Trained pooler (train split) & 2 & 20 & " in tex and "Online compression & 2 & 60 & " in tex
     assert "Test problems per dataset: d: 60." in tex
+
+
+def test_the_pooler_is_compared_with_each_method_over_the_same_problems():
+    """Problems are nested in the fake evals (a method right on its first `hits`), so the pooler (50 of 60)
+    against the untrained pooler (28) has 22 discordant problems, all the pooler's: McNemar's exact
+    interval, 22 (2 pi - 1) / 60 with pi's Clopper-Pearson limits at 22 of 22, [0.025^(1/22), 1]."""
+    summary = summarize(fake_evals(np.random.default_rng(0)))
+    pooler = summary.set_index(["method", "window", "split"]).loc[("pooler", 2, "test")]
+    assert (pooler["accuracy_minus_untrained"], pooler["accuracy_minus_untrained_low"],
+            pooler["accuracy_minus_untrained_high"]) == pytest.approx((22 / 60, 22 * (2 * 0.025 ** (1 / 22) - 1) / 60,
+                                                                       22 / 60))
+    evals = fake_evals(np.random.default_rng(0))
+    ce = evals[evals["method"] == "pooler"]["answer_ce"].to_numpy()[:60] - evals[evals["method"] == "sum"][
+        "answer_ce"].to_numpy()
+    assert pooler["answer_ce_minus_sum"] == pytest.approx(ce.mean())
+    full = summary.set_index(["method", "window", "split"]).loc[("full", 1, "test")]
+    assert full["accuracy_minus_none"] == pytest.approx(53 / 60)
+    # At 12 of 20 against 18 of 20, nested, the marginal Wilson intervals overlap; the paired difference
+    # (6 discordant problems, all one way: McNemar's p = 0.031) names it.
+    few = evals[evals["id"] < 20].copy()
+    few.loc[few["method"] == "sum", "correct"] = few.loc[few["method"] == "sum", "id"] < 12
+    few.loc[few["method"] == "pooler", "correct"] = few.loc[few["method"] == "pooler", "id"] < 18
+    text = " ".join(findings(summarize(few)))
+    assert "the trained pooler has higher accuracy (\\%) than sum pooling: 90.0 (95\\% CI 69.9--97.2, n = 20)" in text

@@ -13,8 +13,8 @@ METRICS = ["teacher_forcing_convergence", "greedy_convergence", "greedy_converge
 
 def sample(**kw):
     row = dict(sample_id=0, model="SmolLM2-135M", corpus="prose", length=16, n_mem=1, variant="base", init="randn",
-               optimizer="fast", placement="after_bos", margin=1.0, stop_accuracy=1.0, step_budget=150, restarts=2,
-               dtype="float32",
+               optimizer="fast", placement="after_bos", margin=1.0, stop_accuracy=1.0, keep="best", text="start",
+               protocol_init="grid", step_budget=150, restarts=2, dtype="float32",
                teacher_forcing_convergence=1.0, greedy_convergence=0.0, greedy_convergence_bf16=0.0, ce_text_bits=40.0,
                ce_with_mem_bits=4.0, information_gain_bits=36.0, gain_tokens=10, steps=100, seconds=5.0,
                converged=True, status="converged", hidden_size=576, vocab_size=49152,
@@ -116,11 +116,16 @@ def test_findings_pair_the_texts_of_two_jobs_and_call_a_difference_only_when_its
             "0.800 (95\\% CI 0.540--0.865, n = 8) vs 0.100 (95\\% CI 0.068--0.392, n = 8); difference +0.700 "
             "(95\\% CI +0.149 to +0.797).") in text
     assert "variant bos and base are within noise at n = 4 on greedy accuracy" in " ".join(findings_of(variants(4)))
-    samples = pd.DataFrame([sample(optimizer=o, sample_id=i, greedy_convergence=g)
-                            for o, values in (("seed_stop", (0.0, 1.0, 0.0, 1.0)), ("fast", (1.0, 1.0, 0.0, 1.0)))
+    seed = dict(optimizer="seed", init="uniform", protocol_init="uniform", placement="first", keep="last")
+    samples = pd.DataFrame([sample(**(seed if o == "seed" else {}), sample_id=i, greedy_convergence=g)
+                            for o, values in (("seed", (0.0, 1.0, 0.0, 1.0)), ("fast", (1.0, 1.0, 0.0, 1.0)))
                             for i, g in enumerate(values)])
-    assert (r"For SmolLM2-135M\_base at 16 tokens (prose), optimizer seed\_stop and fast are within noise at n = 4 on "
+    # protocols with their own inits are compared on the same texts, paired (the row name omits a prescribed init)
+    assert (r"For SmolLM2-135M\_base at 16 tokens (prose), optimizer seed and fast are within noise at n = 4 on "
             r"greedy accuracy: 0.500 (95\% CI 0.000--1.000, n = 4) vs 0.750") in " ".join(findings_of(samples))
+    assert "the interval of the difference holds 0" in " ".join(findings_of(samples))
+    samples.loc[samples["optimizer"] == "seed", "text"] = "second_half"  # other texts: no pairing by sample id
+    assert "the intervals overlap" in " ".join(findings_of(samples))
 
 
 def test_findings_report_capacity_with_intervals():

@@ -26,6 +26,9 @@ def test_wilson_stays_inside_zero_and_one_at_the_extremes():
 def test_bootstrap_of_a_constant_sample_has_zero_width_and_skips_failed_units():
     iv = stats.bootstrap([0.4, 0.4, np.nan, 0.4])
     assert (iv.mean, iv.low, iv.high, iv.n) == (0.4, 0.4, 0.4, 3)
+    for nothing in ([], [np.nan]):  # no unit measured: NaN with n = 0, not an error
+        iv = stats.bootstrap(nothing)
+        assert np.isnan(iv.mean) and iv.n == 0
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():

@@ -44,23 +44,30 @@ def test_snakefmt_is_clean():
 
 def test_smoke_cramming_rows_carry_every_variant_and_protocol(smoke_run):
     cram = summary(smoke_run, "cramming_summary")
-    rows = cram.groupby(["optimizer", "variant"]).size().to_dict()  # per corpus: anchor x 3 variants, fast x 2
-    assert rows == {("anchor", "2leading"): 2, ("anchor", "base"): 2, ("anchor", "bos"): 2, ("fast", "2leading"): 2,
+    rows = cram.groupby(["optimizer", "variant"]).size().to_dict()  # per corpus: seed x 3 variants, fast x 2
+    assert rows == {("seed", "2leading"): 2, ("seed", "base"): 2, ("seed", "bos"): 2, ("fast", "2leading"): 2,
                     ("fast", "base"): 2}
+    assert set(cram.loc[cram["optimizer"] == "seed", "init"]) == {"uniform"}
     assert (cram["n_samples"] == 2).all() and (cram["n_failed"] == 0).all()
     means = cram.filter(regex="^mean_|mismatch@[12]$")
+    bf16 = means.filter(regex="^mean_greedy_convergence_bf16")  # a second decode in bf16: none for a bf16 model
+    assert bf16.isna().all(axis=1).equals(cram["dtype"] == "bfloat16") and (cram["dtype"] == "bfloat16").any()
+    means = means.drop(columns=bf16.columns)
     assert means.notna().all().all() and np.isfinite(means.to_numpy()).all()
     assert (cram["mean_teacher_forcing_convergence_low"] <= cram["mean_teacher_forcing_convergence"]).all()
     tex = section(smoke_run, "Cramming")  # two texts per row, each mean with its interval; the protocol stated
-    assert "tiny-llama\\_bos & anchor & 8 & 2 & " in tex
+    assert "tiny-llama\\_bos & seed & 8 & 2 & " in tex
     assert "fast (after\\_bos, margin 1.0, float32), at most 8 steps and 2 restarts" in tex
-    log = smoke_run / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_randn_anchor.log"
+    assert "seed (first, uniform init, stop 0.99, bfloat16), at most 8 steps" in tex
+    log = smoke_run / "logs" / "cramming" / "tiny-llama" / "random_words" / "len8_mem1_bos_uniform_seed.log"
     assert log.exists() and (smoke_run / "results" / "figures" / "accuracy_vs_steps.png").exists()
 
 
 def test_smoke_capacity_searches_go_past_their_first_length(smoke_run):
     stages = summary(smoke_run, "capacity_stages")
-    assert set(stages["corpus"]) == {"embedded_prose", "random_words"} and (stages["optimizer"] == "fast").all()
+    assert set(stages["corpus"]) == {"embedded_prose", "random_words"}
+    # hidden_capacity's protocol in its own layout: vectors first, BOS given and unscored
+    assert set(zip(stages["optimizer"], stages["variant"], stages["placement"])) == {("hidden_capacity", "bos", "first")}
     assert (stages.groupby("corpus")["stage"].nunique() >= 2).all()
     capacity = summary(smoke_run, "cramming_capacity")
     assert len(capacity) == 2 and (capacity["capacity_tokens"] >= 0).all()
@@ -270,11 +277,11 @@ def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_pat
     """kill -9 of snakemake leaves its lock: the rerun says so, `--unlock` clears it, and the rerun
     then keeps the samples that finished before the kill (as docs/pipeline.md says)."""
     config = yaml.safe_load(SMOKE.read_text())
-    config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["anchor"], n_samples=4,
-                              batch_size=1, max_steps=400, patience=400)
+    config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["hidden_capacity"],
+                              n_samples=4, batch_size=1, max_steps=400, patience=400)
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(config))
-    target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_anchor.parquet"
+    target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_hidden_capacity.parquet"
     args = ["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), target]
     partial = tmp_path / (target + ".partial")
     proc = subprocess.Popen([*snakemake_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL,

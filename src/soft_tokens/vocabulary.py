@@ -2,7 +2,7 @@
 building the DAG). Nothing here imports a track: each track's own names live in its `spec` module."""
 
 # How a trained prefix of vectors starts (the prefix optimiser, shared by cramming and e*).
-INITS = ("randn", "mean", "token")
+INITS = ("randn", "uniform", "mean", "token")
 # The splits of every reasoning dataset (Coconut, the pooler and HRPO read them).
 REASONING_SPLITS = ("train", "val", "test")
 

@@ -46,11 +46,19 @@ def converter_table(summary: pd.DataFrame) -> str:
 
 
 def demo_intervals(demo: pd.DataFrame) -> pd.DataFrame:
-    """Per model x layer x arch and condition: mean continuation CE over passages with its interval."""
+    """Per model x layer x arch and condition: mean continuation CE over passages with its interval; the
+    converter's row also carries its CE minus each other condition's, paired over the same passages
+    (`ce_nats_minus_none`, `ce_nats_minus_full_text`)."""
     rows = []
-    for (model, layer, arch, condition), g in demo.groupby(["model", "layer", "arch", "condition"], sort=False):
-        rows.append({"model": model, "layer": int(layer), "arch": arch, "condition": condition,
-                     "n_passages": g["passage_id"].nunique(), **stats.columns("ce_nats", stats.bootstrap(g["ce_nats"]))})
+    for (model, layer, arch), converter in demo.groupby(["model", "layer", "arch"], sort=False):
+        ce = converter.pivot(index="passage_id", columns="condition", values="ce_nats")
+        for condition, g in converter.groupby("condition", sort=False):
+            row = {"model": model, "layer": int(layer), "arch": arch, "condition": condition,
+                   "n_passages": g["passage_id"].nunique(), **stats.columns("ce_nats", stats.bootstrap(g["ce_nats"]))}
+            if condition == "converter":
+                for other in ("none", "full_text"):
+                    row.update(stats.columns(f"ce_nats_minus_{other}", stats.bootstrap(ce["converter"] - ce[other])))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -68,14 +76,19 @@ def demo_table(intervals: pd.DataFrame) -> str:
 
 
 def demo_findings(intervals: pd.DataFrame) -> list[str]:
-    """The converter vector against no prefix and against the full text, per converter."""
+    """The converter vector against no prefix and against the full text, per converter, by the
+    difference paired over the passages."""
     out = []
     for (model, layer, arch), g in intervals.groupby(["model", "layer", "arch"], sort=False):
         by = {r["condition"]: stats.from_columns(r, "ce_nats", r["n_passages"]) for _, r in g.iterrows()}
+        converter = g[g["condition"] == "converter"].iloc[0]
+        paired = {other: stats.from_columns(converter, f"ce_nats_minus_{other}", converter["n_passages"])
+                  for other in ("none", "full_text")}
         name = f"The converter vector ({model}, layer {layer}, {arch})"
-        out.append(stats.difference(name, by["converter"], "no prefix", by["none"], "continuation CE"))
+        out.append(stats.difference(name, by["converter"], "no prefix", by["none"], "continuation CE",
+                                    diff=paired["none"]))
         out.append(stats.difference(name, by["converter"], "the full earlier text", by["full_text"],
-                                    "continuation CE"))
+                                    "continuation CE", diff=paired["full_text"]))
     return [escape_text(sentence) for sentence in out]
 
 
@@ -88,7 +101,8 @@ def converter_section(converter_summary: pd.DataFrame, demo_summary: pd.DataFram
 def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:
     """One row per model x arch x k: each condition's mean CE and top-k agreement over the held-out
     contexts, the share of the no-context -> full-context CE gap that e* and the compressor close,
-    and the compressor's distance to e*; every mean with its 95% bootstrap interval over contexts."""
+    the compressor's CE minus no context's (paired over the contexts) and its distance to e*; every
+    mean with its 95% bootstrap interval over contexts."""
     rows = []
     for (model, arch, k), g in evals.groupby(["model", "arch", "k"], sort=False):
         wide = {metric: g.pivot(index="context", columns="condition", values=metric)
@@ -100,6 +114,7 @@ def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:
         ce = wide["ce_nats"]
         for c in ("estar", "compressor"):
             row.update(stats.columns(f"gap_share_{c}", stats.gap_share(ce["no_context"], ce[c], ce["full_context"])))
+        row.update(stats.columns("ce_compressor_minus_no_context", stats.bootstrap(ce["compressor"] - ce["no_context"])))
         own = g[g["condition"] == "compressor"]
         for metric in ("mse", "cosine", "norm_rmse"):
             row.update(stats.columns(metric, stats.bootstrap(own[metric])))
@@ -149,7 +164,8 @@ def compressor_findings(summary: pd.DataFrame) -> list[str]:
         verdict = ("closes a share of the gap above zero" if gap.low > 0 else
                    "does not close a share of the gap distinguishable from zero")
         out.append(f"{name} {verdict}: {stats.text(gap, 2)} of the way from no context to the full context.")
-        out.append(stats.difference(name, ce["compressor"], "no context", ce["no_context"], "follow-text CE"))
+        out.append(stats.difference(name, ce["compressor"], "no context", ce["no_context"], "follow-text CE",
+                                    diff=stats.from_columns(r, "ce_compressor_minus_no_context", n)))
     return [escape_text(sentence) for sentence in out]
 
 

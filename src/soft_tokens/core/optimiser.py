@@ -60,8 +60,10 @@ class OptimSettings:
     betas: tuple[float, float] = (0.9, 0.9)
     weight_decay: float = 0.01
     eps: float = 1e-8
-    schedule: str = "constant"  # constant | cosine (linear warm-up, then cosine decay to 0 at max_steps)
+    schedule: str = "constant"  # constant | cosine (linear warm-up, then cosine decay to min_lr at max_steps)
     warmup_steps: int = 0
+    min_lr: float = 0.0  # the cosine schedule's floor (transformers' cosine_with_min_lr)
+    keep: str = "best"  # best: the vectors of the best step; last: those of the last step evaluated
     max_steps: int = 5000
     patience: int = 2000
     temperature: float = 1.0  # CE on logits / temperature: < 1 concentrates the loss on positions still wrong
@@ -74,10 +76,14 @@ class OptimSettings:
 
 
 def init_vectors(init: str, embedding: torch.Tensor, n_mem: int, generator: torch.Generator) -> torch.Tensor:
-    """Starting mem vectors: scaled Gaussian (as the cramming paper), mean embedding, or a random token's."""
+    """Starting mem vectors: Gaussian x embedding std (hidden_capacity's init), uniform on [0, 1) (compression
+    horizon's `random` init, whose norm sqrt(d / 3) is far above a token embedding's), the mean embedding, or a
+    random token's."""
     emb = embedding.detach().float().cpu()
     if init == "randn":
         return torch.randn(n_mem, emb.shape[1], generator=generator) * emb.std()
+    if init == "uniform":
+        return torch.rand(n_mem, emb.shape[1], generator=generator)
     if init == "mean":
         return emb.mean(0).expand(n_mem, -1).clone()
     if init == "token":
@@ -86,7 +92,10 @@ def init_vectors(init: str, embedding: torch.Tensor, n_mem: int, generator: torc
 
 
 def learning_rate(t: torch.Tensor, s: OptimSettings) -> torch.Tensor:
-    """The learning rate of step `t` (1-based, per row) under the schedule."""
+    """The learning rate of step `t` (1-based, per row) under the schedule: cosine is a linear warm-up,
+    then lr * (r + (1 - r) * (1 + cos(pi * progress)) / 2) with r = min_lr / lr, as transformers'
+    cosine_with_min_lr (r = 0: plain cosine to 0). The t-th update takes that schedule's lr after t
+    steps, one step later than a transformers Trainer, whose t-th update takes the lr after t - 1."""
     t = t.double()
     if s.schedule == "constant":
         return torch.full_like(t, s.lr)
@@ -94,7 +103,8 @@ def learning_rate(t: torch.Tensor, s: OptimSettings) -> torch.Tensor:
         raise ValueError(f"unknown learning-rate schedule '{s.schedule}' (constant or cosine)")
     warm = torch.clamp(t / max(s.warmup_steps, 1), max=1.0) if s.warmup_steps else torch.ones_like(t)
     progress = torch.clamp((t - s.warmup_steps) / max(s.max_steps - s.warmup_steps, 1), 0.0, 1.0)
-    return s.lr * warm * 0.5 * (1 + torch.cos(math.pi * progress))
+    floor = s.min_lr / s.lr
+    return s.lr * warm * (floor + (1 - floor) * 0.5 * (1 + torch.cos(math.pi * progress)))
 
 
 def adamw_rows(p, g, m, v, t, s: OptimSettings) -> None:
@@ -206,8 +216,11 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
 
     A sample stops when it reaches the stop criterion (`stop_accuracy`, `margin`), after `patience`
     steps without a better (accuracy, smallest margin), or at `max_steps`; a non-finite loss fails
-    that sample alone. The best vectors (highest accuracy, then largest smallest margin) are kept.
+    that sample alone. The best vectors (highest accuracy, then largest smallest margin) are kept, or
+    with `keep="last"` those of the last step evaluated (whose accuracy the stop rule then reads).
     """
+    if s.keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got '{s.keep}'")
     if not tasks:
         return
     if s.margin < 0:
@@ -239,7 +252,8 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
         torch.where(finite, loss, torch.zeros_like(loss)).sum().backward()
         with torch.no_grad():
             margin = min_margin(logits, ids, w)
-            better = finite & ((acc > batch.best_acc) | ((acc == batch.best_acc) & (margin > batch.best_margin)))
+            better = finite & ((acc > batch.best_acc) | ((acc == batch.best_acc) & (margin > batch.best_margin))
+                               | (s.keep == "last"))
             batch.best_vec[better] = batch.vec[better]
             batch.best_acc = torch.where(better, acc, batch.best_acc)
             batch.best_loss = torch.where(better, loss.detach(), batch.best_loss)

@@ -3,8 +3,9 @@
 One job = one model x corpus x length x n_mem x variant x init x optimiser. Each finished sample is
 written to a `.partial` folder at once (atomically), so a killed job resumes without redoing
 finished samples. An optimiser (`cramming.optimizer_settings.<name>`) is a whole protocol: AdamW
-settings and schedule, init scale, where the vectors sit (`first`, or `after_bos`: BOS given as an
-ordinary input token before them), the stop rule (accuracy, logit margin) and the model's dtype.
+settings and schedule, its init, which span of each passage is the text, where the vectors sit
+(`first`, or `after_bos`: BOS given as an ordinary input token before them), the stop rule (accuracy,
+logit margin), which step's vectors it keeps and the model's dtype.
 """
 
 import copy
@@ -77,7 +78,8 @@ def optim_settings(settings: CramSettings, max_steps: int, patience: int) -> Opt
     o = settings.optimizer_settings
     return OptimSettings(
         lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], schedule=o["schedule"],
-        warmup_steps=o["warmup_steps"], temperature=o["temperature"], stop_accuracy=o["stop_accuracy"],
+        warmup_steps=o["warmup_steps"], min_lr=o["min_lr"], keep=o["keep"], temperature=o["temperature"],
+        stop_accuracy=o["stop_accuracy"],
         margin=o["margin"], batch_size=settings.batch_size,
         max_steps=max_steps, patience=patience,
     )
@@ -197,8 +199,8 @@ def job_meta(settings: CramSettings, model) -> dict:
     return {
         **{k: getattr(settings, k) for k in ("model", "corpus", "n_mem", "variant", "init", "optimizer", "seed")},
         **({"length": settings.length} if isinstance(settings, Cram) else {}),
-        "placement": settings.optimizer_settings["placement"], "margin": settings.optimizer_settings["margin"],
-        "stop_accuracy": settings.optimizer_settings["stop_accuracy"],
+        **{key: settings.optimizer_settings[key] for key in ("placement", "margin", "stop_accuracy", "keep", "text")},
+        "protocol_init": settings.optimizer_settings["init"],
         "step_budget": settings.max_steps if isinstance(settings, Cram) else settings.capacity["stage_steps"],
         "restarts": settings.optimizer_settings["restarts"] if isinstance(settings, Cram)
         else settings.capacity["restarts"],
@@ -213,7 +215,7 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
     embedding = model.get_input_embeddings().weight
     samples = cramming_samples(
         read_corpus(corpus_path), tokenizer, settings.n_samples, settings.length, settings.draw_length, settings.seed,
-        settings.corpus,
+        settings.corpus, span=settings.optimizer_settings["text"],
     )
     partial = partial_path(out_parquet)
     resumable_dir(partial, fingerprint(settings.params(), {"model": model_dir, "corpus": corpus_path}))

@@ -14,8 +14,8 @@ from soft_tokens.vocabulary import INITS
 
 JOB_KEYS = ["model", "corpus", "length", "n_mem", "variant", "init", "optimizer"]
 SEARCH_KEYS = ["model", "corpus", "n_mem", "variant", "init", "optimizer"]
-PROTOCOL_KEYS = ["placement", "margin", "stop_accuracy", "step_budget", "restarts", "dtype", "hidden_size",
-                 "vocab_size"]
+PROTOCOL_KEYS = ["placement", "margin", "stop_accuracy", "keep", "text", "protocol_init", "step_budget", "restarts",
+                 "dtype", "hidden_size", "vocab_size"]
 ORDER = {"variant": {v: i for i, v in enumerate(VARIANTS)}, "init": {v: i for i, v in enumerate(INITS)}}
 MEANS = {
     "teacher_forcing_convergence": "mean_teacher_forcing_convergence",
@@ -98,8 +98,8 @@ def capacity_table(stages: pd.DataFrame) -> pd.DataFrame:
         bound = theoretical_capacity(int(first["hidden_size"]), int(first["vocab_size"]), keys[2])
         rows.append({
             **dict(zip(SEARCH_KEYS, keys)),
-            **{k: first[k] for k in ("placement", "margin", "stop_accuracy", "step_budget", "restarts", "dtype",
-                                     "threshold")},
+            **{k: first[k] for k in ("placement", "margin", "stop_accuracy", "keep", "text", "protocol_init",
+                                     "step_budget", "restarts", "dtype", "threshold")},
             "capacity_tokens": found,
             "tokens_per_vector": found / keys[2],
             "theoretical_bound_tokens": bound,
@@ -120,9 +120,10 @@ def capacity_table(stages: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_name(row) -> str:
-    """`Llama-3.2-1B_bos` style: model and variant, plus init and mem count where not the default."""
+    """`Llama-3.2-1B_bos` style: model and variant, plus the init where the protocol does not prescribe
+    it and it is not randn, and the mem count where not 1."""
     name = f"{row['model']}_{row['variant']}"
-    if row["init"] != "randn":
+    if row["protocol_init"] == "grid" and row["init"] != "randn":
         name += f"_{row['init']}"
     if row["n_mem"] != 1:
         name += f"_mem{row['n_mem']}"
@@ -133,7 +134,8 @@ def protocol(row) -> str:
     """The optimiser's name and what sets it apart where it matters for greedy decoding."""
     margin = f", margin {fmt(row['margin'], 1)}" if row["margin"] else ""
     stop = f", stop {fmt(row['stop_accuracy'], 2)}" if row["stop_accuracy"] < 1 else ""
-    return f"{row['optimizer']} ({row['placement']}{margin}{stop}, {row['dtype']})"
+    init = "" if row["protocol_init"] == "grid" else f", {row['protocol_init']} init"
+    return f"{row['optimizer']} ({row['placement']}{init}{margin}{stop}, {row['dtype']})"
 
 
 def ordered(df: pd.DataFrame) -> pd.DataFrame:
@@ -220,10 +222,13 @@ def greedy_by_text(samples: pd.DataFrame, job) -> pd.Series:
 
 
 def contrasts(summary: pd.DataFrame, samples: pd.DataFrame, vary: str) -> list[str]:
-    """Greedy accuracy of each value of `vary` (optimizer or variant) against the first on otherwise
-    identical jobs, which cram the same texts (same corpus, length and seed): a direction where the
-    interval of the paired difference over the texts excludes 0, "within noise" where it holds 0."""
-    keys = [k for k in JOB_KEYS if k != vary]
+    """Greedy accuracy of each value of `vary` (optimizer, with the init its protocol brings, or variant)
+    against the first on otherwise identical jobs. Jobs that cram the same texts (same corpus, length,
+    seed and text span) are compared by the paired difference over the texts: a direction where its
+    interval excludes 0, "within noise" where it holds 0; protocols that cut different spans of the
+    passages are compared by their marginal intervals."""
+    varied = {vary, "init"} if vary == "optimizer" else {vary}
+    keys = [k for k in JOB_KEYS if k not in varied]
     out = []
     for key, g in ordered(summary).groupby(keys, sort=False):
         first = g.iloc[0]
@@ -232,11 +237,12 @@ def contrasts(summary: pd.DataFrame, samples: pd.DataFrame, vary: str) -> list[s
         for _, other in g.iloc[1:].iterrows():
             mine = greedy_by_text(samples, other)
             texts = mine.index.intersection(base.index)
+            paired = stats.paired_difference(mine[texts], base[texts]) if other["text"] == first["text"] else None
             out.append(
                 f"For {where} at {first['length']} tokens ({first['corpus']}), "
                 + stats.difference(f"{vary} {other[vary]}", interval(other, "mean_greedy_convergence"),
                                    f"{first[vary]}", interval(first, "mean_greedy_convergence"), "greedy accuracy",
-                                   diff=stats.paired_difference(mine[texts], base[texts]))
+                                   diff=paired)
             )
     return out
 
@@ -256,10 +262,10 @@ def plot_accuracy_vs_steps(samples: pd.DataFrame, paths: list) -> None:
     fig, axes = plt.subplots(1, len(lengths), figsize=(4 * len(lengths), 3.2), squeeze=False, sharey=True)
     grid = np.arange(1, max(max(s) for s in samples["curve_steps"] if len(s)) + 1)
     for ax, length in zip(axes[0], lengths):
-        for (model, corpus, optimizer, variant, init, n_mem), g in ordered(samples[samples["length"] == length]).groupby(
+        for (_, corpus, optimizer, *_), g in ordered(samples[samples["length"] == length]).groupby(
             ["model", "corpus", "optimizer", "variant", "init", "n_mem"], sort=False
         ):
-            label = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer} {corpus}"
+            label = f"{row_name(g.iloc[0])} {optimizer} {corpus}"
             curves = best_so_far_curves(g, grid)
             line, = ax.plot(grid, curves.mean(0), label=label)
             ax.fill_between(grid, *stats.bootstrap_band(curves), color=line.get_color(), alpha=0.2, linewidth=0)
@@ -277,9 +283,9 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
     panels = list(ordered(summary).groupby(["model", "corpus"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False, sharey=True)
     for ax, ((model, corpus), group) in zip(axes[0], panels):
-        for i, ((optimizer, variant, init, n_mem), g) in enumerate(
+        for i, ((optimizer, *_), g) in enumerate(
                 group.groupby(["optimizer", "variant", "init", "n_mem"], sort=False)):
-            name = f"{row_name(dict(model=model, variant=variant, init=init, n_mem=n_mem))} {optimizer}"
+            name = f"{row_name(g.iloc[0])} {optimizer}"
             for column, style in (("mean_teacher_forcing_convergence", "o-"), ("mean_greedy_convergence", "s--")):
                 ax.errorbar(g["length"], g[column], yerr=stats.error_bars(g, column), fmt=style, color=f"C{i % 10}",
                             capsize=3, label=name if style == "o-" else None)
@@ -305,7 +311,7 @@ def plot_capacity_search(stages: pd.DataFrame, paths: list) -> None:
             {"length": length, **{k: v for column in ("teacher_forcing_convergence", "greedy_convergence")
                                   for k, v in stats.columns(column, stats.bootstrap(g[column])).items()}}
             for length, g in search.groupby("length")])
-        name = f"{row_name(dict(zip(SEARCH_KEYS, keys)))} {keys[-1]} {search['dtype'].iloc[0]}"
+        name = f"{row_name(search.iloc[0])} {keys[-1]} {search['dtype'].iloc[0]}"
         for column, style in (("teacher_forcing_convergence", "o-"), ("greedy_convergence", "s--")):
             ax.errorbar(per_stage["length"], per_stage[column], yerr=stats.error_bars(per_stage, column), fmt=style,
                         color=f"C{i % 10}", capsize=3, label=name if style == "o-" else None)
@@ -408,14 +414,16 @@ def protocol_text(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> str:
                            + (f" and {int(r['restarts'])} restarts" if r["restarts"] else "")
                            for _, r in jobs.drop_duplicates("optimizer").iterrows())
     lengths = ", ".join(map(str, sorted(summary["length"].unique())))
+    spans = {"start": "its first tokens", "second_half": "its second half of sentences"}
+    texts = " or ".join(sorted({spans[t] for t in jobs["text"]}))
     return escape_text(
-        f"Each text (the second half of a passage of the corpus, BOS first, cut to {lengths} tokens) is crammed "
+        f"Each text (a passage of the corpus from {texts} by protocol, BOS first, cut to {lengths} tokens) is crammed "
         f"into its own mem vectors in front of the frozen {', '.join(jobs['model'].unique())}, which must then "
         f"reproduce it from the vectors alone; {int(summary['n_samples'].max())} texts per row, optimised with "
         f"AdamW by protocol: {optimisers}. Means carry 95% intervals over the texts (bootstrap; Wilson for "
-        "shares), and as every job of a length crams the same texts, a difference (teacher forcing against greedy "
-        "decoding, one optimiser or variant against another) is stated only where the 95% interval of the paired "
-        "difference over the texts excludes 0."
+        "shares), and where two numbers come from the same texts (teacher forcing against greedy decoding, one "
+        "optimiser or variant against another on the same span) a difference is stated only where the 95% interval "
+        "of the paired difference over the texts excludes 0."
     )
 
 

@@ -80,14 +80,19 @@ def settings(config: dict, wildcards: dict) -> dict:
 
 def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
     """What a cram job or search reads beyond its section's keys: its optimizer's settings, the corpus's draw
-    rule (cram) and the search's settings less its grid lists and restarts (capacity)."""
-    extras = {"optimizer_settings": dict(s["optimizer_settings"][wildcards["optimizer"]]),
+    rule and the protocol's own step budget where it has one (cram), and the search's settings less its grid
+    lists, with neither the protocol's restarts nor its step budget (capacity: its stages have their own)."""
+    protocol = dict(s["optimizer_settings"][wildcards["optimizer"]])
+    budget = protocol.pop("max_steps")
+    extras = {"optimizer_settings": protocol,
               **{key: int(wildcards[key]) for key in ("length", "n_mem") if key in wildcards}}
     if rule == "cram":
         extras["draw_length"] = config["corpora"][wildcards["corpus"]]["draw_length"]
-    else:  # a search reads neither the grid lists nor restarts (its stages never restart)
+        if budget is not None:
+            extras["max_steps"] = budget
+    else:
         extras["capacity"] = {k: v for k, v in s["capacity"].items() if k not in ("optimizers", "variants")}
-        del extras["optimizer_settings"]["restarts"]
+        del protocol["restarts"]
     return extras
 
 
@@ -140,34 +145,39 @@ def same_as_base(settings: dict, variant: str, optimizer: str) -> bool:
     return variant == "bos" and settings["optimizer_settings"][optimizer]["placement"] == "after_bos"
 
 
+def protocol_inits(settings: dict, optimizer: str) -> list[str]:
+    """The inits an optimizer runs with: the one its protocol prescribes, or (`init: grid`) each of
+    cramming.inits."""
+    init = settings["optimizer_settings"][optimizer]["init"]
+    return list(settings["inits"]) if init == "grid" else [init]
+
+
 def cram_jobs(config: dict) -> list[dict]:
     """Every cramming job of the grid. Skipped: a job with more vectors than tokens, and the `bos`
     variant of an `after_bos` optimizer (the same job as its `base`)."""
     jobs = []
     for model in config["cramming"]["models"]:
         s = cram_settings(config, model)
-        for corpus, length, n_mem, variant, init, optimizer in product(
-            s["corpora"], s["lengths"], s["n_mem"], s["variants"], s["inits"], s["optimizers"]
+        for corpus, length, n_mem, variant, optimizer in product(
+            s["corpora"], s["lengths"], s["n_mem"], s["variants"], s["optimizers"]
         ):
             if n_mem <= length and not same_as_base(s, variant, optimizer):
-                jobs.append(dict(model=model, corpus=corpus, length=length, n_mem=n_mem, variant=variant, init=init,
-                                 optimizer=optimizer))
+                jobs += [dict(model=model, corpus=corpus, length=length, n_mem=n_mem, variant=variant, init=init,
+                              optimizer=optimizer) for init in protocol_inits(s, optimizer)]
     return jobs
 
 
 def capacity_jobs(config: dict) -> list[dict]:
-    """Every capacity search: model x corpus x n_mem x variant x init x optimizer of `cramming.capacity`
+    """Every capacity search: model x corpus x n_mem x variant x optimizer (x its inits) of `cramming.capacity`
     (skipping, as cram_jobs does, `bos` where it is the same search as `base`)."""
     jobs = []
     for model in config["cramming"]["models"]:
         s = cram_settings(config, model)
         c = s["capacity"]
-        for corpus, n_mem, variant, init, optimizer in product(
-            s["corpora"], s["n_mem"], c["variants"], s["inits"], c["optimizers"]
-        ):
+        for corpus, n_mem, variant, optimizer in product(s["corpora"], s["n_mem"], c["variants"], c["optimizers"]):
             if not same_as_base(s, variant, optimizer):
-                jobs.append(dict(model=model, corpus=corpus, n_mem=n_mem, variant=variant, init=init,
-                                 optimizer=optimizer))
+                jobs += [dict(model=model, corpus=corpus, n_mem=n_mem, variant=variant, init=init, optimizer=optimizer)
+                         for init in protocol_inits(s, optimizer)]
     return jobs
 
 

@@ -101,11 +101,18 @@ def second_half(text: str) -> str:
     return " ".join(sentences[len(sentences) // 2 :])
 
 
+# Which tokens of a passage a cramming text is: its first ones (as compression_horizon's
+# scripts/reproduction.py takes the first max_sequence_length tokens of each book) or the start of
+# its second half of sentences (as hidden_capacity's pg19_valid_1k_chunks texts are sentence-cut).
+TEXT_SPANS = ("start", "second_half")
+
+
 def cramming_samples(
     corpus: pd.DataFrame, tokenizer, n_samples: int, length: int, draw_length: bool, seed: int, corpus_name: str,
-    length_key: str = "cramming.lengths",
+    length_key: str = "cramming.lengths", span: str = "second_half",
 ) -> list[dict]:
-    """The first `n_samples` passages as token ids (BOS first), each exactly `length` tokens long.
+    """The first `n_samples` passages as token ids (BOS first), each exactly `length` tokens long, cut
+    from the passage's `span` (TEXT_SPANS).
 
     With `draw_length`, each sample's length is drawn uniformly from [2, length] instead, as in the
     random-vocabulary baseline. A corpus that cannot supply this is an error, never a silent shortfall.
@@ -115,10 +122,13 @@ def cramming_samples(
             f"corpus '{corpus_name}' has {len(corpus)} passages but cramming.n_samples is {n_samples}; "
             f"lower cramming.n_samples or give the corpus more passages"
         )
+    if span not in TEXT_SPANS:
+        raise ValueError(f"cramming.optimizer_settings: unknown text span '{span}' (one of {', '.join(TEXT_SPANS)})")
     rng = np.random.default_rng(seed)
     samples, too_short = [], []
     for row in corpus.head(n_samples).itertuples():
-        ids = with_bos(tokenizer, tokenizer(second_half(row.text), add_special_tokens=False).input_ids)
+        text = second_half(row.text) if span == "second_half" else row.text
+        ids = with_bos(tokenizer, tokenizer(text, add_special_tokens=False).input_ids)
         target = int(rng.integers(2, length + 1)) if draw_length else length
         if len(ids) < target:
             too_short.append((row.id, len(ids)))
@@ -126,7 +136,7 @@ def cramming_samples(
     if too_short:
         raise ValueError(
             f"corpus '{corpus_name}': {len(too_short)} of {n_samples} passages are shorter than {length} "
-            f"tokens in their second half (id, tokens: {too_short[:5]}); lower {length_key} or "
+            f"tokens in their {span.replace('_', ' ')} (id, tokens: {too_short[:5]}); lower {length_key} or "
             f"raise corpora.{corpus_name}.passage_words / words_per_passage"
         )
     return samples

@@ -57,6 +57,8 @@ def bootstrap(values, statistic=np.mean, seed: int = 0) -> Interval:
     several columns are resampled together, so a paired statistic keeps its pairs). Constant data
     has a zero-width interval; NaN rows (failed units) are left out."""
     data = np.asarray(values, dtype=float)
+    if len(data) == 0:  # no unit at all (a capacity search that passed no length)
+        return Interval(np.nan, np.nan, np.nan, 0)
     data = data.reshape(len(data), -1)
     data = data[~np.isnan(data).any(axis=1)]
     n = len(data)

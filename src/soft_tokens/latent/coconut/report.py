@@ -51,7 +51,45 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
                      "final_train_loss": per_seed["final_train_loss"].first().mean()})
     out = pd.DataFrame(rows)
     out["final"] = out["stage"] == out.groupby(KEYS[:3])["stage"].transform("max")
-    return out
+    return with_comparisons(out, df)
+
+
+def comparison_column(b: str, name: str) -> str:
+    """The summary column of a's `name` minus b's, on a's final row (`accuracy_minus_cot`)."""
+    return f"{name}_minus_{b}"
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame, name: str) -> stats.Interval:
+    """a - b on `name` ("correct" or "tokens") over the test problems both answered: with one seed each,
+    McNemar's exact interval for accuracy and the bootstrap of per-problem differences for tokens; with
+    training seeds, the crossed bootstrap, problems shared and each method's seeds drawn on their own."""
+    ta, tb = (g.pivot(index="id", columns="seed", values=name) for g in (a, b))
+    shared = ta.index.intersection(tb.index)
+    ta, tb = ta.loc[shared], tb.loc[shared]
+    if ta.shape[1] > 1 or tb.shape[1] > 1:
+        return stats.crossed_difference(ta, tb)
+    if name == "correct":
+        return stats.paired_rate_difference(ta.iloc[:, 0], tb.iloc[:, 0])
+    return stats.bootstrap(ta.iloc[:, 0] - tb.iloc[:, 0])
+
+
+def with_comparisons(summary: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """COMPARISONS as columns of a's final row: every method answers the same test problems, so each
+    difference is paired over them (a real gain is not drowned by how hard problems differ)."""
+    final = summary[summary["final"]].set_index(KEYS[:3])["stage"]
+    by = {key: g for key, g in evals.groupby(KEYS)}
+    extra = {}
+    for (model, dataset, method), stage in final.items():
+        for a, b, name in COMPARISONS:
+            if a != method or (model, dataset, b) not in final.index:
+                continue
+            other = by[(model, dataset, b, final[(model, dataset, b)])]
+            values = {"accuracy": "correct", "mean_tokens": "tokens"}[name]
+            d = paired(by[(model, dataset, method, stage)], other, values)
+            extra.setdefault((model, dataset, method, stage), {}).update(stats.columns(comparison_column(b, name), d))
+    if not extra:
+        return summary
+    return summary.merge(pd.DataFrame([{**dict(zip(KEYS, k)), **v} for k, v in extra.items()]), on=KEYS, how="left")
 
 
 def interval(row, name: str) -> stats.Interval:
@@ -108,7 +146,9 @@ def tables(summary: pd.DataFrame) -> list[dict]:
 def findings(final: pd.DataFrame) -> list[str]:
     """Per dataset: how many answers each method gets right, then Coconut against CoT (accuracy and
     tokens), No-CoT and itself without the curriculum, and pause tokens against Coconut; a difference
-    is named only where the 95% intervals separate, otherwise it is "within noise at n = ..."."""
+    is named only where the 95% interval of the paired difference over the shared test problems
+    excludes 0 (where a summary lacks it, only where the two intervals separate), otherwise it is
+    "within noise at n = ..."."""
     out = []
     for (model, dataset), g in final.groupby(["model", "dataset"], sort=False):
         by = g.set_index("method")
@@ -124,8 +164,11 @@ def findings(final: pd.DataFrame) -> list[str]:
         for a, b, name in COMPARISONS:
             if {a, b} <= set(methods):
                 label, scale = QUANTITIES[name]
+                column = comparison_column(b, name)
+                diff = (interval(by.loc[a], column).scaled(scale)
+                        if column in by.columns and pd.notna(by.loc[a, column]) else None)
                 out.append(stats.difference(METHOD_NAMES[a], interval(by.loc[a], name).scaled(scale), METHOD_NAMES[b],
-                                            interval(by.loc[b], name).scaled(scale), f"{dataset} {label}", 1))
+                                            interval(by.loc[b], name).scaled(scale), f"{dataset} {label}", 1, diff))
     return [escape_text(sentence) for sentence in out]
 
 
@@ -175,7 +218,7 @@ def protocol_text(summary: pd.DataFrame, protocol: dict) -> str:
     return escape_text(
         f"Each method fine-tunes {', '.join(summary['model'].unique())} on a dataset's training split and answers "
         f"its held-out test problems greedily (n in each table header; {seeds} training seed"
-        f"{'s' if seeds > 1 else ''}): {settings}. A difference is stated only where the 95% intervals separate."
+        f"{'s' if seeds > 1 else ''}): {settings}. Methods answer the same test problems, so a difference is stated only where the 95% interval of the paired difference excludes 0 (McNemar's exact interval for accuracy with one seed; with several, the crossed bootstrap over problems and each method's seeds)."
     )
 
 

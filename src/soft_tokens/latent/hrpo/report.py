@@ -27,17 +27,23 @@ def per_seed(g: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame) -> stats.Interval:
-    """Mean of a - b over problems x seed pairs (b's seeds cycled when it has fewer, as the start
-    model has one), by the crossed bootstrap."""
-    b = b.loc[a.index]
-    diff = a.to_numpy() - b.to_numpy()[:, np.arange(a.shape[1]) % b.shape[1]]
-    return stats.bootstrap_crossed(diff)
+    """Mean of a - b over the test problems both answered (problems x seeds tables): the crossed
+    bootstrap with the problems shared and each policy's seeds drawn on their own (seed i of one
+    policy is no partner of seed i of another; the start model has one)."""
+    return stats.crossed_difference(a, b.loc[a.index])
 
 
 def length_ratio(a: pd.DataFrame, b: pd.DataFrame) -> stats.Interval:
-    """mean length of a / mean length of b over problems (each averaged over its seeds), paired."""
-    b = b.loc[a.index]
-    return stats.bootstrap(np.column_stack([a.mean(axis=1), b.mean(axis=1)]), lambda x, y: np.mean(x) / np.mean(y))
+    """mean length of a / mean length of b over the shared problems, by the same crossed bootstrap, so
+    that one seed's short completions cannot carry the ratio."""
+    return stats.crossed_difference(a, b.loc[a.index], lambda x, y: x.mean() / y.mean())
+
+
+def hidden_ratio(table: pd.DataFrame) -> stats.Interval:
+    """Mean sqrt(1 - a^2) at test by the crossed bootstrap, over the problems where every seed fed a
+    thinking state (NaN where a completion wrote its answer at once, and throughout for GRPO)."""
+    table = table.dropna()
+    return stats.bootstrap_crossed(table.to_numpy()) if len(table) else NOTHING
 
 
 def summarize(evals: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +61,7 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
                **stats.columns("accuracy", stats.rate_crossed(correct.to_numpy())),
                **stats.columns("length", stats.bootstrap_crossed(t["length"].to_numpy())),
                **stats.columns("one_marker", stats.bootstrap_crossed(t["one_marker"].to_numpy())),
-               **stats.columns("hidden_ratio", stats.bootstrap(t["hidden_ratio"].mean(axis=1)))}
+               **stats.columns("hidden_ratio", hidden_ratio(t["hidden_ratio"]))}
         for other in ("start", "grpo"):  # every row has the columns; NaN where there is nothing to compare
             base = tables.get((model, dataset, other))
             compared = base is not None and policy not in ("start", other)
@@ -179,8 +185,9 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
         f"most {p['max_new_tokens']} tokens), prompts from {prompts}, reward 1 for a right answer after exactly one "
         f"marker, one update per batch, KL weight {p['beta']:g}; learning rates LoRA {p['lr_lora']:g}, gate "
         f"{p['lr_gate']:g}, Lambda {p['lr_lambda']:g}, projection {p['lr_projection']:g}; seeds {p['seeds']}. "
-        f"Test problems per dataset: {n}, decoded greedily. A difference is stated only where its 95% interval "
-        "excludes zero (or the intervals separate).")
+        f"Test problems per dataset: {n}, decoded greedily. Every policy answers the same test problems with its "
+        "own training seeds, so a gain or length ratio is stated only where its 95% interval, by the crossed bootstrap "
+        "(problems shared, each policy's seeds drawn on their own), excludes 0 (or 1 for a ratio).")
 
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:

@@ -30,6 +30,21 @@ def ratio(a, b) -> stats.Interval:
     return stats.bootstrap(np.column_stack([a, b]), lambda x, y: np.mean(x) / np.mean(y))
 
 
+def paired_contrast(a: pd.DataFrame, b: pd.DataFrame, quantity: str) -> stats.Interval:
+    """a - b on `quantity` over the test problems both answered: McNemar's exact interval for accuracy,
+    the bootstrap of the per-problem differences for answer CE."""
+    a, b = a.set_index("id"), b.set_index("id")
+    shared = a.index.intersection(b.index)
+    if quantity == "accuracy":
+        return stats.paired_rate_difference(a.loc[shared, "correct"], b.loc[shared, "correct"])
+    return stats.bootstrap(a.loc[shared, quantity] - b.loc[shared, quantity])
+
+
+def contrast_column(other: str, quantity: str) -> str:
+    """The summary column of a row's `quantity` minus `other`'s at the same W (`accuracy_minus_sum`)."""
+    return f"{quantity}_minus_{other}"
+
+
 def summarize(evals: pd.DataFrame) -> pd.DataFrame:
     """One row per model x dataset x method x W x split.
 
@@ -38,12 +53,17 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
     bootstrapped over problems (online: tokens written / positions kept). For online rows,
     context_ratio and accuracy_ratio compare with plain CoT on the same problems (paired bootstrap).
     For gold-reasoning rows with vectors, gap_kept is the share of the no-reasoning -> full-reasoning
-    accuracy gap the method keeps, (method - none) / (full - none), paired over problems.
+    accuracy gap the method keeps, (method - none) / (full - none), paired over problems. The trained
+    pooler's test rows carry its CONTRASTS, and full reasoning's its accuracy minus no reasoning's, as
+    differences paired over the same problems (paired_contrast).
     """
     df = evals.assign(correct=evals["correct"].astype(float))
     cot, full, none = (df[df["method"] == m].set_index(["model", "dataset", "id"]) for m in ("cot", "full", "none"))
+    groups = dict(tuple(df.groupby(KEYS, sort=False)))
     rows = []
-    for keys, g in df.groupby(KEYS, sort=False):
+    for keys, g in groups.items():
+        model, dataset, method, window, split = keys
+        contrasts = {"pooler": CONTRASTS, "full": (("none", "accuracy"),)}.get(method, ()) if split == "test" else ()
         row = {**dict(zip(KEYS, keys)), "n": len(g), "n_correct": int(g["correct"].sum()),
                **stats.columns("accuracy", stats.wilson(int(g["correct"].sum()), len(g))),
                **stats.columns("answer_ce", stats.bootstrap(g["answer_ce"])),
@@ -62,12 +82,22 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
             base = cot.loc[paired]
             row.update(stats.columns("context_ratio", ratio(g["positions"].to_numpy(), base["positions"].to_numpy())))
             row.update(stats.columns("accuracy_ratio", ratio(g["correct"].to_numpy(), base["correct"].to_numpy())))
+        for other, quantity in contrasts:
+            if (model, dataset, other, window, split) in groups:
+                row.update(stats.columns(contrast_column(other, quantity),
+                                         paired_contrast(g, groups[(model, dataset, other, window, split)], quantity)))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def interval(row, name: str) -> stats.Interval:
     return stats.from_columns(row, name, row["n"])
+
+
+def contrast(row, other: str, quantity: str, scale: float) -> stats.Interval | None:
+    """The row's paired difference against `other`, scaled; None where the summary does not carry it."""
+    column = contrast_column(other, quantity)
+    return interval(row, column).scaled(scale) if column in row.index and pd.notna(row[column]) else None
 
 
 def ordered(group: pd.DataFrame, methods) -> pd.DataFrame:
@@ -124,7 +154,8 @@ def findings(group: pd.DataFrame) -> list[str]:
     full, none = by.get(("full", 1)), by.get(("none", 1))
     if full is not None and none is not None:
         out.append(stats.difference("Full reasoning", interval(full, "accuracy").scaled(100), "no reasoning",
-                                    interval(none, "accuracy").scaled(100), "accuracy (%)", 1))
+                                    interval(none, "accuracy").scaled(100), "accuracy (%)", 1,
+                                    contrast(full, "none", "accuracy", 100)))
     for window in sorted(test.loc[test["method"] == "pooler", "window"]):
         pooler = by[("pooler", window)]
         out.append(f"At W = {window}, the trained pooler keeps {stats.text(interval(pooler, 'gap_kept'), 2)} of the "
@@ -138,7 +169,8 @@ def findings(group: pd.DataFrame) -> list[str]:
                 label, scale, digits = QUANTITIES[quantity]
                 out.append(stats.difference(f"At W = {window}, the trained pooler",
                                             interval(pooler, quantity).scaled(scale), PROSE[other],
-                                            interval(by[(other, window)], quantity).scaled(scale), label, digits))
+                                            interval(by[(other, window)], quantity).scaled(scale), label, digits,
+                                            contrast(pooler, other, quantity, scale)))
         train = group[(group["method"] == "pooler") & (group["window"] == window) & (group["split"] == "train")]
         if len(train):
             t = train.iloc[0]
@@ -215,7 +247,8 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
         f"{compressed} between two markers (a ragged last window stays plain). Each W trains for {p['epochs']} "
         f"epochs at lr {p['lr']:g}, batch {p['batch_size']} x {p['grad_accumulation']} accumulated, on next-token CE "
         f"of what follows the compressed part, {p['max_prefixes']} prefix lengths per training trace. Test problems "
-        f"per dataset: {n}. A difference is stated only where the 95% intervals separate.")
+        f"per dataset: {n}. Methods answer the same test problems, so a difference between them is stated only where "
+        "the 95% interval of the paired difference excludes 0 (McNemar's exact interval for accuracy).")
 
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
