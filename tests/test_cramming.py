@@ -82,7 +82,8 @@ def cram_settings(optimizer_settings=HIDDEN_CAPACITY, **changes):
 def test_after_bos_gives_bos_as_input_and_scores_the_rest():
     ids = torch.tensor([1, 50, 60, 70])
     init = torch.zeros(1, 4)
-    for variant, expected in (("base", [0, 1, 1, 1]), ("bos", [0, 1, 1, 1]), ("2leading", [0, 3, 1, 1])):
+    # 2leading weights the first two tokens the vectors predict (1 and 2), not BOS, which they never do
+    for variant, expected in (("base", [0, 1, 1, 1]), ("bos", [0, 1, 1, 1]), ("2leading", [0, 3, 3, 1])):
         task, weights = task_for(0, ids, init, cram_settings(FAST, variant=variant))
         assert weights.tolist() == expected
         assert task.lead_ids.tolist() == [1] and task.target_ids.tolist() == [50, 60, 70]

@@ -95,11 +95,14 @@ def initial_vectors(settings: CramSettings, embedding: torch.Tensor, sample_id: 
 
 def task_for(key: int, ids: torch.Tensor, init: torch.Tensor,
              settings: CramSettings) -> tuple[PrefixTask, torch.Tensor]:
-    """The optimiser's task for one text, and the loss weight of each text position (0 = not scored)."""
+    """The optimiser's task for one text, and the loss weight of each text position (0 = not scored).
+    With BOS given as input, the vectors' first predictions are tokens 1, 2, ...: `2leading` weights
+    those, and `bos` is `base` (BOS is never predicted)."""
+    if settings.optimizer_settings["placement"] == "after_bos":
+        variant = "base" if settings.variant == "bos" else settings.variant
+        rest = position_weights(variant, len(ids) - 1, settings.leading_tokens, settings.leading_weight)
+        return PrefixTask(key, ids[1:], rest, init, lead_ids=ids[:1]), torch.cat([torch.zeros(1), rest])
     weights = position_weights(settings.variant, len(ids), settings.leading_tokens, settings.leading_weight)
-    if settings.optimizer_settings["placement"] == "after_bos":  # BOS is input: the vectors predict tokens 1..
-        weights[0] = 0.0
-        return PrefixTask(key, ids[1:], weights[1:], init, lead_ids=ids[:1]), weights
     return PrefixTask(key, ids, weights, init), weights
 
 
