@@ -353,6 +353,7 @@ def test_the_summary_by_hand_and_findings_that_say_when_a_difference_is_noise():
     text = " ".join(findings(summary.reset_index()))
     assert "HRPO, projection state is more accurate than GRPO" in text
     assert "HRPO, probs state and GRPO are within noise on accuracy" in text
+    assert "n = 40 problems x 3 seeds" in text and "n = 120" not in text  # problems and seeds, not their product
     assert "is met" in text
 
 

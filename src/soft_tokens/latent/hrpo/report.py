@@ -74,7 +74,8 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def interval(row, name: str) -> stats.Interval:
-    return stats.from_columns(row, name, row["n"])
+    """A summary row's `name` with its interval, its n the test problems and its repeats the seeds."""
+    return stats.from_columns(row, name, row["problems"], row["seeds"])
 
 
 def tables(summary: pd.DataFrame) -> list[dict]:
