@@ -174,7 +174,11 @@ def test_compressor_summary_gap_share_and_findings_by_hand():
     assert r["gap_share_estar"] == pytest.approx(1.25) and r["n_contexts"] == 2
     text = " ".join(compressor_findings(s))
     assert "HyperPromptNet (m, k = 2) closes a share of the gap above zero: 0.50 (95\\% CI 0.50--0.50, n = 2)" in text
-    assert "HyperPromptNet (m, k = 2) and no context are within noise at n = 2 on follow-text CE" in text
+    # The same contexts both ways: the difference is paired (2 nats less on each), where the marginal
+    # intervals [4, 6] and [6, 8] would only touch.
+    assert r["ce_compressor_minus_no_context"] == pytest.approx(-2.0)
+    assert ("HyperPromptNet (m, k = 2) has lower follow-text CE than no context: 5.000 (95\\% CI 4.000--6.000, n = 2) "
+            "vs 7.000 (95\\% CI 6.000--8.000, n = 2); difference -2.000 (95\\% CI -2.000 to -2.000).") in text
 
 
 SECTION_TEX = r"""\section*{Coconut: reasoning in continuous thoughts}
