@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from soft_tokens.report import stats
@@ -141,3 +142,12 @@ def test_a_crossed_length_ratio_keeps_the_seed_noise():
     assert (ratio.n, ratio.repeats) == (200, 3) and "n = 200 problems x 3 seeds" in stats.text(ratio)
     seed_averaged = stats.bootstrap(np.column_stack([hrpo.mean(1), grpo.mean(1)]), lambda x, y: x.mean() / y.mean())
     assert seed_averaged.high < 1  # the verdict the seed-averaged bootstrap would give
+
+
+def test_paired_units_pairs_by_unit_and_skips_units_measured_once():
+    a = pd.Series([1.0, 1.0, 0.0, 1.0], index=[3, 1, 2, 9])
+    b = pd.Series([0.0, 1.0, 0.0], index=[1, 2, 3])  # unit 9 has no partner; order differs
+    rates = stats.paired_units(a, b, rates=True)  # units 1, 2, 3: a - b = +1, -1, +1
+    assert (rates.mean, rates.n) == (pytest.approx(1 / 3), 3)
+    assert stats.paired_units(a, b).mean == pytest.approx(1 / 3)
+    assert stats.from_columns_or_none(pd.Series({"x": 1.0}), "y", 3) is None

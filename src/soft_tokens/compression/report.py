@@ -57,7 +57,7 @@ def demo_intervals(demo: pd.DataFrame) -> pd.DataFrame:
                    "n_passages": g["passage_id"].nunique(), **stats.columns("ce_nats", stats.bootstrap(g["ce_nats"]))}
             if condition == "converter":
                 for other in ("none", "full_text"):
-                    row.update(stats.columns(f"ce_nats_minus_{other}", stats.bootstrap(ce["converter"] - ce[other])))
+                    row.update(stats.columns(f"ce_nats_minus_{other}", stats.paired_units(ce["converter"], ce[other])))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -114,7 +114,7 @@ def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:
         ce = wide["ce_nats"]
         for c in ("estar", "compressor"):
             row.update(stats.columns(f"gap_share_{c}", stats.gap_share(ce["no_context"], ce[c], ce["full_context"])))
-        row.update(stats.columns("ce_compressor_minus_no_context", stats.bootstrap(ce["compressor"] - ce["no_context"])))
+        row.update(stats.columns("ce_compressor_minus_no_context", stats.paired_units(ce["compressor"], ce["no_context"])))
         own = g[g["condition"] == "compressor"]
         for metric in ("mse", "cosine", "norm_rmse"):
             row.update(stats.columns(metric, stats.bootstrap(own[metric])))

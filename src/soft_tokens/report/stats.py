@@ -177,6 +177,14 @@ def paired_rate_difference(a, b) -> Interval:
     return Interval((wins - losses) / n, m * (2 * ci.low - 1) / n, m * (2 * ci.high - 1) / n, n)
 
 
+def paired_units(a: pd.Series, b: pd.Series, rates: bool = False) -> Interval:
+    """a - b over the units (the index) both measured: McNemar's exact interval for 0/1 outcomes
+    (`rates`), otherwise the bootstrap of the per-unit differences."""
+    shared = a.index.intersection(b.index)
+    a, b = a.loc[shared], b.loc[shared]
+    return paired_rate_difference(a, b) if rates else bootstrap(a - b)
+
+
 def rate_difference(a: Interval, b: Interval) -> Interval:
     """rate a - rate b of two independent samples (Wilson intervals, as `wilson` gives them): Newcombe's
     hybrid score interval (Newcombe 1998, method 10), which combines the two Wilson limits and so stays
@@ -207,6 +215,11 @@ def columns(name: str, interval: Interval) -> dict:
 
 def from_columns(row, name: str, n: int, repeats: int = 1) -> Interval:
     return Interval(row[name], row[f"{name}_low"], row[f"{name}_high"], int(n), int(repeats))
+
+
+def from_columns_or_none(row, name: str, n: int, repeats: int = 1) -> Interval | None:
+    """from_columns, or None where the row does not carry `name` (a comparison not made for it)."""
+    return from_columns(row, name, n, repeats) if name in row.index and pd.notna(row[name]) else None
 
 
 def cell(interval: Interval, digits: int = 3) -> str:

@@ -68,9 +68,7 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, name: str) -> stats.Interval:
     ta, tb = ta.loc[shared], tb.loc[shared]
     if ta.shape[1] > 1 or tb.shape[1] > 1:
         return stats.crossed_difference(ta, tb)
-    if name == "correct":
-        return stats.paired_rate_difference(ta.iloc[:, 0], tb.iloc[:, 0])
-    return stats.bootstrap(ta.iloc[:, 0] - tb.iloc[:, 0])
+    return stats.paired_units(ta.iloc[:, 0], tb.iloc[:, 0], rates=name == "correct")
 
 
 def with_comparisons(summary: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
@@ -164,11 +162,11 @@ def findings(final: pd.DataFrame) -> list[str]:
         for a, b, name in COMPARISONS:
             if {a, b} <= set(methods):
                 label, scale = QUANTITIES[name]
-                column = comparison_column(b, name)
-                diff = (interval(by.loc[a], column).scaled(scale)
-                        if column in by.columns and pd.notna(by.loc[a, column]) else None)
-                out.append(stats.difference(METHOD_NAMES[a], interval(by.loc[a], name).scaled(scale), METHOD_NAMES[b],
-                                            interval(by.loc[b], name).scaled(scale), f"{dataset} {label}", 1, diff))
+                row = by.loc[a]
+                diff = stats.from_columns_or_none(row, comparison_column(b, name), row["n_problems"], row["n_seeds"])
+                out.append(stats.difference(METHOD_NAMES[a], interval(row, name).scaled(scale), METHOD_NAMES[b],
+                                            interval(by.loc[b], name).scaled(scale), f"{dataset} {label}", 1,
+                                            diff and diff.scaled(scale)))
     return [escape_text(sentence) for sentence in out]
 
 

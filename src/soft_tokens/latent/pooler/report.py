@@ -33,11 +33,8 @@ def ratio(a, b) -> stats.Interval:
 def paired_contrast(a: pd.DataFrame, b: pd.DataFrame, quantity: str) -> stats.Interval:
     """a - b on `quantity` over the test problems both answered: McNemar's exact interval for accuracy,
     the bootstrap of the per-problem differences for answer CE."""
-    a, b = a.set_index("id"), b.set_index("id")
-    shared = a.index.intersection(b.index)
-    if quantity == "accuracy":
-        return stats.paired_rate_difference(a.loc[shared, "correct"], b.loc[shared, "correct"])
-    return stats.bootstrap(a.loc[shared, quantity] - b.loc[shared, quantity])
+    column = "correct" if quantity == "accuracy" else quantity
+    return stats.paired_units(a.set_index("id")[column], b.set_index("id")[column], rates=quantity == "accuracy")
 
 
 def contrast_column(other: str, quantity: str) -> str:
@@ -96,8 +93,8 @@ def interval(row, name: str) -> stats.Interval:
 
 def contrast(row, other: str, quantity: str, scale: float) -> stats.Interval | None:
     """The row's paired difference against `other`, scaled; None where the summary does not carry it."""
-    column = contrast_column(other, quantity)
-    return interval(row, column).scaled(scale) if column in row.index and pd.notna(row[column]) else None
+    diff = stats.from_columns_or_none(row, contrast_column(other, quantity), row["n"])
+    return diff and diff.scaled(scale)
 
 
 def ordered(group: pd.DataFrame, methods) -> pd.DataFrame:
