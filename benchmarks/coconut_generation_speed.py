@@ -60,7 +60,8 @@ def main() -> None:
     model, tokenizer = load_model(args.model_dir, args.device, args.dtype)
     ids = add_latent_tokens(model, tokenizer, "<<")
     rng = np.random.default_rng(0)
-    prompts = [layout(tokenize_problem(tokenizer, **prosqa_problem(rng, 6, 2, 1)), "coconut", args.n_latent, 1,
+    problem = lambda: tokenize_problem(tokenizer, **prosqa_problem(rng, 6, 2, {2: 1, 3: 1}, 2))  # noqa: E731
+    prompts = [layout(problem(), "coconut", args.n_latent, 1,
                       args.n_latent, ids, prompt_only=True) for _ in range(args.n_problems)]
     device = model.device
 

@@ -49,7 +49,8 @@ def main() -> None:
     policy, tokenizer = build_policy(args.model_dir, "probs", {**SETTINGS, "device": args.device})
     device = policy.embedding_rms.device
     rng = np.random.default_rng(0)
-    questions = [tokenizer(prosqa_problem(rng, 5, 2, 1)["question"] + "\n", add_special_tokens=False).input_ids
+    questions = [tokenizer(prosqa_problem(rng, 6, 2, {2: 1, 3: 1}, 2)["question"] + "\n",
+                           add_special_tokens=False).input_ids
                  for _ in range(args.prompts)]
 
     def sample(prompts, group, seed):

@@ -43,7 +43,8 @@ def main() -> None:
     s = {**SETTINGS, "device": args.device, "dtype": args.dtype}
     model, tokenizer, ids = load_main(args.model_dir, s)
     rng = np.random.default_rng(0)
-    problems = [tokenize_problem(tokenizer, **prosqa_problem(rng, 5, 2, 1)) for _ in range(args.n_problems)]
+    problems = [tokenize_problem(tokenizer, **prosqa_problem(rng, 6, 2, {2: 1, 3: 1}, 2))
+                for _ in range(args.n_problems)]
     examples = training_examples(problems, args.window, s, ids)
     rates = {}
     for name, batch, accumulation in (("batched", args.batch_size, 1), ("batch 1, accumulated", 1, args.batch_size)):

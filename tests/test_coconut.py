@@ -20,19 +20,31 @@ from soft_tokens.latent.coconut.method import (
     Layout,
     Problem,
     add_latent_tokens,
+    batch_loss,
     collate,
-    curriculum,
+    controlled,
     generate,
     latent_forward,
     latent_ids,
     layout,
     lm_loss,
     n_latents,
+    schedule,
+    supervised_from,
+    thoughts_of,
     tokenize_problem,
+    uniform_stage,
 )
 from soft_tokens.latent.coconut.report import figures, findings, section, summarize
 from soft_tokens.latent.coconut.spec import EvalCoconut, TrainCoconut
-from soft_tokens.latent.coconut.training import evaluate_method, finished_stages, mean_loss, train_method
+from soft_tokens.latent.coconut.training import (
+    all_thoughts,
+    epoch_batches,
+    evaluate_method,
+    finished_stages,
+    mean_loss,
+    train_method,
+)
 from soft_tokens.report.stats import bootstrap_crossed, rate_crossed
 from settings import settings
 
@@ -40,8 +52,9 @@ IDS = LatentIds(start=100, end=101, latent=102)
 PROBLEM = Problem(question=[10, 11], steps=[[20, 21], [30], [40, 41]], answer=[50, 2])
 M = IGNORE
 # The summary rule's parameters: `coconut` as it applies to each dataset.
-PROTOCOL = {"prosqa": {"c_thought": 1, "max_latent_stage": 2, "epochs_per_stage": 3, "lr": 1e-4, "batch_size": 8,
-                       "finetune": "full"}}
+PROTOCOL = {"prosqa": {"c_thought": 1, "max_latent_stage": 2, "num_epochs": 9, "epochs_per_stage": 3, "start": "base",
+                       "select_best": False, "reset_optimizer": True, "uniform_prob": 0.0, "lr": 1e-4, "batch_size": 8,
+                       "finetune": "full", "dtype": "float32"}}
 
 
 def test_layouts_by_hand_at_each_stage():
@@ -58,16 +71,56 @@ def test_layouts_by_hand_at_each_stage():
     assert layout(PROBLEM, "cot", 0, 2, 2, IDS, prompt_only=True).input_ids == [10, 11]
 
 
-def test_curriculum_and_schedule():
-    assert curriculum("cot", 2, 3) == [0] and curriculum("nocot", 2, 3) == [0]
-    assert curriculum("coconut", 2, 3) == [1, 2, 3]  # a chain longer than the last stage: one more stage
-    assert curriculum("coconut", 2, 2) == [1, 2] and curriculum("pause", 2, 2) == [1, 2]
-    assert curriculum("coconut_nocurriculum", 2, 3) == [3]
+def reference_stages(method: str, first_epoch: int, num_epochs: int, per_stage: int, max_stage: int, longest: int):
+    """The reference's loop (facebookresearch/coconut run.py) epoch by epoch: `scheduled_stage = 0 if
+    cot or no_cot else epoch // epochs_per_stage`; past max_latent_stage every step is gone, which our
+    stages call the final one (max_latent_stage, or one more where a chain is longer)."""
+    final = max_stage + 1 if longest > max_stage else max_stage
+    return [0 if method in ("cot", "nocot") else final if method == "coconut_nocurriculum" else min(e // per_stage, final)
+            for e in range(first_epoch, num_epochs)]
+
+
+@pytest.mark.parametrize("method", ["nocot", "cot", "coconut", "pause", "coconut_nocurriculum"])
+@pytest.mark.parametrize("num_epochs,per_stage,max_stage,longest,from_cot",
+                         [(50, 5, 6, 6, False), (25, 3, 3, 8, True), (7, 2, 2, 3, False), (4, 1, 2, 2, False)])
+def test_schedule_follows_the_reference_epoch_by_epoch(method, num_epochs, per_stage, max_stage, longest, from_cot):
+    from_cot = from_cot and method not in ("cot", "nocot")
+    plan = schedule(method, from_cot, num_epochs, per_stage, max_stage, longest)
+    assert [stage for stage, epochs in plan for _ in range(epochs)] == reference_stages(
+        method, per_stage if from_cot else 0, num_epochs, per_stage, max_stage, longest)
+
+
+def test_schedule_by_hand_and_its_errors():
+    # ProsQA in the reference: 5 epochs per stage, stage 6 from epoch 30, so the last stage trains 20 epochs.
+    assert schedule("coconut", False, 50, 5, 6, 6) == [(k, 5) for k in range(6)] + [(6, 20)]
+    assert schedule("cot", False, 50, 5, 6, 6) == [(0, 50)] and schedule("coconut_nocurriculum", False, 50, 5, 6, 6) == [(6, 50)]
+    # GSM8k: Coconut resumes at epoch 3 from the CoT checkpoint; chains longer than stage 3 get stage 4.
+    assert schedule("coconut", True, 25, 3, 3, 8) == [(1, 3), (2, 3), (3, 3), (4, 13)]
+    with pytest.raises(ValueError, match=r"num_epochs = 6 does not reach coconut's last stage \(3: 2 epochs per stage"):
+        schedule("coconut", False, 6, 2, 2, 3)
     assert n_latents(1, 3, 2) == 3 and n_latents(5, 2, 2) == 4
     with pytest.raises(ValueError, match="c_thought must be >= 1"):
         n_latents(1, 0, 2)
     with pytest.raises(ValueError, match="unknown method 'cocnut'"):
         layout(PROBLEM, "cocnut", 1, 1, 1, IDS)
+
+
+def test_uniform_prob_draws_a_stage_per_problem_and_batches_hold_one_latent_count(tiny_dir):
+    rng = np.random.default_rng(0)
+    assert {uniform_stage(rng, 3, 2, 0.0) for _ in range(50)} == {2}
+    drawn = [uniform_stage(rng, 3, 2, 1.0) for _ in range(400)]
+    assert set(drawn) == {0, 1, 2, 3} and abs(drawn.count(0) / 400 - 0.25) < 0.07
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    probs = [tokenize_problem(tokenizer, **p) for p in frame(12, 0).drop(columns=["id", "source"]).to_dict("records")]
+    ids = IDS
+    mixed = epoch_batches(probs, "coconut", 1, 0, train_settings("coconut", uniform_prob=1.0, batch_size=4), ids)
+    assert sorted(len(r.input_ids) for b in mixed for r in b) != sorted(
+        len(r.input_ids) for b in epoch_batches(probs, "coconut", 1, 0, train_settings("coconut", batch_size=4), ids)
+        for r in b)  # stages really vary
+    assert all(len({r.n_latent for r in b}) == 1 for b in mixed) and sum(map(len, mixed)) == 12
+    assert len({r.n_latent for b in mixed for r in b}) > 1
+    plain = epoch_batches(probs, "coconut", 1, 0, train_settings("coconut", batch_size=4), ids)
+    assert [len(b) for b in plain] == [4, 4, 4] and {r.n_latent for b in plain for r in b} == {1}
 
 
 def test_collate_aligns_the_first_latent():
@@ -123,7 +176,7 @@ def naive_forward(model, batch):
 
 def problems(tokenizer, n, seed=0):
     rng = np.random.default_rng(seed)
-    return [tokenize_problem(tokenizer, **prosqa_problem(rng, 6, 2, 1)) for _ in range(n)]
+    return [tokenize_problem(tokenizer, **prosqa_problem(rng, 6, 2, {3: 1}, 1)) for _ in range(n)]
 
 
 def test_cached_multipass_equals_full_recomputation(latent_model):
@@ -131,11 +184,17 @@ def test_cached_multipass_equals_full_recomputation(latent_model):
     batch = collate([layout(p, "coconut", 2, 2, 2, ids) for p in problems(tokenizer, 3)])
     assert batch.n_latent == 4 and len(set(batch.attention_mask[:, 0].tolist())) == 2  # padded rows exist
     with torch.no_grad():
-        cached, _ = latent_forward(model, batch, feedback=True)
+        cached, _, thoughts = latent_forward(model, batch, feedback=True)
         reference = naive_forward(model, batch)
-        no_feedback, _ = latent_forward(model, batch, feedback=False)
+        no_feedback, _, _ = latent_forward(model, batch, feedback=False)
+        given, _, _ = latent_forward(model, batch, feedback=False, thoughts=thoughts)
+        late, _, _ = latent_forward(model, batch, feedback=True, logits_from=7)
     real = batch.attention_mask.bool()
     torch.testing.assert_close(cached[real], reference[real], atol=1e-5, rtol=1e-4)
+    # The thoughts fed back, given as fixed vectors in one pass, give the same logits; logits_from keeps the tail.
+    torch.testing.assert_close(given[real], cached[real], atol=1e-5, rtol=1e-4)
+    assert late.shape[1] == batch.input_ids.shape[1] - 7
+    torch.testing.assert_close(late, cached[:, 7:], atol=1e-5, rtol=1e-4)
     # Feeding hidden states back changes what comes after the first latent (the test is not vacuous).
     assert not torch.allclose(no_feedback[:, batch.first_latent + 1:], cached[:, batch.first_latent + 1:], atol=1e-3)
 
@@ -157,6 +216,91 @@ def test_thoughts_replace_the_latent_embedding_but_pause_tokens_use_it(latent_mo
     assert not torch.allclose(logits[0.0][False], logits[1.0][False])
 
 
+def test_the_loss_reads_logits_only_where_labels_are(latent_model):
+    model, tokenizer, ids = latent_model
+    for method, stage in (("cot", 0), ("coconut", 2), ("pause", 1)):
+        batch = collate([layout(p, method, stage, 1, 2, ids) for p in problems(tokenizer, 3)])
+        start = supervised_from(batch.labels)
+        assert (batch.labels[:, :start + 1] == IGNORE).all() and (batch.labels[:, start + 1] != IGNORE).any()
+        with torch.no_grad():
+            full = lm_loss(latent_forward(model, batch, method == "coconut")[0], batch.labels)
+            assert batch_loss(model, batch, method == "coconut").item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_each_latent_control_changes_exactly_the_thoughts(latent_model):
+    model, tokenizer, ids = latent_model
+    prompts = [layout(p, "coconut", 2, 1, 2, ids, prompt_only=True) for p in problems(tokenizer, 3, seed=5)]
+    thoughts = thoughts_of(model, prompts, feedback=True)
+    assert thoughts.shape == (3, 2, 32)
+    gen = torch.Generator().manual_seed(0)
+    zeros, rand, other = (controlled(thoughts, c, gen) for c in ("zeros", "random", "other"))
+    assert not zeros.any() and torch.equal(other, thoughts[[2, 0, 1]])
+    torch.testing.assert_close(rand.norm(dim=-1), thoughts.norm(dim=-1))
+    assert (torch.nn.functional.cosine_similarity(rand, thoughts, dim=-1).abs() < 0.9).all()
+    eos = tokenizer.eos_token_id
+    # Fed their own thoughts, the answers are the method's; a control changes only the latent inputs.
+    assert generate(model, prompts, True, eos, 6, thoughts) == generate(model, prompts, True, eos, 6)
+    batch = collate(prompts)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(batch.input_ids)
+        embeds[:, batch.first_latent:batch.first_latent + 2] = 0
+        by_hand = model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                        position_ids=batch.position_ids).logits[:, -1].argmax(-1)
+    assert [out[0] for out in generate(model, prompts, True, eos, 1, zeros)] == by_hand.tolist()
+    with pytest.raises(ValueError, match="at least two test problems"):
+        controlled(thoughts[:1], "other", gen)
+    with pytest.raises(ValueError, match="unknown control 'noise'"):
+        controlled(thoughts, "noise", gen)
+
+
+def test_evaluation_runs_in_the_numerics_of_training(tiny_dir, tmp_path):
+    """Trained under bf16 autocast: the thoughts of the model as trained (in memory, under the training
+    autocast) equal those of the saved model as evaluation loads it."""
+    import soft_tokens.latent.coconut.training as training
+
+    kept = {}
+    real = training.train_stage
+
+    def keep_model(*args, **kwargs):
+        model, history = real(*args, **kwargs)
+        kept["model"] = copy.deepcopy(model)
+        return model, history
+
+    train, test = frame(4, 0), frame(3, 1)
+    s = train_settings("coconut", start="base", dtype="bfloat16")
+    try:
+        training.train_stage = keep_model
+        train_method(tiny_dir, None, train, frame(2, 2), s, tmp_path / "coconut")
+    finally:
+        training.train_stage = real
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "coconut" / "stage2")
+    problems_ = training.tokenize_frame(tokenizer, test)
+    as_trained = all_thoughts(kept["model"].eval(), tokenizer, problems_, 2, s)
+    loaded, _ = training.load_trainable(tmp_path / "coconut" / "stage2", "cpu")
+    assert torch.equal(all_thoughts(loaded.eval(), tokenizer, problems_, 2, s), as_trained)
+    bf16_weights, _ = load_model(tmp_path / "coconut" / "stage2", "cpu", "bfloat16")
+    assert not torch.equal(all_thoughts(bf16_weights, tokenizer, problems_, 2, s), as_trained)  # the old way differs
+
+
+def test_select_best_keeps_the_epoch_of_best_validation_accuracy(tiny_dir, tmp_path, monkeypatch):
+    import soft_tokens.latent.coconut.training as training
+
+    curve, weights = iter([0.25, 0.75, 0.75, 0.5]), []
+
+    def scripted(net, *args):
+        weights.append(net.get_input_embeddings().weight.detach().clone())
+        return next(curve)
+
+    monkeypatch.setattr(training, "accuracy", scripted)
+    train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("cot", num_epochs=4, select_best=True),
+                 tmp_path / "cot")
+    history = json.loads((tmp_path / "cot" / "stage0" / "history.json").read_text())
+    assert [e["val_accuracy"] for e in history["epochs"]] == [0.25, 0.75, 0.75, 0.5]
+    assert history["selected_epoch"] == 1 and history["optimizer_steps"] == 4  # the first of two equal epochs
+    saved, _ = load_model(tmp_path / "cot" / "stage0", "cpu", "float32")
+    assert torch.equal(saved.get_input_embeddings().weight, weights[1]) and not torch.equal(weights[1], weights[3])
+
+
 @pytest.mark.parametrize("method,stage,feedback", [("coconut", 2, True), ("pause", 1, False), ("cot", 0, False)])
 def test_batched_generation_equals_one_at_a_time(latent_model, method, stage, feedback):
     model, tokenizer, ids = latent_model
@@ -175,7 +319,10 @@ def test_generation_stops_each_row_at_its_eos(latent_model):
     assert generate(model, [prompt], False, first[2], 5)[0] == first[:first.index(first[2]) + 1]
 
 
-SETTINGS = {"c_thought": 1, "max_latent_stage": 1, "epochs_per_stage": 1, "lr": 1e-3, "weight_decay": 0.0,
+SETTINGS = {"c_thought": 1, "max_latent_stage": 1, "num_epochs": 3, "epochs_per_stage": 1, "start": "cot",
+            "select_best": False, "reset_optimizer": True, "uniform_prob": 0.0, "controls": ["zeros", "random", "other"],
+            "stage_curves": ["pause", "coconut"],
+            "lr": 1e-3, "weight_decay": 0.0,
             "batch_size": 4, "eval_batch_size": 4, "finetune": "full", "lora_r": 4, "lora_alpha": 8,
             "lora_dropout": 0.0, "lora_target_modules": ["q_proj", "v_proj"], "init_token": "<<",
             "max_new_tokens": 8, "seed": 0, "device": "cpu", "dtype": "float32", "model": "tiny",
@@ -188,7 +335,7 @@ def train_settings(method, **changes):
 
 def frame(n, seed):
     rng = np.random.default_rng(seed)
-    rows = [prosqa_problem(rng, 6, 2, 1) for _ in range(n)]
+    rows = [prosqa_problem(rng, 6, 2, {2: 1}, 1) for _ in range(n)]
     return pd.DataFrame({"id": range(n), **{k: [r[k] for r in rows] for k in ("question", "steps", "answer")},
                          "source": "test"})
 
@@ -212,7 +359,11 @@ def test_stages_are_checkpointed_and_a_rerun_resumes(tiny_dir, tmp_path, caplog)
     history = json.loads((out / "stage2" / "history.json").read_text())
     assert history["n_latent"] == 1 and len(history["epochs"]) == 1
     results = evaluate_method(out, val, settings(EvalCoconut, SETTINGS, method="coconut"))
-    assert len(results) == 4 and set(results["stage"]) == {1, 2}
+    # Every stage as trained, and the latent controls at the last one; the budget up to each stage.
+    assert results.groupby(["stage", "control"]).size().to_dict() == {
+        (1, "none"): 2, (2, "none"): 2, (2, "zeros"): 2, (2, "random"): 2, (2, "other"): 2}
+    assert results.groupby("stage")[["train_epochs", "train_steps"]].first().to_dict("index") == {
+        1: {"train_epochs": 1, "train_steps": 2}, 2: {"train_epochs": 2, "train_steps": 4}}
     assert (results["latent_tokens"] == 1).all() and results["generated_tokens"].between(1, 8).all()
     # The random model never says EOS: every answer is cut at max_new_tokens, and flagged so.
     assert results["truncated"].all() and (results["generated_tokens"] == 8).all()
@@ -237,15 +388,15 @@ def test_a_non_finite_loss_stops_with_the_fix_and_keeps_finished_stages(tiny_dir
     import soft_tokens.latent.coconut.training as training
 
     train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("cot"), tmp_path / "cot")
-    real = training.lm_loss
+    real = training.batch_loss
     calls = []
 
-    def nan_in_stage_two(logits, labels):
+    def nan_in_stage_two(*args):
         calls.append(1)
-        loss = real(logits, labels)
+        loss = real(*args)
         return loss * float("nan") if len(calls) > 2 else loss  # stage 1: one batch + one val batch
 
-    monkeypatch.setattr(training, "lm_loss", nan_in_stage_two)
+    monkeypatch.setattr(training, "batch_loss", nan_in_stage_two)
     with pytest.raises(FloatingPointError, match="coconut stage 2 epoch 1: loss is nan; lower coconut.lr"):
         train_method(tiny_dir, tmp_path / "cot", frame(4, 0), frame(2, 1), train_settings("coconut"), tmp_path / "coconut")
     assert finished_stages(tmp_path / "coconut.partial") == [1]
@@ -266,11 +417,11 @@ def test_an_update_that_breaks_the_weights_never_counts_as_a_finished_stage(tiny
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step_to_nan)
     with pytest.raises(FloatingPointError, match="nocot stage 0 epoch 1 validation: loss is nan; lower coconut.lr"):
-        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("nocot"), tmp_path / "nocot")
+        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("nocot", num_epochs=1), tmp_path / "nocot")
     assert finished_stages(tmp_path / "nocot.partial") == [] and not (tmp_path / "nocot").exists()
     monkeypatch.setattr(training, "mean_loss", lambda *args: 1.0)  # were the validation loss to miss it
     with pytest.raises(FloatingPointError, match=r"nocot stage 0: 1 weight tensors hold NaN/inf \(model.embed_tokens"):
-        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("nocot"), tmp_path / "nocot")
+        train_method(tiny_dir, None, frame(4, 0), frame(2, 1), train_settings("nocot", num_epochs=1), tmp_path / "nocot")
     assert finished_stages(tmp_path / "nocot.partial") == []
 
 
@@ -286,18 +437,18 @@ def test_validation_loss_is_taken_without_dropout(latent_model):
     dropped.train()
     with torch.no_grad():
         batch = collate(layouts)
-        noisy = [lm_loss(latent_forward(dropped, batch, False)[0], batch.labels).item() for _ in range(2)]
+        noisy = [batch_loss(dropped, batch, False).item() for _ in range(2)]
     assert noisy[0] != noisy[1]  # dropout is really on in train mode
     first, second = (mean_loss(dropped, layouts, False, 2, "float32") for _ in range(2))
     assert first == second and dropped.training
     assert first == pytest.approx(mean_loss(model.eval(), layouts, False, 2, "float32"))
 
 
-def evals_of(method, stage, correct, generated, latent, seed=1337):
+def evals_of(method, stage, correct, generated, latent, seed=1337, control="none"):
     """Evaluation rows as eval_coconut writes them: one per test problem."""
-    return [dict(model="m", dataset="prosqa", seed=seed, method=method, stage=stage, id=i, answer="a", generated="",
-                 predicted="", correct=c, latent_tokens=latent, generated_tokens=g, truncated=g == 12,
-                 final_train_loss=0.5)
+    return [dict(model="m", dataset="prosqa", seed=seed, method=method, stage=stage, control=control, id=i, answer="a",
+                 generated="", predicted="", correct=c, latent_tokens=latent, generated_tokens=g, truncated=g == 12,
+                 final_train_loss=0.5, train_epochs=3, train_steps=12)
             for i, (c, g) in enumerate(zip(correct, generated))]
 
 
@@ -329,10 +480,11 @@ def test_summary_and_table_carry_wilson_and_bootstrap_intervals():
     tex = section(summarize(evals), PROTOCOL)
     # Table 1's order; Coconut at its last stage; methods not run are left out; accuracy in %.
     low, high = cot["mean_tokens_low"], cot["mean_tokens_high"]
-    assert table_rows(tex) == [r"No-CoT & 0.0 [0.0, 16.1] & 3.0 [3.0, 3.0] \\",
-                               rf"CoT & 75.0 [53.1, 88.8] & 11.0 [{low:.1f}, {high:.1f}] \\",
-                               r"Coconut & 100.0 [83.9, 100.0] & 6.0 [6.0, 6.0] \\"]
-    assert r"\multicolumn{2}{c}{prosqa ($n = 20$)}" in tex and "95\\% intervals (Wilson" in tex
+    # Each method's training budget beside its numbers.
+    assert table_rows(tex) == [r"No-CoT & 0.0 [0.0, 16.1] & 3.0 [3.0, 3.0] & 3 / 12 \\",
+                               rf"CoT & 75.0 [53.1, 88.8] & 11.0 [{low:.1f}, {high:.1f}] & 3 / 12 \\",
+                               r"Coconut & 100.0 [83.9, 100.0] & 6.0 [6.0, 6.0] & 3 / 12 \\"]
+    assert r"\multicolumn{3}{c}{prosqa ($n = 20$)}" in tex and "95\\% intervals (Wilson" in tex
     assert (r"\item On prosqa, of 20 test problems, m gets right 0 with No-CoT (3.0 tokens per answer), 15 with "
             r"CoT (11.0 tokens per answer) and 20 with Coconut (6.0 tokens per answer).") in tex
 
@@ -401,11 +553,15 @@ def test_seeds_give_the_mean_and_sd_across_seeds(tmp_path):
     assert coconut["mean_tokens_low"] == 5 and coconut["mean_tokens_high"] == 7  # all seed 1337, or all 1338
     assert s.loc["cot", "accuracy_sd"] == 0 and s.loc["cot", "mean_tokens_sd"] == 0
     tex = section(summarize(evals), PROTOCOL)
-    assert table_rows(tex) == [r"CoT & 50.0 (sd 0.0) & 10.0 (sd 0.0) \\", r"Coconut & 50.0 (sd 35.4) & 6.0 (sd 1.4) \\"]
+    assert table_rows(tex) == [r"CoT & 50.0 (sd 0.0) & 10.0 (sd 0.0) & 3 / 12 \\",
+                               r"Coconut & 50.0 (sd 35.4) & 6.0 (sd 1.4) & 3 / 12 \\"]
     assert r"prosqa ($n = 2 \times 4$)" in tex and "mean and sd across 2 training seeds" in tex
-    assert ("Each method fine-tunes m on a dataset's training split and answers its held-out test problems greedily "
-            "(n in each table header; 2 training seeds): prosqa: c = 1 thought per step, 2 latent stages after CoT at "
-            "3 epochs each, lr 0.0001, batch 8, full fine-tuning.") in tex
+    assert ("Each method fine-tunes m on a dataset's training split on the reference's stage schedule and answers its "
+            "held-out test problems greedily (n in each table header; 2 training seeds): prosqa: 9 epochs for every "
+            "method, a stage every 3 epochs up to stage 2 and the rest without any step, c = 1 thought per step, "
+            "latent methods from the pretrained model (Coconut and pause train their own stage 0), the last epoch "
+            "kept, AdamW lr 0.0001 reset every epoch, batch 8, uniform\\_prob 0, full fine-tuning, trained and "
+            "evaluated in float32.") in tex
     assert "of 8 answers (2 seeds, each on the same 4 test problems), m gets right 4 with CoT" in tex
     assert "within noise at n = 4 problems x 2 seeds on prosqa accuracy" in tex
     figures(summarize(evals), {"coconut_accuracy_by_stage": [tmp_path / "f.png"]})
@@ -425,3 +581,28 @@ def test_the_crossed_intervals_hold_the_spread_between_seeds_and_stay_sound_at_z
     none_right = rate_crossed(np.zeros((4, 2)))
     assert (none_right.mean, none_right.low, none_right.n, none_right.repeats) == (0, 0, 4, 2)
     assert none_right.high == pytest.approx(0.4899, abs=1e-4)
+
+
+def test_latent_controls_are_read_from_paired_drops():
+    """Coconut right on the first 15 of 20 problems as trained, on the first 5 with zeros for thoughts (10
+    discordant, all its way: McNemar), and on the same 15 with another problem's thoughts (no drop)."""
+    evals = pd.DataFrame(evals_of("coconut", 1, [True] * 15 + [False] * 5, [4] * 20, 1)
+                         + evals_of("coconut", 1, [True] * 5 + [False] * 15, [4] * 20, 1, control="zeros")
+                         + evals_of("coconut", 1, [True] * 15 + [False] * 5, [4] * 20, 1, control="other")
+                         + evals_of("cot", 0, [True] * 12 + [False] * 8, [10] * 20, 0))
+    s = summarize(evals).set_index("method")
+    assert s.loc["coconut", "accuracy"] == 0.75 and s.loc["coconut", "n_problems"] == 20  # controls kept apart
+    assert s.loc["coconut", "zeros_accuracy"] == 0.25 and s.loc["coconut", "zeros_drop"] == pytest.approx(0.5)
+    low = 10 * (2 * 0.025 ** (1 / 10) - 1) / 20  # McNemar's interval at 10 of 10 discordant
+    assert (s.loc["coconut", "zeros_drop_low"], s.loc["coconut", "zeros_drop_high"]) == pytest.approx((low, 0.5))
+    assert s.loc["coconut", "other_drop"] == 0 and s.loc["coconut", "other_drop_low"] < 0 < s.loc["coconut", "other_drop_high"]
+    assert np.isnan(s.loc["cot", "zeros_drop"])
+    tex = section(summarize(evals), PROTOCOL)
+    assert (r"\item On prosqa, Coconut uses its latent vectors: accuracy drops when they are replaced by zeros (drops in "
+            rf"points, as trained minus control, n = 20: zeros +50.0 (95\% CI +{100 * low:.1f} to +50.0); another "
+            r"problem's thoughts +0.0") in tex
+    assert "Latent controls at the last stage" in tex and r"Coconut & zeros & 25.0 [11.2, 46.9] & 75.0 [53.1, 88.8]" in tex
+    alone = pd.DataFrame(evals_of("coconut", 1, [True] * 15 + [False] * 5, [4] * 20, 1)
+                         + evals_of("coconut", 1, [True] * 14 + [False] * 6, [4] * 20, 1, control="random"))
+    assert "Coconut shows no evidence of using its latent vectors: no drop's interval lies above 0" in section(
+        summarize(alone), PROTOCOL)

@@ -117,6 +117,11 @@ def test_coconut_names_overrides_and_c_are_checked():
     config["coconut"]["c_thought"] = 0
     with pytest.raises(WorkflowError, match="c_thought"):
         validate(config, SCHEMA)
+    config = load("smoke.yaml")
+    config["coconut"]["num_epochs"] = 1
+    with pytest.raises(ValueError, match=r"coconut \(prosqa\): num_epochs = 1 never reaches the last latent stage "
+                                         r"\(max_latent_stage 1 x epochs_per_stage 1 epochs come first\)"):
+        check_config(config)
 
 
 def test_coconut_settings_apply_per_dataset_overrides():
@@ -124,8 +129,14 @@ def test_coconut_settings_apply_per_dataset_overrides():
     gsm, prosqa = (job_params(paper, "train_coconut", {"model": "gpt2", "dataset": d, "seed": "1338",
                                                        "method": "coconut"})
                    for d in ("gsm8k_aug", "prosqa"))
-    assert (gsm["c_thought"], gsm["max_latent_stage"], gsm["epochs_per_stage"]) == (2, 3, 3)
-    assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"]) == (1, 6, 5)
+    # The reference's args/gsm_coconut.yaml and args/prosqa_coconut.yaml, key by key.
+    assert ({k: gsm[k] for k in ("c_thought", "max_latent_stage", "epochs_per_stage", "num_epochs", "start",
+                                 "select_best", "reset_optimizer", "uniform_prob", "batch_size", "dtype")}
+            == {"c_thought": 2, "max_latent_stage": 3, "epochs_per_stage": 3, "num_epochs": 25, "start": "cot",
+                "select_best": True, "reset_optimizer": True, "uniform_prob": 0.0, "batch_size": 128,
+                "dtype": "float32"})
+    assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"], prosqa["num_epochs"],
+            prosqa["start"], prosqa["dtype"]) == (1, 6, 5, 50, "base", "float32")
     assert gsm["lr"] == 1e-4 and "models" not in gsm and "seeds" not in gsm
     assert coconut_settings(paper, "prosqa")["max_latent_stage"] == 6
 
@@ -147,13 +158,13 @@ def test_coconut_jobs_train_with_their_seed_wildcard():
         validate(smoke, SCHEMA)
 
 
-def test_default_coconut_evaluations_have_200_test_problems_and_52_training_problems():
+def test_default_coconut_evaluations_have_200_test_problems_and_104_training_problems():
     from soft_tokens.data.reasoning import reasoning_splits
 
     default = load("config.yaml")
     for name in default["coconut"]["datasets"]:
         splits = reasoning_splits(name, default["reasoning"][name], default["seed"])
-        assert (len(splits["test"]), len(splits["val"]), len(splits["train"])) == (200, 8, 52), name
+        assert (len(splits["test"]), len(splits["val"]), len(splits["train"])) == (200, 8, 104), name
 
 
 def test_jobs_get_exactly_the_keys_they_read():
@@ -181,7 +192,9 @@ def test_jobs_get_exactly_the_keys_they_read():
     assert eight_b["max_steps"] == 5000  # the seed's own budget
     coconut = {"model": "tiny-llama", "dataset": "gsm_symbolic", "seed": "1337", "method": "cot"}
     train, evaluate = job_params(smoke, "train_coconut", coconut), job_params(smoke, "eval_coconut", coconut)
-    assert "max_new_tokens" not in train and evaluate["max_new_tokens"] == 8  # eval-only: never retrains
+    # eval-only: never retrains (max_new_tokens is read by training too, for select_best's validation answers)
+    assert "controls" not in train and evaluate["controls"] == ["zeros", "random", "other"]
+    assert train["max_new_tokens"] == evaluate["max_new_tokens"] == 8
     assert train["c_thought"] == evaluate["c_thought"] == 2 and "lr" not in evaluate
     assert "epochs" not in job_params(smoke, "eval_compressor", {"model": "tiny-llama", "arch": "hyper"})
     window = {"model": "tiny-llama", "dataset": "prosqa", "window": "2"}
@@ -245,9 +258,11 @@ def test_torch_code_never_imports_the_workflow_registry():
 
 def test_track_input_functions_name_the_runs_they_continue_from():
     paper = load("paper.yaml")
-    w = {"model": "gpt2", "dataset": "prosqa", "seed": "1338", "method": "coconut"}
-    assert coconut_train_inputs(paper, w)["cot"] == "results/coconut/gpt2/prosqa/seed1338/cot"
+    # GSM8k-Aug's latent methods continue from the CoT run of their seed (start: cot); ProsQA's start afresh.
+    w = {"model": "gpt2", "dataset": "gsm8k_aug", "seed": "1338", "method": "coconut"}
+    assert coconut_train_inputs(paper, w)["cot"] == "results/coconut/gpt2/gsm8k_aug/seed1338/cot"
     assert "cot" not in coconut_train_inputs(paper, {**w, "method": "nocot"})
+    assert "cot" not in coconut_train_inputs(paper, {**w, "dataset": "prosqa"})
     smoke = load("smoke.yaml")  # the pooler and HRPO start from the first Coconut seed's CoT run
     w = {"model": "tiny-llama", "dataset": "prosqa", "seed": "1338", "policy": "probs"}
     assert pooler_inputs(smoke, w)["main"] == "results/coconut/tiny-llama/prosqa/seed1337/cot"

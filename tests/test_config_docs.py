@@ -11,6 +11,7 @@ from soft_tokens.config_docs import config_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPS = {"models", "corpora", "reasoning", "cramming.optimizer_settings"}  # entries keyed by user-chosen names
+VALUE_MAPS = {"reasoning.<name>.step_counts"}  # user-chosen keys with plain values: documented as one key
 
 
 def schema():
@@ -29,7 +30,7 @@ def config_keys(node, prefix=""):
         yield dotted
         if key == "overrides":
             yield from (f"{dotted}.<name>" for _ in value)
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and dotted not in VALUE_MAPS:
             if dotted in MAPS:
                 for entry in value.values():
                     yield f"{dotted}.<name>"

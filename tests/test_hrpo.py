@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from soft_tokens.latent.hrpo import grpo
 from soft_tokens.latent.hrpo.method import HybridPolicy, ThinkingGate
@@ -30,7 +31,9 @@ from soft_tokens.report import stats
 from soft_tokens.latent.hrpo.spec import BuildPolicy, EvalHrpo, TrainHrpo, check_hrpo
 from settings import settings
 
-SETTINGS = dict(model="tiny", dataset="prosqa", seed=3, device="cpu", dtype="float32", start="base", fresh_problems=0, prompt_prefix="",
+SETTINGS = dict(model="tiny", dataset="prosqa", seed=3, device="cpu", dtype="float32", start="base", fresh_problems=0,
+                prompt_prefix="", chat_template=False, system_prompt="", lr_schedule="constant", warmup_ratio=0.1,
+                score_temperature=1.0, decay_biases=True,
                 marker="###", projection_norm="embedding_rms", a_min=0.99, a_max=0.999, gate_init_std=0.02,
                 group_size=2, prompts_per_step=2, steps=2, temperature=1.0, max_new_tokens=6, beta=0.005,
                 updates_per_batch=1, clip=0.2, max_grad_norm=1.0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
@@ -307,15 +310,18 @@ def test_clear_errors(tiny_dir, tmp_path):
     splits = {k: problems_frame() for k in ("train", "val", "test")}
     with pytest.raises(ValueError, match="hrpo.fresh_problems: 'gsm8k' is read from the hub.*fresh_problems: 0"):
         prompt_problems("gsm8k", hub, splits, settings(TrainHrpo, SETTINGS, fresh_problems=5))
-    config = {"group_size": 1, "a_min": 0.99, "a_max": 0.999, "models": [], "datasets": []}
+    config = {"group_size": 1, "a_min": 0.99, "a_max": 0.999, "models": [], "datasets": [], "updates_per_batch": 1,
+              "temperature": 1.0, "score_temperature": 1.0}
     with pytest.raises(ValueError, match="hrpo.group_size: 1; GRPO normalises"):
         check_hrpo(config)
     with pytest.raises(ValueError, match="hrpo.a_min 0.999 is above hrpo.a_max 0.99"):
         check_hrpo({**config, "group_size": 4, "a_min": 0.999, "a_max": 0.99})
+    with pytest.raises(ValueError, match="score_temperature 1.0 differs from hrpo.temperature 0.5 with updates_per_batch 2"):
+        check_hrpo({**config, "group_size": 4, "updates_per_batch": 2, "temperature": 0.5, "score_temperature": 1.0})
 
 
 def test_fresh_problems_are_new_and_of_the_datasets_kind():
-    spec = {"kind": "prosqa", "n_problems": 20, "n_concepts": 5, "depth": 2, "branching": 1}
+    spec = {"kind": "prosqa", "n_problems": 20, "n_concepts": 5, "n_people": 2, "step_counts": {2: 1}, "max_parents": 1}
     from soft_tokens.data.reasoning import build_reasoning
 
     own = build_reasoning("prosqa", spec, 3)
@@ -393,3 +399,69 @@ def test_a_step_without_reward_differences_leaves_a_fresh_grpo_policy_as_it_was(
     # weight decay is 0: nothing moves.
     assert row["reward"] == 0.0 and row["kl"] == pytest.approx(0.0, abs=1e-6)
     assert all(torch.equal(p, trained[n]) for n, p in policy.named_parameters() if n in trained)
+
+
+def test_the_public_schedule_clipping_and_decay_groups_reach_the_optimiser(tiny_dir, monkeypatch):
+    """Cosine with a 10% warm-up as transformers computes it for the HF Trainer, max_grad_norm as the
+    clip of every update, and weight decay on the gate's biases only with decay_biases."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from soft_tokens.latent.hrpo import training
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = get_cosine_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=25)  # ceil(0.1 x 25)
+    for step in range(25):
+        assert training.lr_factor(step, 25, "cosine", 0.1) == pytest.approx(reference.get_last_lr()[0], abs=1e-12)
+        opt.step()
+        reference.step()
+    assert training.lr_factor(7, 25, "constant", 0.1) == 1.0
+    for decay_biases, bias_decay in ((True, 0.1), (False, 0.0)):
+        policy, tokenizer, s = policy_of(tiny_dir, "probs", weight_decay=0.1, decay_biases=decay_biases)
+        opt = optimizer(policy, s)
+        names = {id(p): n for n, p in policy.named_parameters()}
+        decay = {names[id(p)]: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        assert decay["gate.r.bias"] == bias_decay and decay["gate.r.weight"] == decay["gate.Lambda"] == 0.1
+    policy, tokenizer, s = policy_of(tiny_dir, "probs", lr_schedule="cosine", warmup_ratio=0.5, steps=4,
+                                     max_grad_norm=0.1, score_temperature=0.7, temperature=1.3)
+    opt = optimizer(policy, s)
+    seen = {"lr": [], "clip": [], "temperature": []}
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: seen["clip"].append(norm))
+    real_logps = training.sequence_logps
+    monkeypatch.setattr(training, "sequence_logps",
+                        lambda *a, **k: seen["temperature"].append(a[4]) or real_logps(*a, **k))
+    step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step",
+                        lambda self, *a, **k: seen["lr"].append(self.param_groups[0]["lr"] / s.lr_lora) or step(self))
+    for i in range(2):
+        training.grpo_step(policy, tokenizer, opt, prompts_of(tokenizer, QUESTIONS[:2]), ["a", "b"], s, i)
+    assert seen["lr"] == pytest.approx([0.0, 0.5]) and seen["clip"] == [0.1, 0.1]
+    assert seen["temperature"] == [0.7, 0.7, 0.7, 0.7]  # the reference pass and the policy's, both steps
+
+
+def test_prompts_through_the_chat_template(tiny_dir):
+    from soft_tokens.latent.hrpo.training import prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    raw = settings(BuildPolicy, SETTINGS, policy="grpo", prompt_prefix="Solve: ")
+    assert prompt_ids(tokenizer, ["Is Tom a wumpus?"], raw) == [tokenizer("Solve: Is Tom a wumpus?\n",
+                                                                          add_special_tokens=False).input_ids]
+    chat = settings(BuildPolicy, SETTINGS, policy="grpo", prompt_prefix="Solve: ", chat_template=True,
+                    system_prompt="Answer after ####.")
+    text = tokenizer.decode(prompt_ids(tokenizer, ["Is Tom a wumpus?"], chat)[0])
+    assert text == tokenizer.apply_chat_template([{"role": "system", "content": "Answer after ####."},
+                                                  {"role": "user", "content": "Solve: Is Tom a wumpus?"}],
+                                                 add_generation_prompt=True, tokenize=False)
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template; set chat_template: false"):
+        prompt_ids(tokenizer, ["q"], chat)
+
+
+def test_single_seed_gains_take_mcnemars_interval():
+    """One seed each: GRPO right on 6 problems the start model misses and no other difference, so the gain
+    is McNemar's exact interval, 6 (2 pi - 1) / 40 for pi's Clopper-Pearson limits at 6 of 6."""
+    rows = [{"model": "m", "dataset": "d", "policy": policy, "seed": 1, "id": i, "correct": i < right,
+             "markers": 1, "length": 20, "hidden_ratio": math.nan}
+            for policy, right in (("start", 20), ("grpo", 26)) for i in range(40)]
+    s = summarize(pd.DataFrame(rows)).set_index("policy").loc["grpo"]
+    low = 6 * (2 * 0.025 ** (1 / 6) - 1) / 40
+    assert (s["gain_vs_start"], s["gain_vs_start_low"], s["gain_vs_start_high"]) == pytest.approx((0.15, low, 0.15))

@@ -27,6 +27,7 @@ from soft_tokens.latent.pooler.method import (
 )
 from soft_tokens.latent.pooler.report import findings, section, summarize
 from soft_tokens.latent.pooler.training import (
+    other_problems_windows,
     build_pooler,
     check_windows,
     init_windows,
@@ -69,6 +70,22 @@ def test_layout_replaces_the_first_windows_by_slots_between_markers_and_supervis
     # 5 tokens hold two windows of 2 (ragged 1 stays plain); compress_fraction 0.5 keeps the first step only.
     assert full_windows(PROBLEM, 2, 1.0) == 2 and full_windows(PROBLEM, 2, 0.5) == 1
     assert full_windows(PROBLEM, 4, 0.5) == 0
+
+
+def test_the_latent_control_fills_each_slot_with_another_problems_windows():
+    """Problem 0 has two windows, 1 has one, 2 has three: each takes the next problem's with as many or
+    more (0 <- 2, 1 <- 2, 2 <- none has three: the next one's taken round); its own tokens stay."""
+    a = layout(PROBLEM, 2, 2, IDS)
+    b = layout(Problem([4], [[20, 21]], [9, 2]), 2, 1, IDS)
+    c = layout(Problem([5], [[30, 31, 32, 33, 34, 35]], [9, 2]), 2, 3, IDS)
+    swapped = other_problems_windows([a, b, c])
+    assert swapped[0].windows == c.windows[:2] and swapped[0].contexts == c.contexts[:2]
+    assert swapped[1].windows == c.windows[:1]
+    assert swapped[2].windows == [a.windows[0], a.windows[1], a.windows[0]]
+    assert all(s.input_ids == e.input_ids and s.labels == e.labels and s.question == e.question
+               for s, e in zip(swapped, (a, b, c)))
+    none = layout(PROBLEM, 2, 0, IDS)
+    assert other_problems_windows([none, b])[0] is none  # nothing to swap without slots
 
 
 class TableBackbone(nn.Module):

@@ -1,7 +1,9 @@
 """Reasoning data: generators deterministic and right by construction, gsm_symbolic and hub
 readers, seeded splits, and the one shared answer rule."""
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,11 @@ from soft_tokens.core.io import write_parquet
 from soft_tokens.data.answers import extract_answer, is_correct
 from soft_tokens.data.reasoning import (
     REASONING_COLUMNS,
+    PROSQA_STEP_COUNTS,
     build_reasoning,
+    canonical_form,
+    distances,
+    generated,
     prontoqa_problem,
     prosqa_problem,
     reachable,
@@ -20,7 +26,8 @@ from soft_tokens.data.reasoning import (
     split_problems,
 )
 
-PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 8, "depth": 3, "branching": 2}
+PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 10, "n_people": 3, "max_parents": 2,
+          "step_counts": {3: 202, 4: 217, 5: 69, 6: 12}}
 PRONTOQA = {"kind": "prontoqa", "n_problems": 30, "hops": 5, "distractors": 2}
 
 
@@ -47,21 +54,78 @@ def parse_isa(question: str) -> tuple[list[tuple[str, str]], str, str]:
     return edges, entity, concept
 
 
-def test_prosqa_answers_are_correct_by_construction():
+def prosqa_graph_of(question: str) -> tuple[list[tuple[str, str]], str, list[str]]:
+    """Every fact of a ProsQA question as an edge (people and concepts alike), the asked person, the options."""
+    facts = re.findall(r"(?:Every )?(\w+) is a (\w+)\.", question)
+    person, a, b = re.search(r"Is (\w+) a (\w+) or (\w+)\?$", question).groups()
+    return facts, person, [a, b]
+
+
+def test_prosqa_follows_the_published_construction():
+    """One option reachable from the asked person and the other not (but from another person); the gold
+    steps a shortest path over the stated facts in the published sentence forms; path lengths in the
+    published proportions; a DAG."""
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        p = prosqa_problem(rng, n_concepts=8, depth=3, branching=2)
-        edges, entity, start = parse_isa(p["question"])
-        names = sorted({n for e in edges for n in e} | {start})
+    lengths = []
+    for _ in range(300):
+        p = prosqa_problem(rng, n_concepts=10, n_people=3, step_counts=PROSQA_STEP_COUNTS, max_parents=2)
+        facts, person, options = prosqa_graph_of(p["question"])
+        names = sorted({n for e in facts for n in e})
         index = {n: i for i, n in enumerate(names)}
-        reach = {names[i] for i in reachable([(index[a], index[b]) for a, b in edges], index[start])}
-        a, b = re.search(r"Is \w+ a (\w+) or a (\w+)\?", p["question"]).groups()
-        target = p["answer"].removeprefix(f"{entity} is a ").removesuffix(".")
-        assert {a, b} >= {target} and target in reach and ({a, b} - {target}).isdisjoint(reach)
-        # The steps walk the stated facts from the entity's concept to the answer, one hop each.
-        path = [start] + [s.removeprefix(f"{entity} is a ").removesuffix(".") for s in p["steps"]]
-        assert len(p["steps"]) == 3 and path[-1] == target
-        assert all((x, y) in edges for x, y in zip(path, path[1:]))
+        edges = [(index[a], index[b]) for a, b in facts]
+        dist = distances(edges, index[person])
+        target = p["answer"].removeprefix(f"{person} is a ").removesuffix(".")
+        other = next(o for o in options if o != target)
+        assert target in options and index[target] in dist and index[other] not in dist
+        sources = {a for a, _ in facts if a[0].isupper()} - {person}
+        assert any(index[other] in distances(edges, index[q]) for q in sources)
+        assert all(index[a] not in distances(edges, index[b]) for a, b in facts)  # no cycle
+        # The steps: "Tom is a x." then "Every x is a y." ..., edge by edge, as long as the shortest path.
+        assert p["steps"][0].startswith(f"{person} is a ") and all(s.startswith("Every ") for s in p["steps"][1:])
+        hops = [re.fullmatch(r"(?:Every )?(\w+) is a (\w+)\.", s).groups() for s in p["steps"]]
+        assert hops[0][0] == person and hops[-1][1] == target and all(h in facts for h in hops)
+        assert all(x[1] == y[0] for x, y in zip(hops, hops[1:])) and len(hops) == dist[index[target]]
+        lengths.append(len(hops))
+    counts = np.bincount(lengths, minlength=7)[3:]
+    expected = 300 * np.array([202, 217, 69, 12]) / 500
+    assert (np.abs(counts - expected) < 4 * np.sqrt(expected) + 3).all()
+
+
+def test_generated_problems_never_repeat_up_to_renaming_across_splits():
+    tiny = {"kind": "prosqa", "n_problems": 40, "n_concepts": 5, "n_people": 2, "max_parents": 1,
+            "step_counts": {2: 1}, "val_fraction": 0.2, "test_fraction": 0.3}
+    splits = reasoning_splits("p", tiny, 0)
+    forms = {k: {canonical_form(r) for r in df.to_dict("records")} for k, df in splits.items()}
+    assert sum(map(len, forms.values())) == 40 and not (forms["train"] & (forms["val"] | forms["test"]))
+    a = {"question": "Every wumpus is a yumpus. Tom is a wumpus. Is Tom a yumpus or zumpus?",
+         "steps": ["Tom is a wumpus.", "Every wumpus is a yumpus."], "answer": "Tom is a yumpus."}
+    swap = lambda text: text.replace("wumpus", "brimpus").replace("Tom", "Sally")  # noqa: E731
+    renamed = {"question": swap(a["question"]), "steps": [swap(x) for x in a["steps"]], "answer": swap(a["answer"])}
+    assert canonical_form(a) == canonical_form(renamed)
+    assert canonical_form(a) != canonical_form({**a, "answer": "Tom is a zumpus."})
+    with pytest.raises(ValueError, match="prosqa: only 2 distinct problems .* in 60 draws; lower n_problems"):
+        generated("prosqa", 3, 0, lambda rng: renamed if rng.random() < 0.5 else {**a, "answer": "Tom is a zumpus."})
+
+
+def test_coconut_json_reads_the_published_files(tmp_path):
+    """Files shaped like Coconut's data/prosqa_*.json: a list of objects, extra keys left alone."""
+    record = {"question": "Every wumpus is a yumpus. Tom is a wumpus. Is Tom a yumpus or zumpus?",
+              "steps": ["Tom is a wumpus.", "Every wumpus is a yumpus."], "answer": "Tom is a yumpus.",
+              "idx_to_symbol": ["Tom", "wumpus", "yumpus"], "edges": [[0, 1], [1, 2]], "root": 0, "target": 2,
+              "neg_target": 3}
+    files = {}
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+        files[split] = str(tmp_path / f"prosqa_{split}.json")
+        Path(files[split]).write_text(json.dumps([record] * n))
+    splits = reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 3, "val": 1, "test": 2}
+    assert list(splits["test"].columns) == REASONING_COLUMNS and splits["test"]["steps"].iloc[0] == record["steps"]
+    with pytest.raises(ValueError, match=r"reasoning.prosqa.files.test: .*missing\.json does not exist"):
+        reasoning_splits("prosqa", {"kind": "coconut_json", "files": {**files, "test": str(tmp_path / "missing.json")}},
+                         0)
+    Path(files["val"]).write_text(json.dumps([{"question": "q", "answer": "a"}]))
+    with pytest.raises(ValueError, match=r"files.val: .*with question, steps and answer \(missing \['steps'\]\)"):
+        reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
 
 
 def test_prontoqa_answers_are_correct_by_construction():
@@ -139,8 +203,9 @@ def test_splits_are_seeded_disjoint_and_complete(tmp_path):
 def test_unknown_kind_and_too_few_concepts():
     with pytest.raises(ValueError, match="reasoning.x.kind: unknown kind 'gsm'"):
         build_reasoning("x", {"kind": "gsm"}, 0)
-    with pytest.raises(ValueError, match="too small for depth=3"):
-        prosqa_problem(np.random.default_rng(0), n_concepts=5, depth=3, branching=1)
+    with pytest.raises(ValueError, match="n_concepts = 9 cannot hold a path of 6 steps"):
+        prosqa_problem(np.random.default_rng(0), n_concepts=9, n_people=2, step_counts=PROSQA_STEP_COUNTS,
+                       max_parents=2)
 
 
 def test_hub_splits_take_the_datasets_own_splits(tmp_path):

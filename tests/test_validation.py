@@ -92,7 +92,8 @@ def test_overrides_get_no_defaults_filled_in():
     """An override holds what the user wrote: a default in it would override the section's own value."""
     config = smoke()
     validate(config, "my.yaml")
-    assert config["coconut"]["overrides"] == {"gsm_symbolic": {"c_thought": 2, "finetune": "lora"}}
+    assert config["coconut"]["overrides"] == {"gsm_symbolic": {"c_thought": 2, "finetune": "lora", "start": "cot",
+                                                               "select_best": True, "uniform_prob": 0.5}}
 
 
 def test_a_grid_that_leaves_a_model_no_cram_job_says_which_key_to_change():

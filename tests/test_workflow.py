@@ -97,9 +97,18 @@ def test_smoke_estar_and_compressors(smoke_run):
 def test_smoke_coconut_evaluates_every_stage_of_every_method_for_both_seeds(smoke_run):
     coconut = summary(smoke_run, "coconut_summary")
     stages = coconut.groupby("method")["stage"].apply(list)
-    assert stages.to_dict() == {"coconut": [1, 2, 1, 2], "coconut_nocurriculum": [2, 2], "cot": [0, 0],
-                                "nocot": [0, 0], "pause": [1, 2, 1, 2]}
+    # gsm_symbolic starts from the CoT run (stages 1, 2), prosqa from the pretrained model (stage 0 too).
+    assert stages.to_dict() == {"coconut": [1, 2, 0, 1, 2], "coconut_nocurriculum": [2, 2], "cot": [0, 0],
+                                "nocot": [0, 0], "pause": [1, 2, 0, 1, 2]}
     assert set(coconut["dataset"]) == {"gsm_symbolic", "prosqa"}
+    final = coconut[coconut["final"]].set_index(["dataset", "method"])
+    # prosqa: every method trains 3 epochs; gsm_symbolic's latent methods the 2 after CoT's first. The
+    # controls sit on the controlled methods' rows.
+    assert final.groupby("dataset")["train_epochs"].unique().map(list).to_dict() == {"gsm_symbolic": [2.0, 3.0],
+                                                                                      "prosqa": [3.0]}
+    assert final.loc[("prosqa", "coconut"), ["zeros_drop", "random_drop", "other_drop"]].notna().all()
+    assert final.loc[("prosqa", "pause"), ["zeros_drop", "random_drop"]].notna().all()
+    assert pd.isna(final.loc[("prosqa", "pause"), "other_drop"]) and pd.isna(final.loc[("prosqa", "cot"), "zeros_drop"])
     assert (coconut["n_seeds"] == 2).all() and coconut["accuracy_sd"].notna().all()
     assert (coconut["accuracy_low"] <= coconut["accuracy"]).all()
     assert (coconut["mean_tokens"] <= coconut["mean_tokens_high"]).all()
@@ -116,8 +125,8 @@ def test_smoke_pooler_evaluates_every_method_at_both_windows(smoke_run):
     pooler = summary(smoke_run, "pooler_summary")
     per_window = {w: sorted(g["method"] + "/" + g["split"]) for w, g in pooler.groupby("window")}
     assert per_window == {1: ["cot/test", "full/test", "none/test"],
-                          **{w: ["dropped/test", "online/test", "pooler/test", "pooler/train", "sum/test",
-                                 "untrained/test"] for w in (2, 4)}}
+                          **{w: ["dropped/test", "online/test", "other/test", "pooler/test", "pooler/train",
+                                 "sum/test", "untrained/test"] for w in (2, 4)}}
     assert pooler.groupby("split")["n"].unique().map(list).to_dict() == {"test": [4], "train": [6]}
     assert "Online compression & 4 & 4 & " in section(smoke_run, "Reasoning-window pooling")
     assert (smoke_run / "results" / "figures" / "pooler_compression.png").exists()
@@ -222,7 +231,7 @@ def test_edits_rerun_exactly_the_jobs_they_touch(smoke_run):
     longer["cramming"]["lengths"] = [8, 12]
     assert scheduled(smoke_run, longer) == {"cram": 10, "summarize_cramming": 1, **report}
     decoding = copy.deepcopy(smoke)
-    decoding["coconut"]["max_new_tokens"] = 9  # evaluation only: re-evaluate, never retrain
+    decoding["coconut"]["controls"] = ["zeros"]  # evaluation only: re-evaluate, never retrain
     assert scheduled(smoke_run, decoding) == {"eval_coconut": 20, "summarize_coconut": 1, **report}
     online = copy.deepcopy(smoke)
     online["pooler"]["max_new_tokens"] = 9  # evaluation only: the poolers are not retrained

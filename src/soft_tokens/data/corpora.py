@@ -55,8 +55,10 @@ def hub_corpus(dataset: str, split: str, text_column: str, name: str, data_files
     return frame(list(ds[text_column]), f"hub:{dataset}")
 
 
-def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, key: str, instead: str):
-    """One split of a hub dataset, or a local .parquet/.json/.jsonl file of the same shape instead;
+def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, key: str, instead: str,
+                     config_name: str | None = None):
+    """One split of a hub dataset (of its configuration `config_name`, e.g. openai/gsm8k's `main`), or a
+    local .parquet/.json/.jsonl file of the same shape instead;
     an error names the config entry `key` and what to set: `{key}.data_files` to `instead` (offline),
     or, when data_files is the file that failed, that file."""
     import datasets
@@ -69,7 +71,7 @@ def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, ke
             raise ValueError(f"{key}.data_files: could not read {data_files} as {kind} ({type(err).__name__}: {err}); "
                              f"point it at a {kind} file of the dataset's shape") from err
     try:
-        return datasets.load_dataset(dataset, split=split)
+        return datasets.load_dataset(dataset, config_name, split=split)
     except (ConnectionError, OSError, FileNotFoundError) as err:
         raise RuntimeError(f"could not load dataset '{dataset}' (offline?): {err}\n"
                            f"Set config `{key}.data_files` to {instead}.") from err

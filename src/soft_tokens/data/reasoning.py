@@ -5,6 +5,11 @@ output's `### <answer>` must match. Two generators (ProsQA- and ProntoQA-style g
 correct by construction; gsm_symbolic comes from reasoning-gym; `hub` reads GSM8k-Aug-shaped data.
 """
 
+import json
+import logging
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -17,23 +22,20 @@ SYLLABLES = ["wum", "yum", "zum", "rem", "lem", "gwom", "shum", "brim", "terp", 
              "vum", "sterp", "grim", "lorp", "bim", "quim", "twom", "frem", "nump", "kerp", "hum", "zorp", "plim"]
 NAMES = ["Tom", "Alex", "Sally", "Max", "Rex", "Fae", "Polly", "Stella", "Wren", "Sam", "Jo", "Sue"]
 ADJECTIVES = ["red", "hot", "sour", "bright", "small", "kind", "dull", "wooden", "shy", "loud"]
+# Words a problem may rename freely: its concepts ("wumpus", "wumpuses") and its people.
+NAMED = re.compile(r"\b(?:[a-z]+pus(?:es)?|" + "|".join(NAMES) + r")\b")
 
 
 def concept_names(rng: np.random.Generator, n: int) -> list[str]:
     """n distinct fictional concept names ("wumpus", "sterpus", ...)."""
     if n > len(SYLLABLES):
         raise ValueError(f"at most {len(SYLLABLES)} concepts per problem, asked for {n}")
-    return [s + "pus" for s in rng.choice(SYLLABLES, size=n, replace=False)]
+    return [s + ("us" if s.endswith("p") else "pus") for s in rng.choice(SYLLABLES, size=n, replace=False)]
 
 
-def random_dag(rng: np.random.Generator, nodes: list[int], branching: int) -> list[tuple[int, int]]:
-    """Edges i -> j (j later in `nodes`): each node but the last gets up to `branching` children."""
-    edges = []
-    for i, node in enumerate(nodes[:-1]):
-        later = nodes[i + 1:]
-        for child in rng.choice(later, size=min(branching, len(later)), replace=False):
-            edges.append((node, int(child)))
-    return edges
+# ProsQA's published test split (Coconut's data/prosqa_test.json): 202 of its 500 gold paths have 3
+# steps, 217 have 4, 69 have 5 and 12 have 6.
+PROSQA_STEP_COUNTS = {3: 202, 4: 217, 5: 69, 6: 12}
 
 
 def reachable(edges: list[tuple[int, int]], start: int) -> set[int]:
@@ -47,38 +49,94 @@ def reachable(edges: list[tuple[int, int]], start: int) -> set[int]:
     return seen
 
 
-def prosqa_problem(rng: np.random.Generator, n_concepts: int, depth: int, branching: int) -> dict:
-    """"Is Tom a A or a B?" over a random DAG of "Every X is a Y." facts.
+def distances(edges: list[tuple[int, int]], start: int) -> dict[int, int]:
+    """The number of edges on the shortest path from `start` to every node it reaches (breadth first)."""
+    dist, frontier = {start: 0}, [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for a, b in edges:
+                if a == node and b not in dist:
+                    dist[b] = dist[a] + 1
+                    nxt.append(b)
+        frontier = nxt
+    return dist
 
-    The concepts split into the entity's side and a distractor side; edges never lead from the
-    entity's side to the other, so the distractor is unreachable and the target (the end of a
-    `depth`-hop walk from the entity's concept) is the one right answer. Steps are the walk.
+
+def shortest_path(rng: np.random.Generator, edges: list[tuple[int, int]], dist: dict[int, int],
+                  target: int) -> list[int]:
+    """One shortest path to `target`, drawn uniformly at each step back among the parents one hop closer."""
+    path = [target]
+    while dist[path[-1]]:
+        parents = sorted(a for a, b in edges if b == path[-1] and dist.get(a) == dist[path[-1]] - 1)
+        path.append(int(rng.choice(parents)))
+    return path[::-1]
+
+
+def prosqa_graph(rng: np.random.Generator, n_people: int, n_concepts: int, n_steps: int, max_parents: int):
+    """A random DAG over people (sources, nodes 0..n_people-1) and concepts, on two sides. The asked
+    person's side: a path of n_steps edges from person 0 to the target, and further concepts that each
+    take 1..max_parents parents on this side, some of them one hop short of a path node and so a
+    second shortest path to it (never a cycle). The distractor side (the other people and the
+    remaining concepts) is built alike from the other people and may lead into the asked person's
+    side, never back, so none of it is in person 0's reach. Returns the edges, the target and the
+    distractor side's concepts."""
+    concepts = (n_people + rng.permutation(n_concepts)).tolist()
+    n_own = n_concepts // 2 + 1
+    path, extra, far = concepts[:n_steps], concepts[n_steps:n_own], concepts[n_own:]
+    edges = list(zip([0] + path[:-1], path))
+    dist = {0: 0, **{node: i + 1 for i, node in enumerate(path)}}
+
+    def attach(node: int, pool: list[int]) -> list[int]:
+        parents = rng.choice(pool, size=int(rng.integers(1, min(max_parents, len(pool)) + 1)), replace=False)
+        edges.extend((int(a), node) for a in parents)
+        return [int(a) for a in parents]
+
+    for node in extra:
+        parents = attach(node, [n for n in dist if n != path[-1]])
+        dist[node] = 1 + min(dist[a] for a in parents)
+        if dist[node] < n_steps and rng.random() < 0.5 and node not in reachable(edges, path[dist[node]]):
+            edges.append((node, path[dist[node]]))
+    placed = list(range(1, n_people))
+    for node in far:
+        attach(node, placed)
+        if rng.random() < 0.3:
+            edges.append((node, int(rng.choice(concepts[:n_own]))))
+        placed.append(node)
+    return edges, path[-1], far
+
+
+def prosqa_problem(rng: np.random.Generator, n_concepts: int, n_people: int, step_counts: dict[int, int],
+                   max_parents: int) -> dict:
+    """A ProsQA problem as Coconut's Appendix describes them: "Is Tom a A or B?" over a random DAG of
+    "<Person> is a x." and "Every x is a y." facts (shuffled), one option reachable from the asked
+    person and the other (reachable from another person) not, the gold steps one shortest path to the
+    answer in the same sentence forms, its length drawn from `step_counts` (weights; ProsQA's own in
+    PROSQA_STEP_COUNTS). The DAG sampler (prosqa_graph) is ours: the published files fix the format,
+    the invariants and the step counts, not the sampler.
     """
-    names = concept_names(rng, n_concepts)
-    own, other = list(range(n_concepts // 2 + 1)), list(range(n_concepts // 2 + 1, n_concepts))
-    if len(own) <= depth or not other:
-        raise ValueError(f"prosqa: n_concepts={n_concepts} is too small for depth={depth} (need > 2 * depth)")
-    while True:
-        edges = random_dag(rng, own, branching) + random_dag(rng, other, branching)
-        # Distractor-side concepts may lead into the entity's side: a trap, never a path back.
-        edges += [(int(rng.choice(other)), int(rng.choice(own[1:])))]
-        path = [own[0]]
-        while len(path) <= depth:
-            children = [b for a, b in edges if a == path[-1] and b in own]
-            if not children:
-                break
-            path.append(int(rng.choice(children)))
-        if len(path) == depth + 1:
-            break
-    target, distractor = path[-1], int(rng.choice(other))
-    entity = str(rng.choice(NAMES))
-    facts = [f"Every {names[a]} is a {names[b]}." for a, b in edges]
+    lengths = sorted(step_counts)
+    if n_concepts // 2 + 1 < max(lengths) or n_concepts // 2 + 1 >= n_concepts:
+        raise ValueError(f"prosqa: n_concepts = {n_concepts} cannot hold a path of {max(lengths)} steps and a "
+                         f"distractor (the asked person's side has {n_concepts // 2 + 1} concepts); raise n_concepts")
+    weights = np.array([step_counts[k] for k in lengths], dtype=float)
+    n_steps = int(rng.choice(lengths, p=weights / weights.sum()))
+    names, people = concept_names(rng, n_concepts), [str(x) for x in rng.choice(NAMES, size=n_people, replace=False)]
+    label = lambda node: people[node] if node < n_people else names[node - n_people]  # noqa: E731
+    edges, target, far = prosqa_graph(rng, n_people, n_concepts, n_steps, max_parents)
+    distractor = int(rng.choice(far))
+    path = shortest_path(rng, edges, distances(edges, 0), target)
+
+    def sentence(a: int, b: int) -> str:
+        return f"{label(a)} is a {label(b)}." if a < n_people else f"Every {label(a)} is a {label(b)}."
+
+    facts = [sentence(a, b) for a, b in edges]
     rng.shuffle(facts)
-    options = [names[target], names[distractor]]
+    options = [label(target), label(distractor)]
     rng.shuffle(options)
-    question = " ".join(facts + [f"{entity} is a {names[path[0]]}.", f"Is {entity} a {options[0]} or a {options[1]}?"])
-    steps = [f"{entity} is a {names[node]}." for node in path[1:]]
-    return {"question": question, "steps": steps, "answer": f"{entity} is a {names[target]}."}
+    question = " ".join(facts + [f"Is {people[0]} a {options[0]} or {options[1]}?"])
+    return {"question": question, "steps": [sentence(a, b) for a, b in zip(path, path[1:])],
+            "answer": f"{people[0]} is a {label(target)}."}
 
 
 def prontoqa_problem(rng: np.random.Generator, hops: int, distractors: int) -> dict:
@@ -106,9 +164,26 @@ def prontoqa_problem(rng: np.random.Generator, hops: int, distractors: int) -> d
     return {"question": question, "steps": steps, "answer": str(holds == asked)}
 
 
+def canonical_form(problem: dict) -> str:
+    """A problem with its concept and person names renamed by first appearance: two problems with the
+    same form are the same problem up to renaming (same graph, same fact order)."""
+    text = "\n".join([problem["question"], *problem["steps"], problem["answer"]])
+    seen: dict[str, str] = {}
+    return NAMED.sub(lambda m: seen.setdefault(m.group(0), f"<{len(seen)}>"), text)
+
+
 def generated(kind: str, n: int, seed: int, make) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return problem_frame([make(rng) for _ in range(n)], f"{kind}:generated(seed={seed})")
+    """n problems from `make`, no two the same up to renaming (so no split holds another's problem)."""
+    rng, problems, forms = np.random.default_rng(seed), [], set()
+    for _ in range(20 * n):
+        problem = make(rng)
+        if canonical_form(problem) not in forms:
+            forms.add(canonical_form(problem))
+            problems.append(problem)
+            if len(problems) == n:
+                return problem_frame(problems, f"{kind}:generated(seed={seed})")
+    raise ValueError(f"{kind}: only {len(problems)} distinct problems (up to renaming) in {20 * n} draws; lower "
+                     "n_problems or make the problems larger")
 
 
 def gsm_symbolic(n: int, seed: int) -> pd.DataFrame:
@@ -126,7 +201,8 @@ def gsm_symbolic(n: int, seed: int) -> pd.DataFrame:
 def hub_reasoning(spec: dict, name: str, split: str | None = None) -> pd.DataFrame:
     """A Hugging Face dataset shaped like GSM8k-Aug (question, steps, answer), or a local file of it."""
     ds = load_hub_dataset(spec.get("dataset"), split or spec["split"], spec.get("data_files"), f"reasoning.{name}",
-                          "a local file of the same shape, or use kind `prosqa`, `prontoqa` or `gsm_symbolic`")
+                          "a local file of the same shape, or use kind `prosqa`, `prontoqa` or `gsm_symbolic`",
+                          spec.get("config_name"))
     columns = {key: spec[f"{key}_column"] for key in ("question", "steps", "answer")}
     for key, column in columns.items():
         if column not in ds.column_names:
@@ -153,8 +229,10 @@ def problem_frame(problems: list[dict], source: str) -> pd.DataFrame:
 def build_reasoning(name: str, spec: dict, seed: int, split: str | None = None) -> pd.DataFrame:
     kind = spec["kind"]
     if kind == "prosqa":
+        counts = {int(k): v for k, v in spec["step_counts"].items()}
         df = generated(kind, spec["n_problems"], seed,
-                       lambda rng: prosqa_problem(rng, spec["n_concepts"], spec["depth"], spec["branching"]))
+                       lambda rng: prosqa_problem(rng, spec["n_concepts"], spec["n_people"], counts,
+                                                  spec["max_parents"]))
     elif kind == "prontoqa":
         df = generated(kind, spec["n_problems"], seed,
                        lambda rng: prontoqa_problem(rng, spec["hops"], spec["distractors"]))
@@ -163,7 +241,8 @@ def build_reasoning(name: str, spec: dict, seed: int, split: str | None = None) 
     elif kind == "hub":
         df = hub_reasoning(spec, name, split)
     else:
-        raise ValueError(f"reasoning.{name}.kind: unknown kind '{kind}' (prosqa, prontoqa, gsm_symbolic or hub)")
+        raise ValueError(f"reasoning.{name}.kind: unknown kind '{kind}' (prosqa, prontoqa, gsm_symbolic, hub or "
+                         "coconut_json)")
     if not df["steps"].map(len).any():
         raise ValueError(
             f"reasoning dataset '{name}' has no reasoning steps in any problem; latent reasoning replaces "
@@ -172,11 +251,39 @@ def build_reasoning(name: str, spec: dict, seed: int, split: str | None = None) 
     return df
 
 
+def coconut_json(spec: dict, name: str, split: str) -> pd.DataFrame:
+    """One split of Coconut's published JSON files (data/prosqa_test.json, ...: a list of objects with
+    question, steps and answer; other keys such as the graph's `edges` are left)."""
+    path = Path(spec["files"][split])
+    if not path.exists():
+        raise ValueError(f"reasoning.{name}.files.{split}: {path} does not exist (Coconut's data/{{prosqa,prontoqa}}_"
+                         "{train,valid,test}.json; the ProntoQA ones come from its preprocessing/prontoqa.py)")
+    records = json.loads(path.read_text())
+    missing = [key for key in ("question", "steps", "answer") if records and key not in records[0]]
+    if not isinstance(records, list) or missing:
+        raise ValueError(f"reasoning.{name}.files.{split}: {path} is not a list of objects with question, steps and "
+                         f"answer (missing {missing})")
+    return problem_frame([{k: r[k] for k in ("question", "steps", "answer")} for r in records], f"coconut_json:{path}")
+
+
 def reasoning_splits(name: str, spec: dict, seed: int) -> dict[str, pd.DataFrame]:
-    """train/val/test: a hub dataset's own splits where `hub_splits` names them, else seeded random ones."""
-    if spec["kind"] == "hub" and spec.get("hub_splits") and not spec.get("data_files"):
-        return {split: build_reasoning(name, spec, seed, spec["hub_splits"][split]) for split in REASONING_SPLITS}
-    return split_problems(build_reasoning(name, spec, seed), spec["val_fraction"], spec["test_fraction"], seed, name)
+    """train/val/test: the files' or a hub dataset's own splits where the spec names them, else seeded
+    random ones. Generated problems never repeat across splits up to renaming; for read ones, held-out
+    problems that a training problem repeats are counted in the log and kept (the published split)."""
+    if spec["kind"] == "coconut_json":
+        splits = {split: coconut_json(spec, name, split) for split in REASONING_SPLITS}
+    elif spec["kind"] == "hub" and spec.get("hub_splits") and not spec.get("data_files"):
+        splits = {split: build_reasoning(name, spec, seed, spec["hub_splits"][split]) for split in REASONING_SPLITS}
+    else:
+        splits = split_problems(build_reasoning(name, spec, seed), spec["val_fraction"], spec["test_fraction"], seed,
+                                name)
+    seen = set(map(canonical_form, splits["train"].to_dict("records")))
+    for split in ("val", "test"):
+        repeats = sum(canonical_form(r) in seen for r in splits[split].to_dict("records"))
+        if repeats:
+            logging.warning("reasoning %s: %d of %d %s problems repeat a training problem up to renaming", name,
+                            repeats, len(splits[split]), split)
+    return splits
 
 
 def split_problems(df: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,

@@ -2,9 +2,10 @@
 states, fed back as the input embeddings of `<|latent|>` positions, learned with a stage curriculum.
 
 Stage k replaces the first k steps by k*c latents between `<|start-latent|>` and `<|end-latent|>`;
-past `max_latent_stage` every step is removed. A batch is left-padded so that its first latent sits
-in one column for every row: then n latents take n+1 forward passes, each reusing the KV cache of
-everything before it, in training and in batched generation alike.
+past `max_latent_stage` every step is removed and the latents stay at max_latent_stage * c (the
+reference's `pad_latent_to_max: True`, set in every one of its configs). A batch is left-padded so
+that its first latent sits in one column for every row: then n latents take n+1 forward passes,
+each reusing the KV cache of everything before it, in training and in batched generation alike.
 """
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.core.padding import place, positions
 from soft_tokens.data.answers import answer_suffix
-from soft_tokens.latent.coconut.spec import METHODS
+from soft_tokens.latent.coconut.spec import CONTROLS, METHODS
 
 LATENT_TOKENS = ("<|start-latent|>", "<|end-latent|>", "<|latent|>")
 # Methods whose latent positions take the previous hidden state; pause tokens keep their own embedding.
@@ -123,16 +124,40 @@ def layout(problem: Problem, method: str, stage: int, c: int, max_latent_stage: 
     return Layout(prefix + target, [IGNORE] * len(prefix) + target, first_latent, n_latent)
 
 
-def curriculum(method: str, max_latent_stage: int, longest_chain: int) -> list[int]:
-    """The stages a method trains, in order. Coconut and pause continue from CoT's stage 0 through
-    1..max_latent_stage, then a final stage without any step if some chain is longer than that;
-    the no-curriculum ablation trains the final stage alone."""
-    final = max_latent_stage + 1 if longest_chain > max_latent_stage else max_latent_stage
-    if method in ("nocot", "cot"):
-        return [0]
-    if method == "coconut_nocurriculum":
-        return [final]
-    return list(range(1, final + 1))
+def final_stage(max_latent_stage: int, longest_chain: int) -> int:
+    """The stage from which every step is gone: max_latent_stage, or one more if a chain is longer."""
+    return max_latent_stage + 1 if longest_chain > max_latent_stage else max_latent_stage
+
+
+def schedule(method: str, from_cot: bool, num_epochs: int, epochs_per_stage: int, max_latent_stage: int,
+             longest_chain: int) -> list[tuple[int, int]]:
+    """(stage, epochs) in training order: the reference's schedule (facebookresearch/coconut run.py).
+
+    Epoch e trains stage e // epochs_per_stage, capped at the final stage, so the final stage trains
+    every remaining epoch; CoT and no-CoT train stage 0 throughout, the no-curriculum ablation the
+    final stage throughout. A run that starts from the CoT model skips its first epochs_per_stage
+    epochs (stage 0), as the reference's GSM8k run resumes at epoch 3 from the CoT checkpoint.
+    """
+    final = final_stage(max_latent_stage, longest_chain)
+    first = epochs_per_stage if from_cot else 0
+    stages = []
+    for epoch in range(first, num_epochs):
+        stage = {"nocot": 0, "cot": 0, "coconut_nocurriculum": final}.get(method, min(epoch // epochs_per_stage, final))
+        if stages and stages[-1][0] == stage:
+            stages[-1] = (stage, stages[-1][1] + 1)
+        else:
+            stages.append((stage, 1))
+    if not stages or (method in ("coconut", "pause") and stages[-1][0] != final):
+        raise ValueError(f"coconut.num_epochs = {num_epochs} does not reach {method}'s last stage ({final}: "
+                         f"{epochs_per_stage} epochs per stage{', after the CoT start' if from_cot else ''}); raise "
+                         "num_epochs or lower epochs_per_stage / max_latent_stage")
+    return stages
+
+
+def uniform_stage(rng, n_steps: int, stage: int, uniform_prob: float) -> int:
+    """A sample's stage for one epoch: with probability uniform_prob one of 0..n_steps drawn uniformly
+    (the reference's `uniform_prob`, drawn per sample per epoch), otherwise the scheduled stage."""
+    return int(rng.integers(n_steps + 1)) if uniform_prob and rng.random() < uniform_prob else stage
 
 
 def collate(layouts: list[Layout]) -> Batch:
@@ -155,29 +180,65 @@ def to_device(batch: Batch, device) -> Batch:
                  batch.labels.to(device), batch.first_latent, batch.n_latent)
 
 
-def latent_forward(model, batch: Batch, feedback: bool):
-    """Logits [B, L, V] and the KV cache of the whole batch.
+def latent_forward(model, batch: Batch, feedback: bool, thoughts: torch.Tensor | None = None, logits_from: int = 0):
+    """Logits of columns logits_from.. [B, L - logits_from, V], the KV cache of the whole batch and the
+    vectors at the latent positions [B, n, H].
 
     With feedback, pass 0 runs up to the first latent; each latent then takes the previous
     position's last-layer hidden state as its input embedding, one pass per latent; the last pass
-    runs from the last latent to the end. Each pass extends the cache of the ones before it.
+    runs from the last latent to the end. Each pass extends the cache of the ones before it. Given
+    `thoughts`, the latent positions take them instead, in one pass (the latent controls). Logits
+    are computed only from `logits_from` on (the vocabulary projection of a long question that no
+    loss reads costs as much as the rest of a small model's step).
     """
     embeds = model.get_input_embeddings()(batch.input_ids)
-    if not feedback or batch.n_latent == 0:
+    first, n, width = batch.first_latent, batch.n_latent, batch.input_ids.shape[1]
+    if thoughts is not None:
+        embeds = torch.cat([embeds[:, :first], thoughts.to(embeds.dtype), embeds[:, first + n:]], 1)
+    if thoughts is not None or not feedback or n == 0:
         out = model(inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                    use_cache=True)
-        return out.logits, out.past_key_values
-    first, width = batch.first_latent, batch.input_ids.shape[1]
-    cuts = [0, *range(first, first + batch.n_latent), width]
-    logits, cache, thought = [], None, None
+                    use_cache=True, logits_to_keep=width - logits_from)
+        return out.logits, out.past_key_values, embeds[:, first:first + n]
+    cuts = [0, *range(first, first + n), width]
+    logits, cache, thought, fed = [], None, None, []
     for a, b in zip(cuts, cuts[1:]):
         chunk = embeds[:, a:b] if thought is None else torch.cat([thought[:, None], embeds[:, a + 1:b]], 1)
+        if thought is not None:
+            fed.append(thought)
+        keep = b - max(a, logits_from)
         out = model(inputs_embeds=chunk, attention_mask=batch.attention_mask[:, :b],
                     position_ids=batch.position_ids[:, a:b], past_key_values=cache, use_cache=True,
-                    output_hidden_states=True)
-        logits.append(out.logits)
+                    output_hidden_states=True, logits_to_keep=max(keep, 1))
+        if keep > 0:
+            logits.append(out.logits)
         cache, thought = out.past_key_values, out.hidden_states[-1][:, -1]
-    return torch.cat(logits, 1), cache
+    return torch.cat(logits, 1), cache, torch.stack(fed, 1)
+
+
+def supervised_from(labels: torch.Tensor) -> int:
+    """The first column whose logits a loss reads: one before the first supervised label of any row."""
+    return max(int((labels != IGNORE).any(0).nonzero()[0]) - 1, 0)
+
+
+def batch_loss(model, batch: Batch, feedback: bool) -> torch.Tensor:
+    """The batch's mean next-token cross-entropy, logits computed where the labels are."""
+    start = supervised_from(batch.labels)
+    return lm_loss(latent_forward(model, batch, feedback, logits_from=start)[0], batch.labels[:, start:])
+
+
+def controlled(thoughts: torch.Tensor, control: str, generator: torch.Generator) -> torch.Tensor:
+    """What a latent control feeds in place of the thoughts [N, n, H] of N problems: `zeros`; `random`,
+    Gaussian directions scaled to each thought's norm; `other`, the thoughts of the next problem."""
+    if control == "zeros":
+        return torch.zeros_like(thoughts)
+    if control == "random":
+        noise = torch.randn(thoughts.shape, generator=generator).to(thoughts)
+        return noise * thoughts.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+    if control == "other":
+        if len(thoughts) < 2:
+            raise ValueError("the `other` latent control needs at least two test problems")
+        return thoughts.roll(1, dims=0)
+    raise ValueError(f"coconut.controls: unknown control '{control}' (one of {', '.join(CONTROLS)})")
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -186,17 +247,26 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, prompts: list[Layout], feedback: bool, eos_id: int, max_new_tokens: int) -> list[list[int]]:
+def generate(model, prompts: list[Layout], feedback: bool, eos_id: int, max_new_tokens: int,
+             thoughts: torch.Tensor | None = None) -> list[list[int]]:
     """Latent passes over the prompts, then batched greedy decoding on the KV cache until EOS.
 
     Returns each row's tokens up to and including its EOS (or `max_new_tokens` of them); batched
     output equals one-at-a-time output. Prompts of one method and stage end alike, so aligned they
-    end together.
+    end together. Given `thoughts` [B, n, H], the latent positions take them (latent_forward).
     """
     batch = to_device(collate(prompts), model.device)
     if not batch.attention_mask[:, -1].all():
         raise ValueError("prompts must end in the same column once aligned: pass prompts of one method and stage")
-    logits, cache = latent_forward(model, batch, feedback)
+    logits, cache, _ = latent_forward(model, batch, feedback, thoughts, logits_from=batch.input_ids.shape[1] - 1)
     tokens, lengths = greedy_continue(model, logits[:, -1], cache, max_new_tokens, eos_id, batch.attention_mask,
                                       batch.position_ids[:, -1])
     return [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
+
+
+@torch.no_grad()
+def thoughts_of(model, prompts: list[Layout], feedback: bool) -> torch.Tensor:
+    """The vectors the latent positions of the prompts take [B, n, H]: the fed-back hidden states with
+    feedback, the latent token's embedding without."""
+    batch = to_device(collate(prompts), model.device)
+    return latent_forward(model, batch, feedback, logits_from=batch.input_ids.shape[1] - 1)[2]

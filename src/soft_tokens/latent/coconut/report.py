@@ -3,7 +3,7 @@ seed; Table 1 per model with its findings, the accuracy-by-stage figure and the 
 
 import pandas as pd
 
-from soft_tokens.latent.coconut.spec import SECTIONS
+from soft_tokens.latent.coconut.spec import CONTROLS, SECTIONS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
 from soft_tokens.report.latex import escape, escape_text, render, table
@@ -18,6 +18,8 @@ METHOD_NAMES = {"nocot": "No-CoT", "cot": "CoT", "pause": "Pause as thought",
 COMPARISONS = (("coconut", "cot", "accuracy"), ("coconut", "cot", "mean_tokens"), ("coconut", "nocot", "accuracy"),
                ("coconut", "coconut_nocurriculum", "accuracy"), ("pause", "coconut", "accuracy"))
 QUANTITIES = {"accuracy": ("accuracy (%)", 100), "mean_tokens": ("tokens per answer", 1)}  # name, scale
+# What each latent control feeds in place of the method's latent vectors, as the findings say it.
+CONTROL_NAMES = {"zeros": "zeros", "random": "random vectors of the same norms", "other": "another problem's thoughts"}
 
 
 def summarize(evals: pd.DataFrame) -> pd.DataFrame:
@@ -30,10 +32,13 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
     test problems, so both intervals resample problems and seeds (stats.bootstrap_crossed; for
     accuracy never narrower than Wilson's over the problems, stats.rate_crossed).
     n_problems is per seed, n_correct pooled over the n_seeds; `truncated_rate` is the share of
-    answers cut off at max_new_tokens; `final` marks each method's last stage.
+    answers cut off at max_new_tokens; `final` marks each method's last stage; `train_epochs` and
+    `train_steps` are the run's training up to the stage (mean over seeds). The latent controls' rows
+    (control other than `none`) are left to with_controls.
     """
     df = evals.assign(tokens=evals["latent_tokens"] + evals["generated_tokens"],
                       correct=evals["correct"].astype(float), truncated=evals["truncated"].astype(float))
+    df, controls = df[df["control"] == "none"], df[df["control"] != "none"]
     rows = []
     for keys, g in df.groupby(KEYS):
         correct, tokens = (g.pivot(index="id", columns="seed", values=v) for v in ("correct", "tokens"))
@@ -48,10 +53,29 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
                      "truncated_rate": g["truncated"].mean(), "mean_latent_tokens": g["latent_tokens"].mean(),
                      "mean_generated_tokens": g["generated_tokens"].mean(), "n_problems": correct.shape[0],
                      "n_seeds": correct.shape[1], "n_correct": int(g["correct"].sum()),
-                     "final_train_loss": per_seed["final_train_loss"].first().mean()})
+                     "final_train_loss": per_seed["final_train_loss"].first().mean(),
+                     "train_epochs": per_seed["train_epochs"].first().mean(),
+                     "train_steps": per_seed["train_steps"].first().mean()})
     out = pd.DataFrame(rows)
     out["final"] = out["stage"] == out.groupby(KEYS[:3])["stage"].transform("max")
-    return with_comparisons(out, df)
+    return with_controls(with_comparisons(out, df), df, controls)
+
+
+def with_controls(summary: pd.DataFrame, evals: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
+    """Per latent control of a method's last stage, its accuracy (`<control>_accuracy`) and the drop from
+    the method as trained (`<control>_drop` = as trained - control), paired over the same test problems."""
+    extra = []
+    for keys, g in controls.groupby(KEYS):
+        trained = evals.set_index(KEYS).loc[keys].reset_index()
+        row = dict(zip(KEYS, keys))
+        for control, c in g.groupby("control"):
+            correct = c.pivot(index="id", columns="seed", values="correct")
+            accuracy = (stats.wilson(int(c["correct"].sum()), len(c)) if correct.shape[1] == 1 else
+                        stats.rate_crossed(correct))
+            row.update({**stats.columns(f"{control}_accuracy", accuracy),
+                        **stats.columns(f"{control}_drop", paired(trained, c, "correct"))})
+        extra.append(row)
+    return summary.merge(pd.DataFrame(extra), on=KEYS, how="left") if extra else summary
 
 
 def comparison_column(b: str, name: str) -> str:
@@ -125,6 +149,9 @@ def tables(summary: pd.DataFrame) -> list[dict]:
             row_cells = [cells(by.loc[(m, d)]) if (m, d) in by.index else ("--", "--") for m in methods]
             columns[(head, r"Acc. (\%)")] = [acc for acc, _ in row_cells]
             columns[(head, r"\# tokens")] = [tok for _, tok in row_cells]
+            columns[(head, "epochs / steps")] = [
+                f"{by.loc[(m, d), 'train_epochs']:g} / {by.loc[(m, d), 'train_steps']:g}" if (m, d) in by.index else "--"
+                for m in methods]
         rows = pd.DataFrame(columns)
         rows.columns = pd.MultiIndex.from_tuples(rows.columns)
         seeds = int(group["n_seeds"].max())
@@ -136,8 +163,58 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         caption = (f"{escape(model)}: test accuracy and tokens per answer (continuous thoughts plus generated tokens, "
                    "EOS included) on $n$ held-out problems per dataset, each method at its last curriculum stage, in "
                    f"the shape of Coconut's Table~1; {spread}.")
-        out.append({"table": table(rows, caption, "l" + "rr" * len(datasets), size="footnotesize"),
-                    "findings": findings(group)})
+        caption += (" Epochs / steps: each method's training, epochs and optimiser steps (every method of a "
+                    "dataset trains the same epochs, from the pretrained model unless its start is CoT's; see the "
+                    "settings above).")
+        out.append({"table": table(rows, caption, "l" + "rrr" * len(datasets), size="footnotesize"),
+                    "controls": controls_table(group), "findings": findings(group) + control_findings(group)})
+    return out
+
+
+def controls_table(final: pd.DataFrame) -> str | None:
+    """Per dataset and controlled method: accuracy as trained and with each latent control, and the
+    drop with its paired 95% interval."""
+    rows = []
+    for _, r in final.iterrows():
+        for control in CONTROLS:
+            if f"{control}_accuracy" not in r or pd.isna(r[f"{control}_accuracy"]):
+                continue
+            rows.append({"dataset": r["dataset"], "method": METHOD_NAMES[r["method"]],
+                         "latent vectors": CONTROL_NAMES[control],
+                         r"Acc. (\%)": cell(r, f"{control}_accuracy"),
+                         r"as trained (\%)": stats.cell(interval(r, "accuracy").scaled(100), 1),
+                         "drop (points)": cell(r, f"{control}_drop")})
+    if not rows:
+        return None
+    caption = ("Latent controls at the last stage: the method's latent vectors replaced at test time (Coconut's "
+               "continuous thoughts; pause's learned pause embedding), its accuracy then and as trained, and the drop "
+               "(as trained minus control) with its 95\\% interval paired over the same test problems (McNemar's "
+               "exact interval with one seed). A drop whose interval lies above 0 shows the answers depend on the "
+               "latents.")
+    return table(pd.DataFrame(rows), caption, "lllrrr", size="footnotesize")
+
+
+def cell(row, name: str) -> str:
+    """A rate column of a summary row in percent with its interval, as Table 1 gives it."""
+    return stats.cell(stats.from_columns(row, name, row["n_problems"], row["n_seeds"]).scaled(100), 1)
+
+
+def control_findings(final: pd.DataFrame) -> list[str]:
+    """Per controlled method: whether it uses its latents, read from the drops' paired intervals."""
+    out = []
+    for _, r in final.iterrows():
+        drops = {c: stats.from_columns(r, f"{c}_drop", r["n_problems"], r["n_seeds"]).scaled(100)
+                 for c in CONTROLS if f"{c}_drop" in r and not pd.isna(r[f"{c}_drop"])}
+        if not drops:
+            continue
+        said = "; ".join(f"{CONTROL_NAMES[c]} {d.mean:+.1f} (95\\% CI {d.low:+.1f} to {d.high:+.1f})"
+                         for c, d in drops.items())
+        used = [c for c, d in drops.items() if d.low > 0]
+        verdict = (f"uses its latent vectors: accuracy drops when they are replaced by "
+                   f"{' or by '.join(CONTROL_NAMES[c] for c in used)}" if used else
+                   "shows no evidence of using its latent vectors: no drop's interval lies above 0")
+        out.append(escape_text(f"On {r['dataset']}, {METHOD_NAMES[r['method']]} {verdict} (drops in points, as "
+                               f"trained minus control, n = {pooled(r, ' x ')}: {said})."))
     return out
 
 
@@ -208,15 +285,26 @@ def protocol_text(summary: pd.DataFrame, protocol: dict) -> str:
     """The section's opening: models, what each method trains on, the settings per dataset (the
     rule's parameters: `coconut` as it applies to each dataset) and how the numbers are read."""
     seeds = int(summary["n_seeds"].max())
-    settings = "; ".join(
-        f"{dataset}: c = {s['c_thought']} thought{'s' if s['c_thought'] > 1 else ''} per step, "
-        f"{s['max_latent_stage']} latent stages after CoT at {s['epochs_per_stage']} epochs each, lr {s['lr']:g}, "
-        f"batch {s['batch_size']}, {s['finetune']} fine-tuning"
-        for dataset, s in protocol.items())
+
+    def setting(dataset: str, s: dict) -> str:
+        start = "the pretrained model (Coconut and pause train their own stage 0)" if s["start"] == "base" else \
+            f"the CoT run, skipping its first {s['epochs_per_stage']} epochs"
+        return (f"{dataset}: {s['num_epochs']} epochs for every method, a stage every {s['epochs_per_stage']} "
+                f"epoch{'s' if s['epochs_per_stage'] > 1 else ''} up to stage {s['max_latent_stage']} and the rest "
+                f"without any step, c = {s['c_thought']} thought{'s' if s['c_thought'] > 1 else ''} per step, latent "
+                f"methods from {start}, "
+                f"{'the epoch of best validation accuracy' if s['select_best'] else 'the last epoch'} kept, AdamW lr "
+                f"{s['lr']:g}{' reset every epoch' if s['reset_optimizer'] else ''}, batch {s['batch_size']}, "
+                f"uniform_prob {s['uniform_prob']:g}, {s['finetune']} fine-tuning, trained and evaluated in "
+                f"{s['dtype']}")
+
+    settings = "; ".join(setting(dataset, s) for dataset, s in protocol.items())
     return escape_text(
-        f"Each method fine-tunes {', '.join(summary['model'].unique())} on a dataset's training split and answers "
-        f"its held-out test problems greedily (n in each table header; {seeds} training seed"
-        f"{'s' if seeds > 1 else ''}): {settings}. Methods answer the same test problems, so a difference is stated only where the 95% interval of the paired difference excludes 0 (McNemar's exact interval for accuracy with one seed; with several, the crossed bootstrap over problems and each method's seeds)."
+        f"Each method fine-tunes {', '.join(summary['model'].unique())} on a dataset's training split on the "
+        f"reference's stage schedule and answers its held-out test problems greedily (n in each table header; {seeds} "
+        f"training seed{'s' if seeds > 1 else ''}): {settings}. Methods answer the same test problems, so a difference "
+        "is stated only where the 95% interval of the paired difference excludes 0 (McNemar's exact interval for "
+        "accuracy with one seed; with several, the crossed bootstrap over problems and each method's seeds)."
     )
 
 

@@ -8,8 +8,12 @@ from soft_tokens.vocabulary import (canonical, check_datasets, check_overrides, 
                                     with_overrides)
 
 METHODS = ("nocot", "cot", "pause", "coconut", "coconut_nocurriculum")
-# Methods that continue from the CoT model (Coconut's stage 0).
-STARTS_FROM_COT = ("pause", "coconut", "coconut_nocurriculum")
+# Methods with latent positions: with `start: cot` they continue from the CoT model (Coconut's stage 0).
+LATENT_METHODS = ("pause", "coconut", "coconut_nocurriculum")
+# What the latent controls feed in place of the thoughts at evaluation, and the methods they test
+# (pause's vectors are one learned embedding, the same in every problem: `other` would change nothing).
+CONTROLS = ("zeros", "random", "other")
+CONTROLLED = {"coconut": CONTROLS, "pause": ("zeros", "random")}
 # Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
 ORDER = 30
 SECTIONS = {"coconut": ("coconut_accuracy_by_stage",)}
@@ -29,11 +33,17 @@ class CoconutJob(OnDevice):
     c_thought: int
     max_latent_stage: int
     eval_batch_size: int
+    max_new_tokens: int
 
 
 @dataclass(frozen=True)
 class TrainCoconut(CoconutJob, Lora):
+    num_epochs: int
     epochs_per_stage: int
+    start: str
+    select_best: bool
+    reset_optimizer: bool
+    uniform_prob: float
     lr: float
     weight_decay: float
     batch_size: int
@@ -43,13 +53,15 @@ class TrainCoconut(CoconutJob, Lora):
 
 @dataclass(frozen=True)
 class EvalCoconut(CoconutJob):
-    max_new_tokens: int
+    controls: list[str]
+    stage_curves: list[str]
 
 
 # rule -> the settings of its jobs (soft_tokens.core.job_settings).
 JOBS = {"train_coconut": TrainCoconut, "eval_coconut": EvalCoconut}
 # The keys the section's opening paragraph states (its summary rule's parameters).
-PROTOCOL = ("c_thought", "max_latent_stage", "epochs_per_stage", "lr", "batch_size", "finetune")
+PROTOCOL = ("c_thought", "max_latent_stage", "num_epochs", "epochs_per_stage", "start", "select_best",
+            "reset_optimizer", "uniform_prob", "lr", "batch_size", "finetune", "dtype")
 
 
 def sections(config: dict) -> dict:
@@ -63,6 +75,20 @@ def coconut_settings(config: dict, dataset: str) -> dict:
 
 def settings(config: dict, wildcards: dict) -> dict:
     return coconut_settings(config, wildcards["dataset"])
+
+
+def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
+    """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
+    return {"dtype": dtype(config, s)}
+
+
+def dtype(config: dict, s: dict) -> str:
+    return config["dtype"] if s["dtype"] == "auto" else s["dtype"]
+
+
+def from_cot(method: str, start: str) -> bool:
+    """Whether a method's run continues from the CoT model of its seed (`start: cot`, latent methods)."""
+    return start == "cot" and method in LATENT_METHODS
 
 
 def coconut_seeds(config: dict) -> list[int]:
@@ -86,14 +112,15 @@ def train_inputs(config: dict, wildcards: dict) -> dict:
     model, dataset = wildcards["model"], wildcards["dataset"]
     inputs = {"model": f"resources/models/{model}", "train": f"resources/reasoning/{dataset}/train.parquet",
               "val": f"resources/reasoning/{dataset}/val.parquet"}
-    if wildcards["method"] in STARTS_FROM_COT:
+    if from_cot(wildcards["method"], coconut_settings(config, dataset)["start"]):
         inputs["cot"] = f"results/coconut/{model}/{dataset}/seed{wildcards['seed']}/cot"
     return inputs
 
 
 def protocol(config: dict) -> dict:
-    """Per dataset, the Coconut settings (overrides applied) the section states."""
-    return canonical({d: {k: coconut_settings(config, d)[k] for k in PROTOCOL} for d in config["coconut"]["datasets"]})
+    """Per dataset, the Coconut settings (overrides applied, dtype resolved) the section states."""
+    return canonical({d: {**{k: coconut_settings(config, d)[k] for k in PROTOCOL},
+                          "dtype": dtype(config, coconut_settings(config, d))} for d in config["coconut"]["datasets"]})
 
 
 def check(config: dict) -> None:
@@ -101,3 +128,10 @@ def check(config: dict) -> None:
     check_reasoning_names(config, "coconut")
     check_overrides("coconut", coconut, config["reasoning"], "a dataset defined under `reasoning:`")
     check_datasets("coconut", coconut)
+    for dataset in coconut["datasets"]:
+        s = coconut_settings(config, dataset)
+        if s["num_epochs"] <= s["max_latent_stage"] * s["epochs_per_stage"]:
+            raise ValueError(
+                f"coconut ({dataset}): num_epochs = {s['num_epochs']} never reaches the last latent stage "
+                f"(max_latent_stage {s['max_latent_stage']} x epochs_per_stage {s['epochs_per_stage']} epochs come "
+                "first); raise coconut.num_epochs or lower max_latent_stage / epochs_per_stage")

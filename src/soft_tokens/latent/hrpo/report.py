@@ -27,10 +27,14 @@ def per_seed(g: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame) -> stats.Interval:
-    """Mean of a - b over the test problems both answered (problems x seeds tables): the crossed
-    bootstrap with the problems shared and each policy's seeds drawn on their own (seed i of one
-    policy is no partner of seed i of another; the start model has one)."""
-    return stats.crossed_difference(a, b.loc[a.index])
+    """Accuracy of a - b over the test problems both answered (problems x seeds tables of 0/1): the
+    crossed bootstrap with the problems shared and each policy's seeds drawn on their own (seed i of
+    one policy is no partner of seed i of another; the start model has one); McNemar's exact interval
+    where both have one seed."""
+    b = b.loc[a.index]
+    if a.shape[1] == b.shape[1] == 1:
+        return stats.paired_units(a.iloc[:, 0], b.iloc[:, 0], rates=True)
+    return stats.crossed_difference(a, b)
 
 
 def length_ratio(a: pd.DataFrame, b: pd.DataFrame) -> stats.Interval:
@@ -93,7 +97,8 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         caption = (f"{escape(model)} on {escape(dataset)}: greedy test completions. Accuracy: exact match with the "
                    "answer marker; 95\\% intervals by the crossed bootstrap over test problems and training seeds "
                    "(n = problems x seeds), never narrower than Wilson's. vs start / vs GRPO: accuracy gain over the "
-                   "start model's or GRPO's on the same problems (seed pairs), crossed bootstrap. Length: tokens per "
+                   "start model's or GRPO's on the same problems, by the crossed bootstrap (McNemar's exact interval "
+                   "where both have one seed). Length: tokens per "
                    "completion (its ratio to GRPO's is in the findings). $\\sqrt{1-a^2}$: the gate's weight on the "
                    "thinking state, averaged where it blends.")
         out.append({"tables": [table(frame, caption, "lrrlllll", size="scriptsize")], "findings": findings(group)})
@@ -183,12 +188,17 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
         f"(probs: the next-token distribution's embedding; projection: a learned map of the last hidden state, "
         f"{p['projection_norm']} norm) until the answer marker is written. GRPO: {p['steps']} steps of "
         f"{p['prompts_per_step']} prompts x {p['group_size']} completions at temperature {p['temperature']:g} (at "
-        f"most {p['max_new_tokens']} tokens), prompts from {prompts}, reward 1 for a right answer after exactly one "
-        f"marker, one update per batch, KL weight {p['beta']:g}; learning rates LoRA {p['lr_lora']:g}, gate "
-        f"{p['lr_gate']:g}, Lambda {p['lr_lambda']:g}, projection {p['lr_projection']:g}; seeds {p['seeds']}. "
+        f"most {p['max_new_tokens']} tokens{', through the chat template' if p['chat_template'] else ''}), log-probs "
+        f"scored at temperature {p['score_temperature']:g}, prompts from {prompts}, reward 1 for a right answer after "
+        f"exactly one marker, one update per batch, KL weight {p['beta']:g}; learning rates LoRA {p['lr_lora']:g}, "
+        f"gate {p['lr_gate']:g}, Lambda {p['lr_lambda']:g}, projection {p['lr_projection']:g}, "
+        + (f"cosine after a {p['warmup_ratio']:g} warm-up" if p["lr_schedule"] == "cosine" else "constant")
+        + f", gradient norm clipped at {p['max_grad_norm']:g}, weight decay {p['weight_decay']:g}"
+        f"{' (gate biases too)' if p['decay_biases'] else ''}; seeds {p['seeds']}. "
         f"Test problems per dataset: {n}, decoded greedily. Every policy answers the same test problems with its "
         "own training seeds, so a gain or length ratio is stated only where its 95% interval, by the crossed bootstrap "
-        "(problems shared, each policy's seeds drawn on their own), excludes 0 (or 1 for a ratio).")
+        "(problems shared, each policy's seeds drawn on their own; McNemar's exact interval for a gain between two "
+        "single-seed policies), excludes 0 (or 1 for a ratio).")
 
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:

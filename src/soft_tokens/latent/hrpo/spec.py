@@ -31,6 +31,8 @@ class BuildPolicy(OnDevice, Lora):
     seed: int = wildcard()
     start: str
     prompt_prefix: str
+    chat_template: bool
+    system_prompt: str
     marker: str
     projection_norm: str
     a_min: float
@@ -50,11 +52,15 @@ class TrainHrpo(BuildPolicy):
     updates_per_batch: int
     clip: float
     max_grad_norm: float
+    lr_schedule: str
+    warmup_ratio: float
+    score_temperature: float
     lr_lora: float
     lr_gate: float
     lr_lambda: float
     lr_projection: float
     weight_decay: float
+    decay_biases: bool
     checkpoint_every: int
 
 
@@ -66,8 +72,9 @@ class EvalHrpo(BuildPolicy):
 # rule -> the settings of its jobs (soft_tokens.core.job_settings).
 JOBS = {"train_hrpo": TrainHrpo, "eval_hrpo": EvalHrpo}
 PROTOCOL = ("start", "fresh_problems", "methods", "seeds", "group_size", "prompts_per_step", "steps",
-            "temperature", "beta", "lr_lora", "lr_gate", "lr_lambda", "lr_projection", "projection_norm",
-            "lora_r", "max_new_tokens", "marker")
+            "temperature", "score_temperature", "beta", "lr_lora", "lr_gate", "lr_lambda", "lr_projection",
+            "lr_schedule", "warmup_ratio", "max_grad_norm", "weight_decay", "decay_biases", "chat_template",
+            "projection_norm", "lora_r", "max_new_tokens", "marker")
 
 
 def sections(config: dict) -> dict:
@@ -115,9 +122,15 @@ def check(config: dict) -> None:
 
 
 def check_hrpo(hrpo: dict) -> None:
-    """GRPO needs groups to compare; the gate's starting a must lie in (0, 1) with a_min <= a_max."""
+    """GRPO needs groups to compare; the gate's starting a must lie in (0, 1) with a_min <= a_max; a
+    clipped ratio needs its two log-probs at one temperature."""
     if hrpo["group_size"] < 2:
         raise ValueError(f"hrpo.group_size: {hrpo['group_size']}; GRPO normalises rewards within a prompt's group "
                          "of completions, so it needs >= 2 (the public runs use 4)")
     if hrpo["a_min"] > hrpo["a_max"]:
         raise ValueError(f"hrpo.a_min {hrpo['a_min']} is above hrpo.a_max {hrpo['a_max']}; swap them")
+    if hrpo["updates_per_batch"] > 1 and hrpo["score_temperature"] != hrpo["temperature"]:
+        raise ValueError(f"hrpo.score_temperature {hrpo['score_temperature']} differs from hrpo.temperature "
+                         f"{hrpo['temperature']} with updates_per_batch {hrpo['updates_per_batch']}: the clipped ratio "
+                         "compares with the rollout's log-probs, taken at the sampling temperature; set them equal or "
+                         "updates_per_batch: 1")

@@ -91,19 +91,32 @@ def build_policy(start: Path, method: str, settings: BuildPolicy):
 
 
 def optimizer(policy: HybridPolicy, settings: TrainHrpo) -> torch.optim.AdamW:
-    """AdamW with the public learning rates per part (LoRA, the gate's two linears, Lambda, projection)
-    and, as there, weight decay on every trained weight but the biases: on Lambda it pulls a0 down
-    (softplus(-Lambda) up), so decay alone slowly opens the gate."""
+    """AdamW with the public learning rates per part (LoRA, the gate's two linears, Lambda, projection),
+    betas (0.9, 0.99) and weight decay on every trained weight, the gate's biases too with
+    `decay_biases` (the public optimizer groups, patch.py): on Lambda it pulls a0 down (softplus(-Lambda)
+    up), so decay alone slowly opens the gate. Each group keeps its base rate as `base_lr`."""
     groups = {}
     for name, p in policy.named_parameters():
         if not p.requires_grad:
             continue
         key = ("lr_lambda" if name.endswith("Lambda") else "lr_gate" if name.startswith("gate.") else
                "lr_projection" if name.startswith("projection.") else "lr_lora")
-        groups.setdefault((key, not name.endswith("bias")), []).append(p)
-    return torch.optim.AdamW([{"params": ps, "lr": getattr(settings, key),
+        groups.setdefault((key, settings.decay_biases or not name.endswith("bias")), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": getattr(settings, key), "base_lr": getattr(settings, key),
                                "weight_decay": settings.weight_decay if decay else 0.0}
                               for (key, decay), ps in groups.items()], betas=(0.9, 0.99))
+
+
+def lr_factor(step: int, steps: int, schedule: str, warmup_ratio: float) -> float:
+    """The schedule's multiplier at optimiser step `step` (0-based): 1, or a linear warm-up over
+    ceil(warmup_ratio x steps) steps then a cosine to 0, as transformers' get_cosine_schedule_with_warmup
+    gives it (with the HF Trainer's warm-up count)."""
+    if schedule == "constant":
+        return 1.0
+    warmup = math.ceil(warmup_ratio * steps)
+    if step < warmup:
+        return step / max(1, warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def save_policy(policy: HybridPolicy, path: Path) -> None:
@@ -130,9 +143,19 @@ def prompt_order(n: int, per_step: int, steps: int, seed: int) -> list[list[int]
     return [flat[i * per_step:(i + 1) * per_step] for i in range(steps)]
 
 
-def prompt_ids(tokenizer, questions, prompt_prefix: str) -> list[list[int]]:
-    """A problem's prompt: `prompt_prefix`, the question and a newline, as the start model was trained."""
-    return [tokenizer(prompt_prefix + q + "\n", add_special_tokens=False).input_ids for q in questions]
+def prompt_ids(tokenizer, questions, settings: BuildPolicy) -> list[list[int]]:
+    """A problem's prompt: `prompt_prefix`, the question and a newline, as the start model was trained;
+    with `chat_template`, `prompt_prefix` and the question as the user turn after the system prompt,
+    through the tokenizer's chat template with the assistant's turn opened (as the public run)."""
+    system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
+    if not settings.chat_template:
+        return [tokenizer(settings.prompt_prefix + q + "\n", add_special_tokens=False).input_ids for q in questions]
+    if tokenizer.chat_template is None:
+        raise ValueError("hrpo.chat_template: the start model's tokenizer has no chat template; set chat_template: "
+                         "false (the raw question) or start from an instruct model")
+    return [tokenizer.apply_chat_template(system + [{"role": "user", "content": settings.prompt_prefix + q}],
+                                          add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for q in questions]
 
 
 def completions(tokenizer, ro) -> list[str]:
@@ -153,11 +176,13 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], settings: Train
     ref = None
     if settings.beta > 0:
         with torch.no_grad(), policy.lm.disable_adapter(), autocast(device, settings.dtype):
-            ref = sequence_logps(policy, prompts, ro, group, settings.temperature, plain=True)[0]
+            ref = sequence_logps(policy, prompts, ro, group, settings.score_temperature, plain=True)[0]
     mask = ro.mask
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * lr_factor(step, settings.steps, settings.lr_schedule, settings.warmup_ratio)
     for _ in range(settings.updates_per_batch):
         with autocast(device, settings.dtype):
-            logp, _ = sequence_logps(policy, prompts, ro, group, settings.temperature)
+            logp, _ = sequence_logps(policy, prompts, ro, group, settings.score_temperature)
             loss = grpo.loss(logp, None if settings.updates_per_batch == 1 else ro.logps, ref, adv, mask, settings.beta,
                              settings.clip)
         check_finite(loss, f"hrpo step {step + 1}", FIX)
@@ -183,7 +208,7 @@ def train(policy, tokenizer, problems: pd.DataFrame, settings: TrainHrpo, checkp
     first, saved = resume(checkpoint, policy, opt, fingerprint)
     history = saved.get("history", [])
     prompts_of = prompt_order(len(problems), settings.prompts_per_step, settings.steps, settings.seed)
-    questions = prompt_ids(tokenizer, problems.question, settings.prompt_prefix)
+    questions = prompt_ids(tokenizer, problems.question, settings)
     for step in tqdm(range(first, settings.steps), desc=f"{settings.policy} seed {settings.seed}", mininterval=10):
         chosen = prompts_of[step]
         prompts = left_pad([questions[i] for i in chosen], policy.embedding_rms.device)
@@ -204,7 +229,7 @@ def evaluate(policy, tokenizer, test: pd.DataFrame, settings: EvalHrpo, name: st
     rows, bs, device = [], settings.eval_batch_size, policy.embedding_rms.device
     for start in tqdm(range(0, len(test), bs), desc=f"eval {name}", mininterval=10):
         chunk = test.iloc[start:start + bs]
-        prompts = left_pad(prompt_ids(tokenizer, chunk.question, settings.prompt_prefix), device)
+        prompts = left_pad(prompt_ids(tokenizer, chunk.question, settings), device)
         with autocast(device, settings.dtype):
             ro = rollout(policy, tokenizer, prompts, 1, settings.max_new_tokens, settings.temperature, settings.marker)
         fed = ro.mask & ro.thinking

@@ -14,14 +14,16 @@ KEYS = ["model", "dataset", "method", "window", "split"]
 # On the gold reasoning, the model made to answer at its marker; then online.
 METHOD_NAMES = {"none": "No reasoning", "full": "Full reasoning", "pooler": "Trained pooler",
                 "sum": "Sum / sqrt(W)", "untrained": "Untrained pooler", "dropped": "Windows dropped",
-                "cot": "Plain CoT (own reasoning)", "online": "Online compression"}
-TEACHER_FORCED = ("none", "full", "pooler", "sum", "untrained", "dropped")
+                "other": "Another problem's vectors", "cot": "Plain CoT (own reasoning)",
+                "online": "Online compression"}
+TEACHER_FORCED = ("none", "full", "pooler", "sum", "untrained", "dropped", "other")
 # The trained pooler against what it must beat, on a quantity: (other method, quantity).
-CONTRASTS = (("dropped", "accuracy"), ("dropped", "answer_ce"), ("sum", "accuracy"), ("sum", "answer_ce"),
-             ("untrained", "accuracy"))
+CONTRASTS = (("dropped", "accuracy"), ("dropped", "answer_ce"), ("other", "accuracy"), ("other", "answer_ce"),
+             ("sum", "accuracy"), ("sum", "answer_ce"), ("untrained", "accuracy"))
 QUANTITIES = {"accuracy": ("accuracy (%)", 100, 1), "answer_ce": ("answer CE (nats/token)", 1, 3)}
 # The names of the compared methods in a sentence.
-PROSE = {"dropped": "dropped windows", "sum": "sum pooling", "untrained": "the untrained pooler"}
+PROSE = {"dropped": "dropped windows", "other": "another problem's vectors (the latent control)", "sum": "sum pooling",
+         "untrained": "the untrained pooler"}
 GOAL = {"accuracy_ratio": 0.9, "context_ratio": 0.6}
 
 
@@ -71,7 +73,7 @@ def summarize(evals: pd.DataFrame) -> pd.DataFrame:
         row.update(stats.columns("compression", ratio(g.loc[held, "reasoning_tokens"], g.loc[held, "positions"])
                                  if held.any() else stats.Interval(np.nan, np.nan, np.nan, 0)))
         paired = [(keys[0], keys[1], i) for i in g["id"]]
-        if keys[2] in ("pooler", "sum", "untrained", "dropped") and keys[4] == "test":
+        if keys[2] in ("pooler", "sum", "untrained", "dropped", "other") and keys[4] == "test":
             row.update(stats.columns("gap_kept", stats.gap_share(none.loc[paired, "correct"].to_numpy(),
                                                                  g["correct"].to_numpy(),
                                                                  full.loc[paired, "correct"].to_numpy())))

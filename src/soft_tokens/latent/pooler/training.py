@@ -255,10 +255,28 @@ def generated(main, pooler, tokenizer, ids: PoolIds, problems: list[Problem], df
     return rows
 
 
+def other_problems_windows(examples: list[Example]) -> list[Example]:
+    """The latent control: each layout with the windows (and their contexts) of the next problem that has
+    as many or more, its first ones, so that every slot holds a vector pooled from another problem's
+    reasoning (where no other problem has enough, the next one's windows taken round)."""
+    out = []
+    for i, e in enumerate(examples):
+        k, order = len(e.windows), [examples[(i + j) % len(examples)] for j in range(1, len(examples))]
+        donor = next((d for d in order if len(d.windows) >= k), next((d for d in order if d.windows), None))
+        if not k or donor is None:
+            out.append(e)
+            continue
+        picks = [m % len(donor.windows) for m in range(k)]
+        out.append(Example(e.question, e.input_ids, e.labels, [donor.windows[m] for m in picks],
+                           [donor.contexts[m] for m in picks]))
+    return out
+
+
 def evaluate_window(main, tokenizer, ids: PoolIds, trained: WindowPooler, untrained: WindowPooler,
                     splits: dict[str, pd.DataFrame], settings: EvalPooler) -> pd.DataFrame:
-    """Every method at one W: the trained pooler (test and train), the untrained one, sum pooling and
-    windows dropped (markers kept), all on the gold reasoning; and online compression (test)."""
+    """Every method at one W: the trained pooler (test and train), the untrained one, sum pooling,
+    windows dropped (markers kept) and the trained pooler fed another problem's windows (the latent
+    control), all on the gold reasoning; and online compression (test)."""
     rows, window = [], int(settings.window)
     summed = SumPooling(main.get_input_embeddings(), untrained)
     for split, df in splits.items():
@@ -268,7 +286,8 @@ def evaluate_window(main, tokenizer, ids: PoolIds, trained: WindowPooler, untrai
         runs = {"pooler": (trained, compressed)}
         if split == "test":
             runs.update({"untrained": (untrained, compressed), "sum": (summed, compressed),
-                         "dropped": (trained, [layout(p, window, k, ids, vectors=False) for p, k in zip(problems, n)])})
+                         "dropped": (trained, [layout(p, window, k, ids, vectors=False) for p, k in zip(problems, n)]),
+                         "other": (trained, other_problems_windows(compressed))})
         rows += teacher_forced(main, tokenizer, ids, problems, df, runs, settings, split)
         if split == "test":
             rows += generated(main, trained, tokenizer, ids, problems, df, window, settings, "online")
