@@ -126,14 +126,20 @@ def accuracy(model, tokenizer, problems: list, answers: list[str], stage: int, s
     return sum(r["correct"] for r in answer_rows(model, tokenizer, problems, answers, stage, settings)) / len(problems)
 
 
+def prompt_layouts(tokenizer, problems: list, stage: int, settings) -> list:
+    """What the method is given of each problem at `stage` before it generates."""
+    ids = latent_ids(tokenizer)
+    return [layout(p, settings.method, stage, settings.c_thought, settings.max_latent_stage, ids, prompt_only=True)
+            for p in problems]
+
+
 def answer_rows(model, tokenizer, problems: list, answers: list[str], stage: int, settings,
                 thoughts: torch.Tensor | None = None) -> list[dict]:
     """Greedy answers at `stage`, batched, under the training autocast: per problem its scored answer,
     latent and generated tokens and whether it ran out of tokens; `thoughts` [N, n, H] replace the latent
     positions' vectors (the controls)."""
-    method, ids, bs = settings.method, latent_ids(tokenizer), settings.eval_batch_size
-    prompts = [layout(p, method, stage, settings.c_thought, settings.max_latent_stage, ids, prompt_only=True)
-               for p in problems]
+    method, bs = settings.method, settings.eval_batch_size
+    prompts = prompt_layouts(tokenizer, problems, stage, settings)
     was_training, outputs = model.training, []
     model.eval()
     for i in tqdm(range(0, len(prompts), bs), desc=f"answers {method} stage {stage}", mininterval=10):
@@ -229,10 +235,10 @@ def evaluate_method(run_dir: Path, test_df: pd.DataFrame, settings: EvalCoconut)
         extra = {**meta, "stage": stage, **budget(run_dir, stage)}
         controls = ["none"] + (list(c for c in CONTROLLED.get(method, ()) if c in settings.controls)
                                if stage == stages[-1] else [])
+        own = all_thoughts(model, tokenizer, problems, stage, settings) if len(controls) > 1 else None
         for control in controls:
             thoughts = None if control == "none" else controlled(
-                all_thoughts(model, tokenizer, problems, stage, settings), control,
-                generator(settings.seed, stage, CONTROLS.index(control)))
+                own, control, generator(settings.seed, stage, CONTROLS.index(control)))
             found = answer_rows(model, tokenizer, problems, answers, stage, settings, thoughts)
             rows += [{**extra, "control": control, "id": int(i), **r} for i, r in zip(test_df["id"], found)]
             log.info("%s stage %d (control %s): accuracy %.3f", method, stage, control,
@@ -247,9 +253,8 @@ def evaluate_method(run_dir: Path, test_df: pd.DataFrame, settings: EvalCoconut)
 
 def all_thoughts(model, tokenizer, problems: list, stage: int, settings) -> torch.Tensor:
     """The vectors at every test problem's latent positions [N, n, H], in batches, under the training autocast."""
-    method, ids, bs = settings.method, latent_ids(tokenizer), settings.eval_batch_size
-    prompts = [layout(p, method, stage, settings.c_thought, settings.max_latent_stage, ids, prompt_only=True)
-               for p in problems]
+    method, bs = settings.method, settings.eval_batch_size
+    prompts = prompt_layouts(tokenizer, problems, stage, settings)
     out = []
     for i in range(0, len(prompts), bs):
         with autocast(model.device, settings.dtype):
