@@ -1,5 +1,5 @@
-"""Shared fixtures: one tiny random Llama (with the embedded SmolLM2 tokenizer) and one finished smoke run
-for the session."""
+"""Shared fixtures: one tiny random Llama (with the embedded SmolLM2 tokenizer), tiny models of the other
+paper architectures, and one finished smoke run for the session."""
 
 import os
 from pathlib import Path
@@ -21,6 +21,21 @@ def tiny_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny"
     prepare_model("tiny", TINY_SPEC, path, seed=1337)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_arch(tmp_path_factory, tiny_dir):
+    """A tiny random model of a paper architecture (llama, gpt2, qwen2, gpt_neox), prepared once per
+    session: `tiny_arch("gpt2")` is its folder. Llama is the shared `tiny_dir` model."""
+    made = {"llama": tiny_dir}
+
+    def folder(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = tmp_path_factory.mktemp("models") / f"tiny-{arch}"
+            prepare_model(f"tiny-{arch}", {**TINY_SPEC, "arch": arch}, made[arch], seed=1337)
+        return made[arch]
+
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -143,14 +143,26 @@ def with_latent_tokens(tiny, tiny_dir):
     return model, tokenizer, add_latent_tokens(model, tokenizer, "<<")
 
 
-@pytest.fixture(scope="module")
-def latent_model(tiny, tiny_dir):
-    """The tiny model with latent tokens, their rows nudged apart from "<<" (exact ties in argmax
-    would make greedy outputs depend on float noise; training separates them anyway)."""
-    model, tokenizer, ids = with_latent_tokens(tiny, tiny_dir)
+def nudged(model, tokenizer, ids):
+    """The latent rows nudged apart from "<<" (exact ties in argmax would make greedy outputs depend on
+    float noise; training separates them anyway)."""
     with torch.no_grad():
         model.get_input_embeddings().weight[[ids.start, ids.end, ids.latent]] += 0.01 * torch.randn(3, 32)
     return model, tokenizer, ids
+
+
+@pytest.fixture(scope="module")
+def latent_model(tiny, tiny_dir):
+    """The tiny Llama with latent tokens."""
+    return nudged(*with_latent_tokens(tiny, tiny_dir))
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "qwen2"])
+def arch_latent_model(request, tiny_arch):
+    """A tiny model of each architecture the paper configs run Coconut on or near (GPT-2 is the
+    reference's), with latent tokens."""
+    folder = tiny_arch(request.param)
+    return nudged(*with_latent_tokens(load_model(folder, "cpu", "float32"), folder))
 
 
 def test_latent_tokens_start_as_the_init_token(tiny, tiny_dir):
@@ -179,8 +191,8 @@ def problems(tokenizer, n, seed=0):
     return [tokenize_problem(tokenizer, **prosqa_problem(rng, 6, 2, {3: 1}, 1)) for _ in range(n)]
 
 
-def test_cached_multipass_equals_full_recomputation(latent_model):
-    model, tokenizer, ids = latent_model
+def test_cached_multipass_equals_full_recomputation(arch_latent_model):
+    model, tokenizer, ids = arch_latent_model
     batch = collate([layout(p, "coconut", 2, 2, 2, ids) for p in problems(tokenizer, 3)])
     assert batch.n_latent == 4 and len(set(batch.attention_mask[:, 0].tolist())) == 2  # padded rows exist
     with torch.no_grad():
@@ -302,8 +314,8 @@ def test_select_best_keeps_the_epoch_of_best_validation_accuracy(tiny_dir, tmp_p
 
 
 @pytest.mark.parametrize("method,stage,feedback", [("coconut", 2, True), ("pause", 1, False), ("cot", 0, False)])
-def test_batched_generation_equals_one_at_a_time(latent_model, method, stage, feedback):
-    model, tokenizer, ids = latent_model
+def test_batched_generation_equals_one_at_a_time(arch_latent_model, method, stage, feedback):
+    model, tokenizer, ids = arch_latent_model
     prompts = [layout(p, method, stage, 1, 2, ids, prompt_only=True) for p in problems(tokenizer, 4, seed=3)]
     eos = tokenizer.eos_token_id
     batched = generate(model, prompts, feedback, eos, max_new_tokens=12)

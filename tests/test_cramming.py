@@ -128,9 +128,11 @@ def test_job_writes_results_with_convention_and_resumes_after_a_kill(tiny_dir, p
     assert pd.read_parquet(out).shape[0] == 3 and (df["n_tokens"] == 8).all()
 
 
-def test_job_batched_equals_one_at_a_time(tiny_dir, prose, tmp_path):
-    a = run_job(tiny_dir, prose, tmp_path / "a.parquet", tmp_path / "a.safetensors", cram_settings(batch_size=3))
-    b = run_job(tiny_dir, prose, tmp_path / "b.parquet", tmp_path / "b.safetensors", cram_settings(batch_size=1))
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])  # Llama-3 in config/paper.yaml, Pythia in hidden_capacity
+def test_job_batched_equals_one_at_a_time(tiny_arch, arch, prose, tmp_path):
+    folder = tiny_arch(arch)
+    a = run_job(folder, prose, tmp_path / "a.parquet", tmp_path / "a.safetensors", cram_settings(batch_size=3))
+    b = run_job(folder, prose, tmp_path / "b.parquet", tmp_path / "b.safetensors", cram_settings(batch_size=1))
     cols = ["sample_id", "steps", "teacher_forcing_convergence", "greedy_convergence", "status"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
 

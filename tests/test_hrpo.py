@@ -138,9 +138,10 @@ def test_blending_stops_once_the_answer_marker_is_written(tiny_dir):
     assert seen == written
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
 @pytest.mark.parametrize("state", ["grpo", "probs", "projection"])
-def test_batched_greedy_rollouts_equal_one_at_a_time(tiny_dir, state):
-    policy, tokenizer, _ = policy_of(tiny_dir, state)
+def test_batched_greedy_rollouts_equal_one_at_a_time(tiny_arch, arch, state):
+    policy, tokenizer, _ = policy_of(tiny_arch(arch), state)
     if state != "grpo":
         open_gate(policy)
     batched = rollout(policy, tokenizer, prompts_of(tokenizer, QUESTIONS), 1, 6, 1.0, "###")
@@ -152,9 +153,10 @@ def test_batched_greedy_rollouts_equal_one_at_a_time(tiny_dir, state):
         assert torch.allclose(batched.logps[i, :n], alone.logps[0, :n], atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
 @pytest.mark.parametrize("state", ["grpo", "probs", "projection"])
-def test_the_update_recomputes_the_rollouts_log_probs_for_the_same_weights(tiny_dir, state):
-    policy, tokenizer, _ = policy_of(tiny_dir, state)
+def test_the_update_recomputes_the_rollouts_log_probs_for_the_same_weights(tiny_arch, arch, state):
+    policy, tokenizer, _ = policy_of(tiny_arch(arch), state)
     if state != "grpo":
         open_gate(policy)
     prompts = prompts_of(tokenizer, QUESTIONS[:2])

@@ -3,7 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from soft_tokens.core.models import join_parts, load_hub, prepare_model, resolve_device, resolve_dtype
+from soft_tokens.core.decoding import greedy_from_embeds
+from soft_tokens.core.models import join_parts, load_hub, load_model, prepare_model, resolve_device, resolve_dtype
 from soft_tokens.core.packages import package_dir
 
 
@@ -44,6 +45,41 @@ def test_tiny_model_shapes(tiny):
     assert model.config.hidden_size == 32 and model.config.vocab_size == len(tokenizer) == 49152
     assert tokenizer.bos_token_id is not None
     assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch,model_class,bos,pad,chat", [
+    ("llama", "LlamaForCausalLM", "<|im_start|>", None, True),
+    ("gpt2", "GPT2LMHeadModel", "<|endoftext|>", None, False),
+    ("qwen2", "Qwen2ForCausalLM", None, "<|endoftext|>", True),
+    ("gpt_neox", "GPTNeoXForCausalLM", "<|endoftext|>", None, False),
+])
+def test_tiny_models_of_each_architecture_keep_its_tokenizer_conventions(tiny_arch, arch, model_class, bos, pad, chat):
+    model, tokenizer = load_model(tiny_arch(arch), "cpu", "float32")
+    assert type(model).__name__ == model_class and model.config.vocab_size == len(tokenizer) == 49152
+    assert (tokenizer.bos_token, tokenizer.pad_token, tokenizer.chat_template is not None) == (bos, pad, chat)
+    assert tokenizer("a cat", add_special_tokens=False).input_ids == tokenizer("a cat").input_ids  # none added
+
+
+def test_tiny_arch_unknown_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"models.x.arch: unknown 'mamba' \(one of llama, gpt2, gpt_neox, qwen2\)"):
+        prepare_model("x", {"source": "tiny", "arch": "mamba", "hidden_size": 8, "num_layers": 1, "num_heads": 1,
+                            "intermediate_size": 8}, tmp_path, 0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "gpt_neox"])
+def test_greedy_on_the_cache_equals_full_recomputation_and_batched_equals_one_at_a_time(tiny_arch, arch):
+    model, _ = load_model(tiny_arch(arch), "cpu", "float32")
+    prefix = torch.randn(3, 2, 32, generator=torch.Generator().manual_seed(0))
+    cached = greedy_from_embeds(model, prefix, 6)
+    with torch.no_grad():
+        embeds, recomputed = prefix, []
+        for _ in range(6):
+            token = model(inputs_embeds=embeds).logits[:, -1].argmax(-1)
+            recomputed.append(token)
+            embeds = torch.cat([embeds, model.get_input_embeddings()(token)[:, None]], 1)
+    assert torch.equal(cached, torch.stack(recomputed, 1))
+    assert all(torch.equal(cached[i], greedy_from_embeds(model, prefix[i:i + 1], 6)[0]) for i in range(3))
+    assert len(set(map(tuple, cached.tolist()))) > 1  # the rows differ, so the comparison says something
 
 
 def test_device_and_dtype_resolution():

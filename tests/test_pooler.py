@@ -131,14 +131,24 @@ def test_vectors_land_in_the_slots_in_order_and_markers_come_from_the_pooler_tab
     assert torch.equal(x[1, 3], model.get_input_embeddings().weight[12])
 
 
-@pytest.fixture(scope="module")
-def pooled_setup(tiny_dir):
-    main, tokenizer, ids = load_main(tiny_dir, TRAIN)
+def pooled(model_dir):
+    main, tokenizer, ids = load_main(model_dir, TRAIN)
     problems = [Problem([1000 + i, 1100 + i, 1200], [[2000 + i, 2100 + i], [2200 + i, 2300 + i, 2400]],
                         [3000, 3100 + i, 2]) for i in range(3)]
     examples = [layout(p, 2, 2, ids) for p in problems]
-    pooler = build_pooler(tiny_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
+    pooler = build_pooler(model_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
     return main, tokenizer, ids, problems, examples, pooler
+
+
+@pytest.fixture(scope="module")
+def pooled_setup(tiny_dir):
+    return pooled(tiny_dir)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def arch_pooled_setup(request, tiny_arch):
+    """The pooler on a tiny model of each architecture the paper configs pool on (DeepSeek-R1-Distill-Qwen)."""
+    return pooled(tiny_arch(request.param))
 
 
 def grads(pooler):
@@ -164,8 +174,8 @@ def test_a_batched_step_gives_the_mean_of_per_example_gradients(pooled_setup):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
-def test_reading_the_question_once_equals_one_forward_over_the_whole_sequence(pooled_setup):
-    main, _, ids, _, examples, pooler = pooled_setup
+def test_reading_the_question_once_equals_one_forward_over_the_whole_sequence(arch_pooled_setup):
+    main, _, ids, _, examples, pooler = arch_pooled_setup
     batch = collate(examples[:2])
     with torch.no_grad():
         logits = forward(main, pooler, batch, ids)[0]
@@ -227,8 +237,8 @@ def test_the_pooler_memorises_three_problems_and_their_answers_come_from_the_vec
         load_pooler(tmp_path / "wide.pt", fresh, "tiny")
 
 
-def test_online_splicing_matches_the_compressed_layout_and_batched_equals_one_at_a_time(pooled_setup):
-    main, tokenizer, ids, problems, _, pooler = pooled_setup
+def test_online_splicing_matches_the_compressed_layout_and_batched_equals_one_at_a_time(arch_pooled_setup):
+    main, tokenizer, ids, problems, _, pooler = arch_pooled_setup
     questions = [p.question for p in problems] + [[1, 2]]
     batched = online.generate(main, pooler, questions, 2, ids, eos_id=-1, marker_ids=set(), max_new_tokens=7)
     for q, row in zip(questions, batched):

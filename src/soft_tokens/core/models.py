@@ -1,15 +1,18 @@
-"""Models: prepare once to safetensors (GGUF package, hub id or tiny random Llama), load many times.
+"""Models: prepare once to safetensors (GGUF package, hub id or a tiny random model of a paper
+architecture), load many times.
 
 Dequantising a GGUF takes tens of seconds, so `prepare_model` runs once per model and every later
 job loads the plain safetensors copy it writes.
 """
 
+import copy
+import functools
 import logging
 import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from soft_tokens.core.io import atomic_dir, identity
 from soft_tokens.core.packages import package_dir
@@ -72,27 +75,66 @@ def load_hub(model_id: str, name: str):
     return model, tokenizer
 
 
+@functools.cache
 def embedded_tokenizer():
+    """Read once per process (parsing the GGUF for its vocabulary takes seconds); callers copy it."""
     path = package_dir(EMBEDDED_TOKENIZER["package"])
     return AutoTokenizer.from_pretrained(path, gguf_file=EMBEDDED_TOKENIZER["file"])
 
 
-def tiny_llama(tokenizer, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int, seed: int):
-    """A randomly initialised Llama sharing the embedded tokenizer: real shapes, seconds to run."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        intermediate_size=intermediate_size,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
+# What each paper architecture's tokenizer does, imitated on the embedded vocabulary so that code
+# meeting a real one meets the same conventions: Llama-3 has a BOS and no pad token, GPT-2 and Pythia
+# (gpt_neox) one <|endoftext|> for BOS and EOS and no pad token, Qwen2 no BOS and a pad token.
+TOKENIZER_CONVENTIONS = {
+    "llama": {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": None, "chat": True},
+    "gpt2": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": None, "chat": False},
+    "gpt_neox": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": None, "chat": False},
+    "qwen2": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat": True},
+}
+TINY_ARCHS = tuple(TOKENIZER_CONVENTIONS)
+
+
+def tiny_tokenizer(arch: str):
+    """The embedded tokenizer with the special tokens `arch`'s own tokenizer has (and no chat template
+    where it has none)."""
+    convention = TOKENIZER_CONVENTIONS[arch]
+    tokenizer = copy.deepcopy(embedded_tokenizer())
+    for role in ("bos_token", "eos_token", "pad_token"):
+        setattr(tokenizer, role, convention[role])
+    if not convention["chat"]:
+        tokenizer.chat_template = None
+    return tokenizer
+
+
+def tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+                num_kv_heads: int | None = None):
+    """The transformers config of a random model of `arch` (one of TINY_ARCHS) at the given sizes, its
+    other settings as in the paper models of that architecture (GQA for llama / qwen2 when num_kv_heads
+    is given, Qwen2's q/k/v biases, Pythia's partial rotary, parallel residual and untied head, GPT-2's
+    learned positions)."""
+    from transformers import GPT2Config, GPTNeoXConfig, Qwen2Config
+
+    common = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    if arch == "gpt2":
+        return GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_inner=intermediate_size,
+                          n_positions=1024, **common)
+    common.update(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                  intermediate_size=intermediate_size)
+    if arch == "gpt_neox":
+        return GPTNeoXConfig(max_position_embeddings=2048, rotary_pct=0.25, use_parallel_residual=True,
+                             tie_word_embeddings=False, **common)
+    rotary = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    return rotary(num_key_value_heads=num_kv_heads or num_heads, max_position_embeddings=4096, tie_word_embeddings=True,
+                  **common)
+
+
+def tiny_model(arch: str, tokenizer, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
+               seed: int, num_kv_heads: int | None = None):
+    """A randomly initialised model of `arch` sharing the embedded vocabulary: real classes, seconds to run."""
+    config = tiny_config(arch, tokenizer, hidden_size, num_layers, num_heads, intermediate_size, num_kv_heads)
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def prepare_model(name: str, spec: dict, out_dir: Path, seed: int) -> None:
@@ -108,9 +150,12 @@ def prepare_model(name: str, spec: dict, out_dir: Path, seed: int) -> None:
         elif source == "hub":
             model, tokenizer = load_hub(spec["hf_id"], name)
         elif source == "tiny":
-            tokenizer = embedded_tokenizer()
-            model = tiny_llama(tokenizer, spec["hidden_size"], spec["num_layers"], spec["num_heads"],
-                               spec["intermediate_size"], seed)
+            arch = spec.get("arch", "llama")
+            if arch not in TINY_ARCHS:
+                raise ValueError(f"models.{name}.arch: unknown '{arch}' (one of {', '.join(TINY_ARCHS)})")
+            tokenizer = tiny_tokenizer(arch)
+            model = tiny_model(arch, tokenizer, spec["hidden_size"], spec["num_layers"], spec["num_heads"],
+                               spec["intermediate_size"], seed, spec.get("num_kv_heads"))
         else:
             raise ValueError(f"models.{name}.source: unknown source '{source}' (gguf_package, hub or tiny)")
         model.save_pretrained(tmp)
