@@ -1,6 +1,7 @@
 # The two commands of the README: `make results` and `make test`.
 # TORCH_INDEX: a wheel index for torch, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
-# Each config writes under its own `workdir`: the default at the top, smoke under runs/smoke/.
+# Each config writes under its own `workdir`: the default at the top, smoke under runs/smoke/,
+# the rehearsal under runs/rehearsal/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: results test smoke lint clean
+.PHONY: results test smoke rehearsal lint clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,11 @@ test: $(STAMP)
 
 smoke: $(STAMP)
 	$(BIN)/snakemake --cores all --configfile config/smoke.yaml
+
+# config/paper.yaml at tiny scale, on offline data written first (runs/rehearsal/data).
+rehearsal: $(STAMP)
+	$(BIN)/python -m soft_tokens.rehearsal runs/rehearsal/data
+	$(BIN)/snakemake --cores all --configfile config/rehearsal.yaml
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

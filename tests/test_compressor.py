@@ -39,13 +39,12 @@ def compressor_settings(**changes):
     return settings(TrainCompressor, SETTINGS, **changes)
 
 
-@pytest.fixture(scope="module")
-def estar_data(tiny):
-    model, tokenizer = tiny
-    pairs = context_pairs(embedded_prose(100), tokenizer, 2, 1, 10, 5)  # one held out, then two to train on
+def made_estar(model, tokenizer, **changes):
+    """Three contexts (one held out, then two to train on), e* for each, and the tensors compressors read."""
+    pairs = context_pairs(embedded_prose(100), tokenizer, 2, 1, 10, 5)
     inits = {i: torch.randn(2, model.config.hidden_size, generator=torch.Generator().manual_seed(i)) * 0.02
              for i in range(3)}
-    built = build_estar(model, pairs, settings(BuildEstar, ESTAR), inits)
+    built = build_estar(model, pairs, settings(BuildEstar, ESTAR, **changes), inits)
     return pairs, built, {
         "estar": torch.stack([b["estar"] for b in built]),
         "has_estar": torch.tensor([True, True, False]),  # the last training context trains on KL alone
@@ -54,6 +53,11 @@ def estar_data(tiny):
         "context": torch.tensor([b["context"] for b in built]),
         "follow": torch.tensor([b["follow"] for b in built]),
     }
+
+
+@pytest.fixture(scope="module")
+def estar_data(tiny):
+    return made_estar(*tiny)
 
 
 class Constant(torch.nn.Module):
@@ -227,19 +231,23 @@ def test_saved_compressor_is_rebuilt_from_its_own_architecture(arch, tmp_path):
         load_compressor(tmp_path / "c.pt", 64)
 
 
-def test_training_lowers_the_training_loss(tiny, estar_data, tmp_path):
-    model, _ = tiny
-    _, _, data = estar_data
-    s = compressor_settings(lr=1e-2, epochs=5)
+def training_loss_before_and_after(model, data, s, checkpoint):
+    """The training loss of an untrained compressor and of one trained with `s`; the trained one."""
     batch = {key: value[TRAIN] for key, value in data.items()}
     batch["teacher_final"] = teacher_final_states(model, batch, 2)
     torch.manual_seed(0)
     untrained = build_compressor("qattn", model.config.hidden_size, 2, architecture(s))
     with torch.no_grad():
         before = float(compressor_loss(model, untrained, batch, s)[0])
-    net = trained(model, data, s, tmp_path / "ckpt", fingerprint(s.params(), {}))
+    net = trained(model, data, s, checkpoint, fingerprint(s.params(), {}))
     with torch.no_grad():
         after = float(compressor_loss(model, net, batch, s)[0])
+    return before, after, net
+
+
+def test_training_lowers_the_training_loss(tiny, estar_data, tmp_path):
+    before, after, _ = training_loss_before_and_after(tiny[0], estar_data[2], compressor_settings(lr=1e-2, epochs=5),
+                                                      tmp_path / "ckpt")
     assert after < 0.9 * before
 
 
@@ -337,3 +345,15 @@ def test_estar_files_hold_what_the_compressors_read(tmp_path, estar_data):
     table = pd.read_parquet(tmp_path / "e.parquet")
     assert table["split"].tolist() == ["held_out", "train", "train"] and table["has_estar"].tolist() == [True, True, False]
     assert (table["model"] == "tiny").all() and (table["k"] == 2).all()
+
+
+def test_the_compressor_trains_in_bfloat16_as_the_paper_config_runs_it(tiny_dir, tmp_path):
+    """config/paper.yaml loads the LM in bf16 (the compressor keeps float32 weights, the cached teacher
+    states are float32): training must run, its loss fall, and evaluation give finite numbers."""
+    model, tokenizer = load_model(tiny_dir, "cpu", "bfloat16")
+    _, _, data = made_estar(model, tokenizer, dtype="bfloat16", max_steps=3)
+    before, after, net = training_loss_before_and_after(model, data, compressor_settings(dtype="bfloat16", lr=1e-2,
+                                                                                         epochs=4), tmp_path / "ckpt")
+    assert math.isfinite(after) and after < before
+    rows = evaluate_conditions(model, net, data, torch.tensor([0]), 2)
+    assert len(rows) == 4 and all(math.isfinite(r["ce_nats"]) for r in rows)

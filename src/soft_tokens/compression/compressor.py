@@ -128,7 +128,8 @@ def compressor_loss(model, net, batch: dict, settings: TrainCompressor) -> tuple
     attentions = bool(settings.attention_weight)
     pred = net(batch["context_hidden"])
     student = prefix_forward(model, pred, batch["follow"], layers=layers, attentions=attentions)
-    teacher_logits = model.get_output_embeddings()(batch["teacher_final"]).float()
+    head = model.get_output_embeddings()  # the cached states are float32; a bf16 model's head is not
+    teacher_logits = head(batch["teacher_final"].to(head.weight.dtype)).float()
     terms = {"regression": regression_loss(pred, batch["estar"], batch["has_estar"]),
              "kl": distillation_kl(student["logits"], teacher_logits, settings.temperature)}
     if layers:
