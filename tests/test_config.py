@@ -87,7 +87,7 @@ def test_grid_and_per_model_overrides():
     paper = load("paper.yaml")
     lengths = {(j["model"], j["length"]) for j in cram_jobs(paper)}
     assert lengths == {("Llama-3.2-1B", 512), ("Llama-3.2-3B", 1024), ("Llama-3.1-8B", 1568)}
-    assert [cram_settings(paper, m)["batch_size"] for m in paper["cramming"]["models"]] == [10, 10, 2]
+    assert [cram_settings(paper, m)["batch_size"] for m in paper["cramming"]["models"]] == [10, 4, 2]
 
 
 def test_conda_envs_match_the_pins():

@@ -128,7 +128,7 @@ def test_job_writes_results_with_convention_and_resumes_after_a_kill(tiny_dir, p
     assert pd.read_parquet(out).shape[0] == 3 and (df["n_tokens"] == 8).all()
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])  # Llama-3 in config/paper.yaml, Pythia in hidden_capacity
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])  # Llama-3 in config/paper.yaml, Pythia in hidden_capacity
 def test_job_batched_equals_one_at_a_time(tiny_arch, arch, prose, tmp_path):
     folder = tiny_arch(arch)
     a = run_job(folder, prose, tmp_path / "a.parquet", tmp_path / "a.safetensors", cram_settings(batch_size=3))

@@ -29,7 +29,7 @@ from soft_tokens.latent.hrpo.training import (
 )
 from soft_tokens.report import stats
 from soft_tokens.latent.hrpo.spec import BuildPolicy, EvalHrpo, TrainHrpo, check_hrpo
-from settings import settings
+from settings import lora_targets, settings
 
 SETTINGS = dict(model="tiny", dataset="prosqa", seed=3, device="cpu", dtype="float32", start="base", fresh_problems=0,
                 prompt_prefix="", chat_template=False, system_prompt="", lr_schedule="constant", warmup_ratio=0.1,
@@ -138,10 +138,10 @@ def test_blending_stops_once_the_answer_marker_is_written(tiny_dir):
     assert seen == written
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
 @pytest.mark.parametrize("state", ["grpo", "probs", "projection"])
 def test_batched_greedy_rollouts_equal_one_at_a_time(tiny_arch, arch, state):
-    policy, tokenizer, _ = policy_of(tiny_arch(arch), state)
+    policy, tokenizer, _ = policy_of(tiny_arch(arch), state, lora_target_modules=lora_targets(arch))
     if state != "grpo":
         open_gate(policy)
     batched = rollout(policy, tokenizer, prompts_of(tokenizer, QUESTIONS), 1, 6, 1.0, "###")
@@ -153,10 +153,10 @@ def test_batched_greedy_rollouts_equal_one_at_a_time(tiny_arch, arch, state):
         assert torch.allclose(batched.logps[i, :n], alone.logps[0, :n], atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
 @pytest.mark.parametrize("state", ["grpo", "probs", "projection"])
 def test_the_update_recomputes_the_rollouts_log_probs_for_the_same_weights(tiny_arch, arch, state):
-    policy, tokenizer, _ = policy_of(tiny_arch(arch), state)
+    policy, tokenizer, _ = policy_of(tiny_arch(arch), state, lora_target_modules=lora_targets(arch))
     if state != "grpo":
         open_gate(policy)
     prompts = prompts_of(tokenizer, QUESTIONS[:2])

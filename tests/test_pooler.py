@@ -39,14 +39,14 @@ from soft_tokens.latent.pooler.training import (
     training_examples,
 )
 from soft_tokens.latent.pooler.spec import EvalPooler, TrainPooler, check_pooler
-from settings import settings
+from settings import ROTARY_LORA_TARGETS, lora_targets, settings
 
 IDS = PoolIds(start=100, end=101, slot=102)
 PROBLEM = Problem(question=[1, 2, 3], steps=[[10, 11, 12], [13, 14]], answer=[7, 8, 2])
 M = IGNORE
 SETTINGS = dict(model="tiny", dataset="copy", main="model", window="2", device="cpu", dtype="float32", seed=1,
                 lora_r=8, lora_alpha=16, lora_dropout=0.0,
-                lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                lora_target_modules=ROTARY_LORA_TARGETS,
                 pooling="mean", output_scale=True, context=False, init_token="<<", compress_fraction=1.0,
                 max_prefixes=1, lr=1e-2, weight_decay=0.0, batch_size=3, grad_accumulation=1, epochs=10,
                 eval_batch_size=3, max_new_tokens=8)
@@ -131,12 +131,12 @@ def test_vectors_land_in_the_slots_in_order_and_markers_come_from_the_pooler_tab
     assert torch.equal(x[1, 3], model.get_input_embeddings().weight[12])
 
 
-def pooled(model_dir):
-    main, tokenizer, ids = load_main(model_dir, TRAIN)
+def pooled(model_dir, train=TRAIN):
+    main, tokenizer, ids = load_main(model_dir, train)
     problems = [Problem([1000 + i, 1100 + i, 1200], [[2000 + i, 2100 + i], [2200 + i, 2300 + i, 2400]],
                         [3000, 3100 + i, 2]) for i in range(3)]
     examples = [layout(p, 2, 2, ids) for p in problems]
-    pooler = build_pooler(model_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
+    pooler = build_pooler(model_dir, main, tokenizer, ids, train, init_windows(examples))
     return main, tokenizer, ids, problems, examples, pooler
 
 
@@ -145,10 +145,11 @@ def pooled_setup(tiny_dir):
     return pooled(tiny_dir)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "gpt2", "qwen2"])
 def arch_pooled_setup(request, tiny_arch):
-    """The pooler on a tiny model of each architecture the paper configs pool on (DeepSeek-R1-Distill-Qwen)."""
-    return pooled(tiny_arch(request.param))
+    """The pooler on a tiny model of each paper architecture (it pools on DeepSeek-R1-Distill-Qwen there)."""
+    return pooled(tiny_arch(request.param), settings(TrainPooler, SETTINGS,
+                                                     lora_target_modules=lora_targets(request.param)))
 
 
 def grads(pooler):
