@@ -2,7 +2,7 @@
 track, and whether each job fits one GPU's memory and the SLURM `runtime` it declares.
 
     python benchmarks/paper_cost.py                          # H100 80 GB, 40% of bf16 peak
-    python benchmarks/paper_cost.py --peak-tflops 989 --bandwidth-tbs 4.8 --gpu-gb 141   # H200
+    python benchmarks/paper_cost.py --bandwidth-tbs 4.8 --gpu-gb 141      # H200 (same compute peaks)
 
 A projection, not a measurement: FLOPs and bytes per job come from each paper model's published
 configuration (MODELS, from its config.json on the hub) and the grid and budgets of paper.yaml;
@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+LATENT = ("coconut", "pause", "coconut_nocurriculum")  # the Coconut methods that train latent stages
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,10 @@ DATA = {
 }
 
 
-def dense_seconds(flops: float, gpu) -> float:
-    return flops / (gpu.peak_tflops * 1e12 * gpu.mfu)
+def dense_seconds(flops: float, gpu, fp32: bool = False) -> float:
+    """Dense work at `mfu` of the bf16 peak, or of the float32 peak (no tensor cores: PyTorch leaves
+    TF32 off for matmuls by default)."""
+    return flops / ((gpu.fp32_tflops if fp32 else gpu.peak_tflops) * 1e12 * gpu.mfu)
 
 
 def decode_seconds(arch: Arch, rows: int, tokens: int, gpu) -> float:
@@ -136,30 +139,35 @@ def jobs(config: dict, gpu) -> list[dict]:
 
     coco = config["coconut"]
     fp32 = coco.get("dtype") == "float32"
+    seeds = len(coco.get("seeds", [config["seed"]]))
+
+    def coconut_training(model, dataset, methods, track, runs=seeds):
+        """Each of `methods` trained on `dataset` with the Coconut section's settings for it: full
+        fine-tuning (forward and backward for inputs and weights, 3 forwards), every epoch of the
+        schedule (a latent method started from the CoT model skips CoT's first stage)."""
+        arch, settings, data = MODELS[model], {**coco, **coco.get("overrides", {}).get(dataset, {})}, DATA[dataset]
+        length = data["question"] + data["steps"] + data["answer"]
+        for method in methods:
+            skipped = settings["epochs_per_stage"] if settings.get("start") == "cot" and method in LATENT else 0
+            train = (settings["num_epochs"] - skipped) * data["train"] * length
+            add(track, f"train {method} ({dataset})", model, dense_seconds(6 * arch.body() * train, gpu, fp32) / 3600,
+                training_memory_gb(arch, settings["batch_size"] * length, True, fp32), coco.get("runtime"), runs)
+        return settings, data
+
     for model in coco["models"]:
-        arch = MODELS[model]
         for dataset in coco["datasets"]:
-            settings, data = {**coco, **coco.get("overrides", {}).get(dataset, {})}, DATA[dataset]
-            length = data["question"] + data["steps"] + data["answer"]
-            epochs = settings["num_epochs"] - (settings["epochs_per_stage"] if settings.get("start") == "cot" else 0)
-            train = epochs * data["train"] * length
-            # Full fine-tuning: forward, backward for inputs and weights (3 forwards); in float32 the
-            # tensor cores give a quarter of the bf16 rate or less.
-            slow = 4 if fp32 else 1
-            hours = dense_seconds(6 * arch.body() * train, gpu) * slow / 3600
-            memory = training_memory_gb(arch, settings["batch_size"] * length, True, fp32)
-            add("coconut", f"train ({dataset})", model, hours, memory, coco.get("runtime"),
-                5 * len(coco.get("seeds", [config["seed"]])))
-            new = settings["max_new_tokens"]
+            settings, data = coconut_training(model, dataset, ("nocot", "cot", *LATENT), "coconut")
+            arch, new = MODELS[model], settings["max_new_tokens"]
             hours = decode_seconds(arch, settings["eval_batch_size"], new, gpu) * data["test"] / \
                 settings["eval_batch_size"] * (1 + len(coco.get("controls", []))) / 3600
-            add("coconut", f"evaluate ({dataset})", model, hours, 4 * arch.params() / 1e9, None,
-                5 * len(coco.get("seeds", [config["seed"]])))
+            add("coconut", f"evaluate ({dataset})", model, hours, 4 * arch.params() / 1e9, None, 5 * seeds)
 
     pool = config["pooler"]
     for model in pool["models"]:
         arch = MODELS[model]
         for dataset in pool["datasets"]:
+            if pool["main"] == "cot":  # the main model: this model fine-tuned by the Coconut track's CoT (one seed)
+                coconut_training(model, dataset, ("cot",), "pooler", runs=1)
             data = DATA[dataset]
             length = data["question"] + data["steps"] + data["answer"]
             examples = pool["epochs"] * data["train"] * pool["max_prefixes"]
@@ -196,13 +204,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
+    parser.add_argument("--fp32-tflops", type=float, default=67.0, help="float32 dense peak (H100 SXM: 67)")
     parser.add_argument("--bandwidth-tbs", type=float, default=3.35, help="memory bandwidth (H100 SXM: 3.35)")
     parser.add_argument("--gpu-gb", type=float, default=80.0)
     parser.add_argument("--mfu", type=float, default=0.4, help="share of the peak dense work reaches")
     gpu = parser.parse_args()
     config = yaml.safe_load(gpu.config.read_text())
     rows = jobs(config, gpu)
-    print(f"{gpu.config.name}: projected at {gpu.mfu:.0%} of {gpu.peak_tflops:g} TFLOPS, {gpu.bandwidth_tbs:g} TB/s, "
+    print(f"{gpu.config.name}: projected at {gpu.mfu:.0%} of {gpu.peak_tflops:g} TFLOPS (bf16) / {gpu.fp32_tflops:g} "
+          f"(float32), {gpu.bandwidth_tbs:g} TB/s, "
           f"{gpu.gpu_gb:g} GB per GPU (an estimate from FLOPs and bytes, not a measurement)\n")
     print(f"{'track':<11} {'job':<32} {'model':<30} {'jobs':>4} {'h/job':>8} {'GB':>6}  fits")
     for r in rows:

@@ -118,7 +118,8 @@ def test_paper_cost_knows_every_paper_model_at_its_published_size():
 
 def test_paper_cost_flags_a_job_over_one_gpu_and_one_over_its_runtime():
     cost, paper = paper_cost(), yaml.safe_load(PAPER.read_text())
-    gpu = type("Gpu", (), {"peak_tflops": 989.0, "bandwidth_tbs": 3.35, "mfu": 0.4, "gpu_gb": 80.0})
+    gpu = type("Gpu", (), {"peak_tflops": 989.0, "fp32_tflops": 67.0, "bandwidth_tbs": 3.35, "mfu": 0.4,
+                           "gpu_gb": 80.0})
     rows = cost.jobs(paper, gpu)
     assert all(r["memory_gb"] <= 80 for r in rows)
     paper["cramming"]["overrides"]["Llama-3.2-3B"]["batch_size"] = 10  # 10 texts of 4096 tokens at once
