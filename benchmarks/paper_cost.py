@@ -21,6 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENT = ("coconut", "pause", "coconut_nocurriculum")  # the Coconut methods that train latent stages
+COCONUT_METHODS = ("nocot", "cot", *LATENT)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ DATA = {
 }
 
 
+def sequence_tokens(data: dict) -> int:
+    """Tokens of one training sequence: question, steps and answer."""
+    return data["question"] + data["steps"] + data["answer"]
+
+
 def dense_seconds(flops: float, gpu, fp32: bool = False) -> float:
     """Dense work at `mfu` of the bf16 peak, or of the float32 peak (no tensor cores: PyTorch leaves
     TF32 off for matmuls by default)."""
@@ -101,12 +107,11 @@ def jobs(config: dict, gpu) -> list[dict]:
         arch, over = MODELS[model], cram.get("overrides", {}).get(model, {})
         length, batch = over.get("lengths", cram["lengths"])[0], over.get("batch_size", cram["batch_size"])
         runtime = over.get("runtime", cram.get("runtime"))
+        tokens, batches = batch * (length + 2), math.ceil(cram["n_samples"] / batch)
         for opt in cram["optimizers"]:
             steps = cram["optimizer_settings"][opt].get("max_steps") or cram["max_steps"]
-            tokens = batch * (length + 2)
-            texts = math.ceil(cram["n_samples"] / batch)
             # Frozen weights: the backward computes input gradients only, about one more forward.
-            hours = texts * steps * dense_seconds(4 * arch.body() * tokens, gpu) / 3600
+            hours = batches * steps * dense_seconds(4 * arch.body() * tokens, gpu) / 3600
             add("cramming", f"cram ({opt})", model, hours, training_memory_gb(arch, tokens, False), runtime,
                 len(cram["variants"]))
         cap = cram["capacity"]
@@ -146,7 +151,7 @@ def jobs(config: dict, gpu) -> list[dict]:
         fine-tuning (forward and backward for inputs and weights, 3 forwards), every epoch of the
         schedule (a latent method started from the CoT model skips CoT's first stage)."""
         arch, settings, data = MODELS[model], {**coco, **coco.get("overrides", {}).get(dataset, {})}, DATA[dataset]
-        length = data["question"] + data["steps"] + data["answer"]
+        length = sequence_tokens(data)
         for method in methods:
             skipped = settings["epochs_per_stage"] if settings.get("start") == "cot" and method in LATENT else 0
             train = (settings["num_epochs"] - skipped) * data["train"] * length
@@ -156,11 +161,12 @@ def jobs(config: dict, gpu) -> list[dict]:
 
     for model in coco["models"]:
         for dataset in coco["datasets"]:
-            settings, data = coconut_training(model, dataset, ("nocot", "cot", *LATENT), "coconut")
+            settings, data = coconut_training(model, dataset, COCONUT_METHODS, "coconut")
             arch, new = MODELS[model], settings["max_new_tokens"]
             hours = decode_seconds(arch, settings["eval_batch_size"], new, gpu) * data["test"] / \
                 settings["eval_batch_size"] * (1 + len(coco.get("controls", []))) / 3600
-            add("coconut", f"evaluate ({dataset})", model, hours, 4 * arch.params() / 1e9, None, 5 * seeds)
+            add("coconut", f"evaluate ({dataset})", model, hours, 4 * arch.params() / 1e9, None,
+                len(COCONUT_METHODS) * seeds)
 
     pool = config["pooler"]
     for model in pool["models"]:
@@ -169,7 +175,7 @@ def jobs(config: dict, gpu) -> list[dict]:
             if pool["main"] == "cot":  # the main model: this model fine-tuned by the Coconut track's CoT (one seed)
                 coconut_training(model, dataset, ("cot",), "pooler", runs=1)
             data = DATA[dataset]
-            length = data["question"] + data["steps"] + data["answer"]
+            length = sequence_tokens(data)
             examples = pool["epochs"] * data["train"] * pool["max_prefixes"]
             hours = dense_seconds(4 * arch.body() * examples * length, gpu) / 3600  # LoRA: no weight gradients
             add("pooler", f"train ({dataset})", model, hours,
@@ -216,10 +222,10 @@ def main() -> None:
           f"{gpu.gpu_gb:g} GB per GPU (an estimate from FLOPs and bytes, not a measurement)\n")
     print(f"{'track':<11} {'job':<32} {'model':<30} {'jobs':>4} {'h/job':>8} {'GB':>6}  fits")
     for r in rows:
-        fits = [("memory" if r["memory_gb"] > gpu.gpu_gb else "")]
+        over = ["memory"] if r["memory_gb"] > gpu.gpu_gb else []
         if r["runtime_h"] is not None and r["hours"] > r["runtime_h"]:
-            fits.append(f"runtime {r['runtime_h']:g} h")
-        verdict = "yes" if not any(fits) else "NO: " + ", ".join(f for f in fits if f)
+            over.append(f"runtime {r['runtime_h']:g} h")
+        verdict = "NO: " + ", ".join(over) if over else "yes"
         print(f"{r['track']:<11} {r['kind']:<32} {r['model']:<30} {r['count']:>4} {r['hours']:>8.2f} "
               f"{r['memory_gb']:>6.1f}  {verdict}")
     totals: dict[str, float] = {}

@@ -30,13 +30,15 @@ def hub_folder(folder: Path, config: str, splits: dict[str, pd.DataFrame]) -> No
     (folder / "README.md").write_text(CARD.format(config=config, files=files))
 
 
-def gsm8k_shaped(problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """GSM8k-Aug's columns (question, cot as a list of steps, answer) and openai/gsm8k's (question, answer:
-    the worked lines, then `#### N`)."""
-    aug = pd.DataFrame({"question": problems.question, "cot": problems.steps.map(list), "answer": problems.answer})
-    plain = pd.DataFrame({"question": problems.question,
-                          "answer": [("\n".join(s) + f"\n#### {a}") for s, a in zip(problems.steps, problems.answer)]})
-    return {"aug": aug, "plain": plain}
+def gsm8k_aug_shaped(problems: pd.DataFrame) -> pd.DataFrame:
+    """GSM8k-Aug's columns: question, cot (the steps as a list), answer."""
+    return pd.DataFrame({"question": problems.question, "cot": problems.steps.map(list), "answer": problems.answer})
+
+
+def gsm8k_shaped(problems: pd.DataFrame) -> pd.DataFrame:
+    """openai/gsm8k's columns: question, answer (the worked lines, then `#### N`)."""
+    return pd.DataFrame({"question": problems.question,
+                         "answer": [("\n".join(s) + f"\n#### {a}") for s, a in zip(problems.steps, problems.answer)]})
 
 
 def prosqa_records(n: int, seed: int) -> list[dict]:
@@ -54,9 +56,9 @@ def write_rehearsal_data(folder: Path, seed: int = 0) -> None:
     pd.DataFrame({"text": books}).to_parquet(folder / "pg19_test.parquet", index=False)
     problems = gsm_symbolic(30, seed)
     cut = {"train": problems.iloc[:18], "valid": problems.iloc[18:24], "test": problems.iloc[24:]}
-    hub_folder(folder / "gsm8k_aug", "default", {s: gsm8k_shaped(df)["aug"] for s, df in cut.items()})
-    hub_folder(folder / "gsm8k", "main", {"train": gsm8k_shaped(cut["train"])["plain"],
-                                          "test": gsm8k_shaped(pd.concat([cut["valid"], cut["test"]]))["plain"]})
+    hub_folder(folder / "gsm8k_aug", "default", {s: gsm8k_aug_shaped(df) for s, df in cut.items()})
+    hub_folder(folder / "gsm8k", "main", {"train": gsm8k_shaped(cut["train"]),
+                                          "test": gsm8k_shaped(pd.concat([cut["valid"], cut["test"]]))})
     for i, (split, n) in enumerate({"train": 24, "valid": 6, "test": 8}.items()):
         records = prosqa_records(n, seed * 10 + i)
         (folder / f"prosqa_{split}.json").write_text(json.dumps(records, indent=1))
