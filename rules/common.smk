@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
@@ -15,9 +16,11 @@ from soft_tokens.validation import (
     check_outputs,
     check_placeholders,
     read_yaml,
+    typed_overrides,
+    with_base,
 )
 
-# Without --configfile, the embedded default; with it, that file alone: configs never merge.
+# Without --configfile, the embedded default; with it, that file alone, or on the `base:` it names.
 if not workflow.overwrite_configfiles:
     # A syntax error, named with its line here (Snakemake's own reading names none).
     read_yaml(DEFAULT_CONFIG)
@@ -28,7 +31,8 @@ if not workflow.overwrite_configfiles:
         logger.info(
             f"Config: config/config.yaml, with --config {sorted(workflow.config_settings.config)} "
             "merged into it, so every track it turns on runs; to run only your own settings, give a "
-            "complete config file with --configfile (it replaces the default)."
+            "config file with --configfile (it replaces the default; `base: config/config.yaml` in "
+            "it takes every key it does not set from the default)."
         )
 
 
@@ -39,13 +43,24 @@ if len(workflow.overwrite_configfiles) > 1:
     )
 
 
+BASE = config.get("base")
+
+
 def config_source():
     """The config file(s) a message about the config should name."""
     files = [str(f) for f in workflow.overwrite_configfiles] or [str(DEFAULT_CONFIG)]
     extra = " (with --config)" if workflow.config_settings.config else ""
-    return " + ".join(files) + extra
+    on = f" (on {BASE})" if BASE else ""
+    return " + ".join(files) + on + extra
 
 
+# Nested --config values arrive as strings ('hrpo={steps: 40}'); the schema types them. A config
+# file that names a `base:` takes every key it does not set from that file.
+update_config(config, typed_overrides(workflow.config_settings.config or {}))
+if BASE:
+    resolved = with_base(config, config_source())
+    config.clear()
+    config.update(resolved)
 check(config, config_source(), Path.cwd())
 
 # The config file(s) of this run, for the provenance docs/results.md states; handed to jobs through

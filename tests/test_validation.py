@@ -24,7 +24,9 @@ from soft_tokens.validation import (
     damaged_outputs,
     read_yaml,
     removal_target,
+    typed_overrides,
     validate,
+    with_base,
 )
 from soft_tokens.workflow import check_config
 
@@ -40,6 +42,11 @@ def snakemake_dry_run(config_path, directory, *args, snakefile=ROOT / "Snakefile
     config = ["--configfile", str(config_path)] if config_path else []
     run = snakemake("-n", "--directory", str(directory), *config, *args, snakefile=snakefile)
     return run.returncode, run.stdout + run.stderr
+
+
+def validated(config) -> dict:
+    validate(config, "smoke.yaml")
+    return config
 
 
 def rejected(config) -> str:
@@ -66,10 +73,73 @@ def test_an_unknown_top_level_key_is_one_short_message_not_the_schema():
     assert len(message.splitlines()) == 1 and "Failed validating" not in message
 
 
-def test_a_partial_config_is_told_that_configs_never_merge():
+def test_a_partial_config_is_told_how_to_name_a_base():
     message = rejected({"cramming": {"models": ["tiny-llama"], "corpora": ["x"], "lengths": [8]}})
     assert message.startswith("my.yaml lacks the required top-level key(s) ['workdir', 'models', 'corpora']")
-    assert "never merged into config/config.yaml: copy config/config.yaml" in message
+    assert "start it with `base: config/config.yaml` (and its own `workdir:`)" in message
+    assert "--config seed=7 'hrpo={steps: 40}'" in message
+
+
+def test_a_config_on_a_base_takes_every_key_it_does_not_set_from_the_base():
+    derived = with_base({"base": "config/smoke.yaml", "workdir": "runs/mine", "hrpo": {"steps": 40},
+                         "models": {"tiny-llama": {"num_layers": 3}}}, "mine.yaml")
+    expected = smoke()
+    expected["workdir"] = "runs/mine"
+    expected["hrpo"]["steps"] = 40
+    expected["models"]["tiny-llama"]["num_layers"] = 3  # mappings merge key by key: the model keeps its size
+    assert derived == expected
+    assert with_base({"base": "config/smoke.yaml", "workdir": "w", "cramming": {"lengths": [4]}},
+                     "m.yaml")["cramming"]["lengths"] == [4]  # a list replaces the base's, as --config's does
+
+
+def test_a_base_chain_resolves_in_order(tmp_path):
+    middle = tmp_path / "middle.yaml"
+    middle.write_text("base: config/smoke.yaml\nworkdir: runs/middle\nseed: 7\nhrpo: {steps: 5}\n")
+    derived = with_base({"base": str(middle), "workdir": "runs/top", "hrpo": {"steps": 6}}, "top.yaml")
+    assert (derived["seed"], derived["hrpo"]["steps"], derived["workdir"]) == (7, 6, "runs/top")
+    assert derived["hrpo"]["group_size"] == SMOKE["hrpo"]["group_size"]
+
+
+def test_a_bad_base_is_named_with_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"^m.yaml: takes its base's workdir \('runs/smoke', from config/smoke.yaml\), "
+                                          r"so its outputs would overwrite the base run's; give it its own"):
+        with_base({"base": "config/smoke.yaml", "hrpo": {"steps": 4}}, "m.yaml")
+    with pytest.raises(ConfigError, match=r"^m.yaml: base: config/nope.yaml does not exist \(looked for "
+                                          rf"{ROOT}/config/nope.yaml; a relative base is read from the repository root"):
+        with_base({"base": "config/nope.yaml", "workdir": "w"}, "m.yaml")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\nworkdir: w\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        with_base({"base": str(loop), "workdir": "v"}, "m.yaml")
+
+
+def test_nested_config_overrides_are_typed_by_the_schema():
+    """Snakemake reads `--config 'hrpo={steps: 40}'` with YAML's base loader: every leaf a string."""
+    given = {"hrpo": {"steps": "40", "lr_lora": "1.0e-4", "chat_template": "false", "models": ["m"],
+                      "lora_r": "8", "marker": "123"},
+             "models": {"m": {"source": "tiny", "hidden_size": "32"}},
+             "cramming": {"lengths": ["4", "8"], "overrides": {"m": {"n_mem": ["2"]}}}}
+    assert typed_overrides(given) == {
+        "hrpo": {"steps": 40, "lr_lora": 1e-4, "chat_template": False, "models": ["m"], "lora_r": 8, "marker": "123"},
+        "models": {"m": {"source": "tiny", "hidden_size": 32}},
+        "cramming": {"lengths": [4, 8], "overrides": {"m": {"n_mem": [2]}}}}
+    assert typed_overrides({"hrpo": {"steps": "x"}}) == {"hrpo": {"steps": "x"}}  # left for the schema to reject
+
+
+def test_a_three_line_config_and_a_nested_override_run_as_the_readme_shows(tmp_path):
+    """The run's effective config (results/config.yaml) is what the job settings are made from."""
+    path = tmp_path / "hrpo40.yaml"
+    path.write_text("base: config/smoke.yaml\nworkdir: runs/hrpo40\nhrpo: {steps: 40}\n")
+    for name, args in (("derived", ["--configfile", str(path)]),
+                       ("nested", ["--configfile", str(ROOT / "config" / "smoke.yaml"), "--config",
+                                   "hrpo={steps: 40, lr_lora: 1.0e-4}"])):
+        run = snakemake("results/config.yaml", "--cores", "1", "--directory", str(tmp_path / name), *args)
+        assert run.returncode == 0, run.stdout + run.stderr
+        used = yaml.safe_load((tmp_path / name / "results" / "config.yaml").read_text())
+        assert used["hrpo"]["steps"] == 40 and "base" not in used
+        assert used["hrpo"]["group_size"] == SMOKE["hrpo"]["group_size"] and used["cramming"] == \
+            validated(smoke())["cramming"]
+    assert used["hrpo"]["lr_lora"] == 1e-4
 
 
 @pytest.mark.parametrize("section,name,override,expected", [

@@ -27,16 +27,21 @@ INTRO = f"""\
 
 <!-- Generated from schema.yaml by `{COMMAND}`; edit the schema, not this file. -->
 
-Three configs ship with the workflow:
+These configs ship with the workflow:
 
 - `config/config.yaml`: the embedded CPU default, run by `make results` (plain `snakemake`).
 - `config/smoke.yaml`: a tiny random model, used by the tests and CI (`make smoke`).
 - `config/paper.yaml`: the paper's GPU grid, for SLURM (`--configfile config/paper.yaml`
   with `--workflow-profile profiles/slurm`).
+- `config/rehearsal.yaml`: `paper.yaml` at tiny scale on offline data (`make rehearsal`).
+- `config/hrpo40.yaml`: the default with HRPO at 40 steps, three lines on `base: config/config.yaml`.
 
-Each config is complete on its own: a file given with `--configfile` replaces the default rather
-than merging into it. Its `workdir` keeps its outputs (resources/, results/, logs/) apart from
-the other configs'.
+A file given with `--configfile` replaces the default rather than merging into it, unless it
+names a base: `base: config/config.yaml` (read from the repository root) takes every key the file
+does not set from that config, mappings merged key by key, lists and values replaced. Its `workdir`
+keeps its outputs (resources/, results/, logs/) apart from the other configs', and a file on a
+base must set its own. Single keys change on the command line too, nested ones typed by the schema:
+`--config seed=7 'hrpo={{steps: 40}}'`.
 
 The workflow validates the config against `config/schema.yaml` before any job runs, and fills in
 the defaults below for keys left out; a dry run (`snakemake -n --configfile my.yaml`) checks a new

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import yaml
+from snakemake.utils import update_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -41,6 +42,80 @@ def read_yaml(path) -> dict:
     return data
 
 
+def with_base(config: dict, source: str, seen: tuple = ()) -> dict:
+    """The config a file means when it starts with `base: <file>`: that file's keys (itself resolved the
+    same way), with this one's laid over them as Snakemake lays `--config` over a file. A relative `base` is read from the repository root, so
+    `base: config/config.yaml` means the embedded default wherever the file lives. A derived config
+    needs its own `workdir`: one sharing its base's would overwrite the base run's results."""
+    if "base" not in config:
+        return config
+    name = config["base"]
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: base: {name!r} is not a file name; write e.g. `base: config/config.yaml`")
+    path = Path(name) if Path(name).is_absolute() else ROOT / name
+    if not path.is_file():
+        raise ConfigError(f"{source}: base: {name} does not exist (looked for {path}; a relative base is read from "
+                          f"the repository root {ROOT}); name a config file there, e.g. `base: config/config.yaml`")
+    if path.resolve() in seen:
+        raise ConfigError(f"{source}: base: {name} leads back to itself ({' -> '.join(map(str, seen))}); "
+                          "let one of them stand alone")
+    parent = with_base(read_yaml(path), str(path), (*seen, path.resolve()))
+    own = {key: value for key, value in config.items() if key != "base"}
+    if own.get("workdir", parent.get("workdir")) == parent.get("workdir"):
+        raise ConfigError(f"{source}: takes its base's workdir ({parent.get('workdir')!r}, from {name}), so its "
+                          "outputs would overwrite the base run's; give it its own, e.g. `workdir: runs/<name>`")
+    update_config(parent, own)  # mappings merge key by key; a list or a number replaces
+    return parent
+
+
+def schema_types(node: dict, schema: dict) -> set:
+    """The JSON types a schema node admits, through `$ref`, `anyOf` and `oneOf`."""
+    node = resolve_ref(node, schema)
+    kinds = node.get("type", [])
+    found = {kinds} if isinstance(kinds, str) else set(kinds)
+    for part in node.get("anyOf", []) + node.get("oneOf", []):
+        found |= schema_types(part, schema)
+    return found
+
+
+def resolve_ref(node: dict, schema: dict) -> dict:
+    """The block a `{$ref: "#/$defs/<block>"}` node points at (the node itself when it has no $ref)."""
+    if "$ref" not in node:
+        return node
+    block = schema
+    for name in node["$ref"].removeprefix("#/").split("/"):
+        block = block[name]
+    return block
+
+
+def typed(value, node: dict, schema: dict):
+    """`value` with each string leaf the schema types as a number, boolean or null parsed as YAML would
+    parse it in a config file. Snakemake reads a nested `--config` value (`hrpo={steps: 40}`) with
+    YAML's base loader, which leaves every leaf a string."""
+    node = resolve_ref(node, schema)
+    if isinstance(value, dict):
+        properties = object_properties(node, schema)
+        extra = node.get("additionalProperties")
+        return {key: typed(item, properties.get(key, extra if isinstance(extra, dict) else {}), schema)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item, node.get("items", {}), schema) for item in value]
+    kinds = schema_types(node, schema)
+    if isinstance(value, str) and kinds & {"integer", "number", "boolean", "null"}:
+        parsed = yaml.safe_load(value)
+        fits = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+        if any(isinstance(parsed, fits[kind]) and (kind == "boolean" or not isinstance(parsed, bool))
+               for kind in kinds & fits.keys()):
+            return parsed
+    return value
+
+
+def typed_overrides(overrides: dict) -> dict:
+    """`--config` values typed by the schema (see `typed`)."""
+    schema = read_yaml(SCHEMA)
+    return typed(overrides, schema, schema)
+
+
 def key_path(parts) -> str:
     """`cramming.lengths[0]` from the path jsonschema gives ("cramming", "lengths", 0)."""
     text = ""
@@ -55,10 +130,7 @@ def object_properties(node: dict, schema: dict | None = None) -> dict:
     schema = read_yaml(SCHEMA) if schema is None else schema
     properties = dict(node.get("properties", {}))
     for part in (part for part in node.get("allOf", []) if "$ref" in part):
-        block = schema
-        for name in part["$ref"].removeprefix("#/").split("/"):
-            block = block[name]
-        properties.update(object_properties(block, schema))
+        properties.update(object_properties(resolve_ref(part, schema), schema))
     return properties
 
 
@@ -75,8 +147,9 @@ def explain(error, source: str) -> str:
     if error.validator == "required" and not error.absolute_path:
         missing = [k for k in error.validator_value if k not in error.instance]
         return (f"{source} lacks the required top-level key(s) {missing}. A config given with --configfile is used "
-                f"alone, never merged into config/config.yaml: copy config/config.yaml (or config/smoke.yaml) and "
-                "edit the copy, or change single keys of the default with --config KEY=VALUE")
+                f"alone unless it names a base: start it with `base: config/config.yaml` (and its own `workdir:`) "
+                "to take every key it does not set from the default, or change single keys of the default with "
+                "--config, e.g. --config seed=7 'hrpo={steps: 40}'")
     return f"{source}: {where}: {error.message} (config/README.md describes the key)"
 
 
@@ -209,7 +282,7 @@ def main(argv=None) -> int:
     paths = sys.argv[1:] if argv is None else argv
     for path in paths or [DEFAULT_CONFIG]:
         try:
-            check(read_yaml(path), str(path), Path.cwd())
+            check(with_base(read_yaml(path), str(path)), str(path), Path.cwd())
         except ValueError as err:
             print(err, file=sys.stderr)
             return 1
