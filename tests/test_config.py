@@ -1,6 +1,8 @@
+import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,78 @@ def test_conda_envs_match_the_pins():
         for entry in pip:
             name, version = entry.split("==")
             assert pins.get(name) == version, f"{env.name}: {entry}, requirements pin {pins.get(name)}"
+
+
+def test_pyproject_declares_every_pinned_package_in_a_range_its_pin_satisfies():
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"] + sum(project["optional-dependencies"].values(), [])]
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert sorted(r.name for r in declared) == sorted(pins)
+    for requirement in declared:
+        assert requirement.specifier.contains(pins[requirement.name]), f"{requirement} excludes the pin {pins[requirement.name]}"
+
+
+# Import names whose distribution is named otherwise.
+DISTRIBUTIONS = {"yaml": "pyyaml", "reasoning_gym": "reasoning-gym"}
+SRC = ROOT / "src"
+
+
+def imported(path: Path) -> set[str]:
+    """The modules a file imports, at any depth of it (a function's lazy import counts: the job may call it)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """The distributions a rule's script needs: its imports and those of every soft_tokens module it
+    reaches, outside the standard library and Snakemake (which runs the script)."""
+    seen, found, todo = set(), set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported(path):
+            parts = name.split(".")
+            if parts[0] == "soft_tokens":
+                for i in range(1, len(parts) + 1):
+                    base = SRC.joinpath(*parts[:i])
+                    todo += [f for f in (base.with_suffix(".py"), base / "__init__.py") if f.exists()]
+            elif parts[0] not in sys.stdlib_module_names and parts[0] != "snakemake":
+                found.add(DISTRIBUTIONS.get(parts[0], parts[0]))
+    return found
+
+
+def rule_envs_and_scripts() -> dict[str, tuple[str, str]]:
+    """rule -> (its conda env file, its script), read from rules/*.smk."""
+    found = {}
+    for smk in (ROOT / "rules").glob("*.smk"):
+        for block in re.split(r"(?m)^rule ", smk.read_text())[1:]:
+            env = re.search(r'conda:\s*"\.\./(envs/[\w.]+)"', block)
+            script = re.search(r'script:\s*"\.\./(workflow/scripts/[\w.]+)"', block)
+            found[block.split(":")[0]] = (env and env.group(1), script and script.group(1))
+    return found
+
+
+def test_each_rules_conda_env_installs_what_its_script_imports():
+    rules = rule_envs_and_scripts()
+    assert len(rules) >= 28 and all(env and script for env, script in rules.values())
+    for rule, (env, script) in rules.items():
+        spec = yaml.safe_load((ROOT / env).read_text())
+        installed = {p.split("==")[0] for d in spec["dependencies"] if isinstance(d, dict) for p in d["pip"]}
+        installed |= {d for d in spec["dependencies"] if isinstance(d, str)}
+        missing = third_party_imports(ROOT / script) - installed
+        assert not missing, f"rule {rule} imports {sorted(missing)}, which {env} does not install"
+    assert {"pyyaml", "scipy", "matplotlib"} <= third_party_imports(ROOT / "workflow/scripts/summarize_hrpo.py") | \
+        third_party_imports(ROOT / "workflow/scripts/effective_config.py")  # the walk reaches lazy and nested imports
 
 
 def test_coconut_names_overrides_and_c_are_checked():
