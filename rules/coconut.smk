@@ -58,9 +58,8 @@ rule summarize_coconut:
             method=config["coconut"]["methods"],
         ),
     output:
-        **figure_outputs(coconut, "coconut", "Coconut"),
+        **section_outputs(coconut, "coconut", "Coconut"),
         summary="results/coconut_summary.parquet",
-        section="results/sections/coconut.tex",
     log:
         "logs/summarize_coconut.log",
     benchmark:

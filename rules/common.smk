@@ -8,6 +8,7 @@ from snakemake.utils import update_config
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
+from soft_tokens.report.provenance import CONFIG_SOURCE
 from soft_tokens.vocabulary import canonical
 from soft_tokens.workflow import job_params, sections
 from soft_tokens.validation import (
@@ -63,9 +64,8 @@ if BASE:
     config.update(resolved)
 check(config, config_source(), Path.cwd())
 
-# The config file(s) of this run, for the provenance docs/results.md states; handed to jobs through
+# The config file(s) of this run, for the provenance the report states; handed to jobs through
 # their environment rather than as a parameter, so that renaming a config file reruns nothing.
-CONFIG_SOURCE = "SOFT_TOKENS_CONFIG"
 if workflow.exec_mode == ExecMode.DEFAULT:
     os.environ[CONFIG_SOURCE] = config_source()
 
@@ -96,6 +96,26 @@ def run_dir():
 
 
 OUTPUT_DIR = run_dir()
+
+
+def report_path(argv):
+    """Where `snakemake --report [FILE]` writes: FILE (report.html if none) inside the run's folder,
+    which Snakemake's own "Report created." does not say."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--report="):
+            return Path(OUTPUT_DIR, arg.split("=", 1)[1])
+        if arg == "--report":
+            given = (
+                argv[i + 1]
+                if i + 1 < len(argv) and not argv[i + 1].startswith("-")
+                else "report.html"
+            )
+            return Path(OUTPUT_DIR, given)
+    return None
+
+
+if report_path(sys.argv):
+    logger.info(f"The report will be written to {report_path(sys.argv)}")
 
 
 onstart:
@@ -151,11 +171,19 @@ def track_inputs(inputs):
     return lambda wildcards: inputs(config, dict(wildcards.items()))
 
 
-def figure_outputs(track, section, category):
-    """The PNG (in the Snakemake report, captioned from the track's package) and PDF (for LaTeX) of
-    each figure of a track's report section."""
+def section_outputs(track, section, category):
+    """A track's report section: its LaTeX, its page of the Snakemake report (the section's tables and
+    findings in HTML), and the PNG (in the Snakemake report, captioned from the track's package) and
+    PDF (for LaTeX) of each of its figures, all under the track's `category`."""
     captions = Path(track.__file__).parent.relative_to(workflow.basedir) / "captions"
-    outputs = {}
+    outputs = {
+        "section": f"results/sections/{section}.tex",
+        "page": report(
+            f"results/sections/{section}.html",
+            caption="../report/section_page.rst",
+            category=category,
+        ),
+    }
     for name in track.SECTIONS[section]:
         outputs[name] = report(
             f"results/figures/{name}.png",
@@ -184,6 +212,7 @@ def all_outputs():
         "results/table.tex",
         "results/config.yaml",
         "docs/results.md",
+        *expand("results/sections/{track}.html", track=SECTIONS),
         *section_figures("png"),
     ]
     if TEX:

@@ -78,9 +78,8 @@ rule summarize_compressor:
             arch=config["compressor"]["archs"],
         ),
     output:
-        **figure_outputs(compression, "compressor", "Compressor"),
+        **section_outputs(compression, "compressor", "Compressor"),
         summary="results/compressor_summary.parquet",
-        section="results/sections/compressor.tex",
     log:
         "logs/summarize_compressor.log",
     benchmark:

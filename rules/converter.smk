@@ -109,9 +109,9 @@ rule summarize_converter:
             model=config["converter"]["models"],
         ),
     output:
+        **section_outputs(compression, "converter", "Converter"),
         summary="results/converter_summary.parquet",
         demo_summary="results/recursive_demo_summary.parquet",
-        section="results/sections/converter.tex",
     log:
         "logs/summarize_converter.log",
     benchmark:

@@ -66,11 +66,10 @@ rule summarize_cramming:
         samples=cramming.cram_results(config, ".parquet"),
         capacity=cramming.capacity_results(config),
     output:
-        **figure_outputs(cramming, "cramming", "Cramming"),
+        **section_outputs(cramming, "cramming", "Cramming"),
         summary="results/cramming_summary.parquet",
         capacity="results/cramming_capacity.parquet",
         stages="results/capacity_stages.parquet",
-        section="results/sections/cramming.tex",
     log:
         "logs/summarize_cramming.log",
     benchmark:

@@ -66,9 +66,8 @@ rule summarize_hrpo:
             if run["policy"] != "start"
         ],
     output:
-        **figure_outputs(hrpo, "hrpo", "HRPO"),
+        **section_outputs(hrpo, "hrpo", "HRPO"),
         summary="results/hrpo_summary.parquet",
-        section="results/sections/hrpo.tex",
     log:
         "logs/summarize_hrpo.log",
     benchmark:

@@ -84,9 +84,8 @@ rule summarize_pooler:
             dataset=config["pooler"]["datasets"],
         ),
     output:
-        **figure_outputs(pooler, "pooler", "Reasoning-window pooler"),
+        **section_outputs(pooler, "pooler", "Reasoning-window pooler"),
         summary="results/pooler_summary.parquet",
-        section="results/sections/pooler.tex",
     log:
         "logs/summarize_pooler.log",
     benchmark:

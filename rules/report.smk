@@ -2,7 +2,8 @@ rule render_report:
     input:
         section_inputs(),
     output:
-        "results/table.tex",
+        table="results/table.tex",
+        provenance="results/provenance.yaml",
     log:
         "logs/render_report.log",
     benchmark:
@@ -33,6 +34,7 @@ rule document_results:
 rule compile_report:
     input:
         table="results/table.tex",
+        provenance="results/provenance.yaml",
         figures=section_figures("pdf"),
     output:
         report(

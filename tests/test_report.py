@@ -2,6 +2,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from soft_tokens.compression.report import compressor_findings, summarize_compressor
 from soft_tokens.cramming.report import capacity_table, findings, section, summarize, theoretical_capacity
@@ -220,3 +221,30 @@ def test_the_results_digest_carries_a_sections_protocol_tables_and_findings_as_m
         "Findings:",
         "- Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).",
     ]
+
+
+def test_a_sections_html_page_carries_its_tables_and_findings():
+    from soft_tokens.report.digest import section_html
+
+    record = {"config": "config/smoke.yaml", "commit": "abc", "date": "2026-12-07 05:00 UTC",
+              "version_python": "3.11.7", "version_torch": "2.13.0", "version_transformers": "5.23.0"}
+    page = section_html(SECTION_TEX, record)
+    assert "<h2>Coconut: reasoning in continuous thoughts</h2>" in page
+    assert "From a run of <code>config/smoke.yaml</code> at commit <code>abc</code> on 2026-12-07 05:00 UTC " \
+           "(python 3.11.7, torch 2.13.0, transformers 5.23.0)" in page
+    assert "<caption>tiny: accuracy (%) with <code>coconut.seeds</code>; n = 2 × 4.</caption>" in page
+    assert ("<thead><tr><th></th><th>prosqa (n = 8)</th><th></th></tr><tr><th>method</th><th>accuracy (%)</th>"
+            "<th># tokens</th></tr></thead><tbody><tr><td>No-CoT</td><td>12.5 [2.2–47.1]</td><td>8.0</td></tr>") in page
+    assert "<li>Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).</li>" \
+           in page
+
+
+def test_provenance_names_the_config_from_the_repository_root(monkeypatch):
+    from soft_tokens.report import provenance
+
+    monkeypatch.setenv(provenance.CONFIG_SOURCE, f"{provenance.ROOT}/config/smoke.yaml + /elsewhere/my.yaml")
+    record = provenance.provenance()
+    assert record["config"] == "config/smoke.yaml + /elsewhere/my.yaml"
+    assert record["version_torch"] == torch.__version__ and record["version_python"].count(".") == 2
+    monkeypatch.delenv(provenance.CONFIG_SOURCE)
+    assert provenance.provenance()["config"] == "unknown (run outside the workflow)"

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from runner import ROOT, SMOKE, snakemake, snakemake_command
 from snakemake.utils import validate
 
+from soft_tokens.core.io import parquet_metadata
 from soft_tokens.core.job_settings import DERIVED, TOP
+from soft_tokens.report.digest import inline_html, parts, table_cells
 from soft_tokens.workflow import OWNER
 
 
@@ -153,10 +156,33 @@ def test_smoke_run_keeps_benchmarks_and_builds_the_html_report(smoke_run):
 
 def test_smoke_run_documents_its_results_with_their_provenance(smoke_run):
     digest = (smoke_run / "docs" / "results.md").read_text()
-    assert f"Generated from a run of `{SMOKE}` at commit `" in digest
+    assert "Generated from a run of `config/smoke.yaml` at commit `" in digest
+    record = yaml.safe_load((smoke_run / "results" / "provenance.yaml").read_text())
+    assert record["config"] == "config/smoke.yaml" and record["version_torch"] == torch.__version__
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", record["commit"]) and f"`{record['commit']}`" in digest
+    for summary in (smoke_run / "results").glob("*_summary.parquet"):
+        assert parquet_metadata(summary).keys() >= record.keys(), summary.name
+        assert parquet_metadata(summary)["commit"] == record["commit"]
+    table = (smoke_run / "results" / "table.tex").read_text()
+    assert f"% commit: {record['commit']}" in table and "% version_transformers: " in table
     titles = [line for line in digest.splitlines() if line.startswith("## ")]
     assert len(titles) == 6 and titles[0].startswith("## Cramming") and titles[-1].startswith("## HRPO")
     assert "| Online compression | 4 | 4 | " in digest and "\\" not in digest
+
+
+def test_each_tracks_html_page_holds_its_tables_and_findings(smoke_run):
+    """The Snakemake report's view of a section: every table (caption, header, each row's cells) and finding."""
+    for tex in (smoke_run / "results" / "sections").glob("*.tex"):
+        page = (tex.with_suffix(".html")).read_text()
+        title, protocol, tables, findings = parts(tex.read_text())
+        assert f"<h2>{inline_html(title)}</h2>" in page and inline_html(protocol) in page
+        for block in tables:
+            caption, header, rows = table_cells(block)
+            assert f"<caption>{inline_html(caption)}</caption>" in page
+            for row in rows:
+                assert "".join(f"<td>{inline_html(c)}</td>" for c in row) in page
+        assert page.count("<li>") == len(findings) and all(inline_html(f) in page for f in findings)
+        assert "[" in page and "]" in page  # intervals
 
 
 def test_every_job_kind_reads_every_key_its_spec_declares(smoke_run):

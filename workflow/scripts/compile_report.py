@@ -10,4 +10,7 @@ log_to(snakemake.log[0])
 
 from soft_tokens.report.document import compile_pdf
 
-compile_pdf(Path(snakemake.input.table), [Path(f) for f in snakemake.input.figures], Path(snakemake.output[0]))
+import yaml
+
+record = yaml.safe_load(Path(snakemake.input.provenance).read_text())
+compile_pdf(Path(snakemake.input.table), [Path(f) for f in snakemake.input.figures], record, Path(snakemake.output[0]))

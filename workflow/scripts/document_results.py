@@ -1,6 +1,5 @@
 """Snakemake entry point: docs/results.md, what the run shows in Markdown, from its report sections."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,6 +9,6 @@ from soft_tokens.core.runlog import log_to
 log_to(snakemake.log[0])
 
 from soft_tokens.report.digest import digest
+from soft_tokens.report.provenance import provenance
 
-config = os.environ.get("SOFT_TOKENS_CONFIG", "a config")  # set by rules/common.smk
-Path(snakemake.output[0]).write_text(digest([Path(p) for p in snakemake.input], config))
+Path(snakemake.output[0]).write_text(digest([Path(p) for p in snakemake.input], provenance()))

@@ -1,4 +1,5 @@
-"""Snakemake entry point: results/table.tex, the configured tracks' sections in order."""
+"""Snakemake entry point: results/table.tex, the configured tracks' sections in order, and
+results/provenance.yaml, where they come from."""
 
 import sys
 from pathlib import Path
@@ -8,6 +9,11 @@ from soft_tokens.core.runlog import log_to
 
 log_to(snakemake.log[0])
 
-from soft_tokens.report.document import assemble
+import yaml
 
-Path(snakemake.output[0]).write_text(assemble([Path(p) for p in snakemake.input]))
+from soft_tokens.report.document import assemble
+from soft_tokens.report.provenance import provenance
+
+record = provenance()
+Path(snakemake.output.table).write_text(assemble([Path(p) for p in snakemake.input], record))
+Path(snakemake.output.provenance).write_text(yaml.safe_dump(record, sort_keys=False))

@@ -11,9 +11,13 @@ log_to(snakemake.log[0])
 import pandas as pd
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.report.document import write_section
+from soft_tokens.report.provenance import provenance
 from soft_tokens.latent.coconut.report import FIGURES, figures, section, summarize
 
+RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
+
 summary = summarize(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
-write_parquet(summary, snakemake.output.summary)
+write_parquet(summary, snakemake.output.summary, RECORD)
 figures(summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
-Path(snakemake.output.section).write_text(section(summary, snakemake.params.protocol))
+write_section(section(summary, snakemake.params.protocol), snakemake.output, RECORD)

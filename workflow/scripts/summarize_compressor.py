@@ -12,8 +12,12 @@ import pandas as pd
 
 from soft_tokens.compression.report import compressor_section, plot_compressor_ce, summarize_compressor
 from soft_tokens.core.io import write_parquet
+from soft_tokens.report.document import write_section
+from soft_tokens.report.provenance import provenance
+
+RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
 summary = summarize_compressor(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
-write_parquet(summary, snakemake.output.summary)
+write_parquet(summary, snakemake.output.summary, RECORD)
 plot_compressor_ce(summary, [snakemake.output.compressor_ce, snakemake.output.compressor_ce_pdf])
-Path(snakemake.output.section).write_text(compressor_section(summary, snakemake.params.protocol))
+write_section(compressor_section(summary, snakemake.params.protocol), snakemake.output, RECORD)

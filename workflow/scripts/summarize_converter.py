@@ -12,10 +12,14 @@ import pandas as pd
 
 from soft_tokens.compression.report import converter_section, demo_intervals, summarize_converter
 from soft_tokens.core.io import write_parquet
+from soft_tokens.report.document import write_section
+from soft_tokens.report.provenance import provenance
+
+RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
 converter = pd.concat([pd.read_parquet(p) for p in snakemake.input.evals], ignore_index=True)
 demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo], ignore_index=True)
 summary, demo_summary = summarize_converter(converter), demo_intervals(demo)
-write_parquet(summary, snakemake.output.summary)
-write_parquet(demo_summary, snakemake.output.demo_summary)
-Path(snakemake.output.section).write_text(converter_section(summary, demo_summary))
+write_parquet(summary, snakemake.output.summary, RECORD)
+write_parquet(demo_summary, snakemake.output.demo_summary, RECORD)
+write_section(converter_section(summary, demo_summary), snakemake.output, RECORD)

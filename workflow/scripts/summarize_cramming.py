@@ -9,14 +9,18 @@ from soft_tokens.core.runlog import log_to
 log_to(snakemake.log[0])
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.report.document import write_section
+from soft_tokens.report.provenance import provenance
 from soft_tokens.cramming.report import FIGURES, capacity_table, figures, read_samples, section, summarize
+
+RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
 samples = read_samples(snakemake.input.samples)
 stages = read_samples(snakemake.input.capacity)
 summary = summarize(samples)
 capacity = capacity_table(stages)
-write_parquet(summary, snakemake.output.summary)
-write_parquet(stages, snakemake.output.stages)
-write_parquet(capacity, snakemake.output.capacity)
+write_parquet(summary, snakemake.output.summary, RECORD)
+write_parquet(stages, snakemake.output.stages, RECORD)
+write_parquet(capacity, snakemake.output.capacity, RECORD)
 figures(samples, summary, stages, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
-Path(snakemake.output.section).write_text(section(summary, capacity, samples))
+write_section(section(summary, capacity, samples), snakemake.output, RECORD)

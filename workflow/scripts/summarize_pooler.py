@@ -11,11 +11,15 @@ log_to(snakemake.log[0])
 import pandas as pd
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.report.document import write_section
+from soft_tokens.report.provenance import provenance
 from soft_tokens.latent.pooler.report import FIGURES, figures, section, summarize
+
+RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
 evals = pd.concat([pd.read_parquet(p) for p in [*snakemake.input.windows, *snakemake.input.baselines]],
                   ignore_index=True)
 summary = summarize(evals)
-write_parquet(summary, snakemake.output.summary)
+write_parquet(summary, snakemake.output.summary, RECORD)
 figures(summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
-Path(snakemake.output.section).write_text(section(summary, snakemake.params.protocol))
+write_section(section(summary, snakemake.params.protocol), snakemake.output, RECORD)

@@ -1,15 +1,15 @@
 """docs/results.md: what a finished run shows, in Markdown, generated from its report sections (never
-pasted by hand) with the commit, config and date it came from. Torch-free: a local rule writes it.
+pasted by hand) with the commit, config, date and versions it came from. Torch-free: a local rule writes it.
 
 Each section's title, protocol paragraph, tables (booktabs) and findings are carried over; figures stay
 in the report (results/report.pdf, `snakemake --report`)."""
 
+import html
 import re
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from soft_tokens.report.provenance import summary_line
+
 # LaTeX the sections use in prose and cells, and its Markdown.
 REPLACEMENTS = ((r"\%", "%"), (r"\_", "_"), (r"\&", "&"), (r"\#", "#"), (r"\$", "$"), ("---", "—"), ("--", "–"),
                 (r"$\to$", "→"), (r"\to", "→"), (r"\times", "×"), (r"\sqrt", "√"), (r"\cdot", "·"), (r"\log", "log"), (r"\pm", "±"), (r"\leq", "≤"),
@@ -37,43 +37,84 @@ def row_cells(row: str) -> list[str]:
     return cells
 
 
-def table(block: str) -> str:
-    """A booktabs table as a Markdown table under its caption (multicolumn headers on their own row)."""
+def table_cells(block: str) -> tuple[str | None, list[list[str]], list[list[str]]]:
+    """A booktabs table's caption, header rows (the column names last) and data rows, padded to one
+    width, in Markdown."""
     caption = re.search(r"\\caption\{(.*)\}\n", block)
     body = block[block.index(r"\toprule") + len(r"\toprule"):block.index(r"\bottomrule")]
     header, rows = body.split(r"\midrule")
     cells = [row_cells(line) for line in header.splitlines() if line.strip() and "cmidrule" not in line]
     data = [row_cells(line) for line in rows.splitlines() if line.strip()]
     width = max(len(r) for r in cells + data)
-    lines = ["| " + " | ".join(r + [""] * (width - len(r))) + " |" for r in cells[-1:]]
-    lines.append("|" + " --- |" * width)
-    lines += ["| " + " | ".join(r + [""] * (width - len(r))) + " |" for r in cells[:-1] + data]
-    return (f"*{markdown(caption.group(1))}*\n\n" if caption else "") + "\n".join(lines)
+    cells, data = ([r + [""] * (width - len(r)) for r in rows] for rows in (cells, data))
+    return (markdown(caption.group(1)) if caption else None), cells, data
+
+
+def table(block: str) -> str:
+    """A booktabs table as a Markdown table under its caption (multicolumn headers on their own row)."""
+    caption, cells, data = table_cells(block)
+    lines = ["| " + " | ".join(r) + " |" for r in cells[-1:]]
+    lines.append("|" + " --- |" * len(cells[-1]))
+    lines += ["| " + " | ".join(r) + " |" for r in cells[:-1] + data]
+    return (f"*{caption}*\n\n" if caption else "") + "\n".join(lines)
+
+
+def parts(tex: str) -> tuple[str, str, list[str], list[str]]:
+    """A report section's title, protocol paragraph, table blocks and findings (Markdown, tables LaTeX)."""
+    title = re.search(r"\\section\*\{(.*)\}", tex).group(1)
+    protocol = tex[tex.index("\n") + 1:].split("\n\n", 1)[0]
+    tables = [m.group(0) for m in re.finditer(r"\\begin\{table\}.*?\\end\{table\}", tex, re.S)]
+    findings = [markdown(item) for item in re.findall(r"^\\item (.*)$", tex, re.M)]
+    return markdown(title), markdown(protocol), tables, findings
 
 
 def section(tex: str) -> str:
     """One report section: its title, protocol, tables and findings."""
-    title = re.search(r"\\section\*\{(.*)\}", tex).group(1)
-    protocol = tex[tex.index("\n") + 1:].split("\n\n", 1)[0]
-    tables = [table(m.group(0)) for m in re.finditer(r"\\begin\{table\}.*?\\end\{table\}", tex, re.S)]
-    findings = [markdown(item) for item in re.findall(r"^\\item (.*)$", tex, re.M)]
-    parts = [f"## {markdown(title)}", markdown(protocol), *tables]
+    title, protocol, tables, findings = parts(tex)
+    blocks = [f"## {title}", protocol, *map(table, tables)]
     if findings:
-        parts.append("Findings:\n\n" + "\n".join(f"- {finding}" for finding in findings))
-    return "\n\n".join(parts)
+        blocks.append("Findings:\n\n" + "\n".join(f"- {finding}" for finding in findings))
+    return "\n\n".join(blocks)
 
 
-def provenance(config: str) -> str:
-    """Where these numbers come from: the commit (`-dirty` with uncommitted changes), config and date."""
-    commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "unknown (not a git checkout)"
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Generated from a run of `{config}` at commit `{commit}` on {date} by the `document_results` rule."
+def inline_html(text: str) -> str:
+    """Markdown's inline code, bold and italics as HTML, the rest escaped."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<i>\1</i>", text)
 
 
-def digest(sections: list[Path], config: str) -> str:
+def table_html(block: str) -> str:
+    caption, cells, data = table_cells(block)
+    head = "".join("<tr>" + "".join(f"<th>{inline_html(c)}</th>" for c in r) + "</tr>" for r in cells)
+    body = "".join("<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in r) + "</tr>" for r in data)
+    return (f"<table>" + (f"<caption>{inline_html(caption)}</caption>" if caption else "")
+            + f"<thead>{head}</thead><tbody>{body}</tbody></table>")
+
+
+STYLE = ("body{font-family:sans-serif;max-width:70em;margin:1em auto;line-height:1.4}"
+         "table{border-collapse:collapse;margin:1.2em 0}caption{text-align:left;font-style:italic;padding:.3em 0}"
+         "th,td{border-bottom:1px solid #ccc;padding:.2em .6em;text-align:right}th{border-bottom:2px solid #444}"
+         "td:first-child,th:first-child{text-align:left}code{background:#f3f3f3}")
+
+
+def section_html(tex: str, record: dict) -> str:
+    """One report section as a page of the Snakemake report: its title, protocol, tables (with their
+    intervals) and findings, under the run's provenance `record`."""
+    title, protocol, tables, findings = parts(tex)
+    items = "".join(f"<li>{inline_html(f)}</li>" for f in findings)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h2>{inline_html(title)}</h2>"
+            f"<p><small>{inline_html('From a run of ' + summary_line(record))}</small></p>"
+            f"<p>{inline_html(protocol)}</p>{''.join(map(table_html, tables))}"
+            + (f"<h3>Findings</h3><ul>{items}</ul>" if items else "") + "</body></html>\n")
+
+
+def digest(sections: list[Path], record: dict) -> str:
+    """docs/results.md from the report sections, headed by the run's provenance `record`."""
     head = ("# Results of the default run\n\n"
             "<!-- Generated by soft-tokens (rule document_results): do not edit; `make results` rewrites it. -->\n\n"
-            f"{provenance(config)} Every mean carries its n and a 95% interval ([statistics](statistics.md)); "
+            f"Generated from a run of {summary_line(record)} by the `document_results` rule. Every mean carries its n and a 95% interval ([statistics](statistics.md)); "
             "the figures are in `results/report.pdf` and `snakemake --report`.\n")
     return "\n\n".join([head, *(section(Path(s).read_text()) for s in sections)]) + "\n"
