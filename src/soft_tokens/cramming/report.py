@@ -119,15 +119,20 @@ def capacity_table(stages: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def row_name(row) -> str:
-    """`Llama-3.2-1B_bos` style: model and variant, plus the init where the protocol does not prescribe
-    it and it is not randn, and the mem count where not 1."""
-    name = f"{row['model']}_{row['variant']}"
+def variant_label(row) -> str:
+    """`bos` style: the variant, plus the init where the protocol does not prescribe it and it is not
+    randn, and the mem count where not 1."""
+    label = row["variant"]
     if row["protocol_init"] == "grid" and row["init"] != "randn":
-        name += f"_{row['init']}"
+        label += f"_{row['init']}"
     if row["n_mem"] != 1:
-        name += f"_mem{row['n_mem']}"
-    return name
+        label += f"_mem{row['n_mem']}"
+    return label
+
+
+def row_name(row) -> str:
+    """`Llama-3.2-1B_bos` style, for prose and legends: model and variant label."""
+    return f"{row['model']}_{variant_label(row)}"
 
 
 def protocol(row) -> str:
@@ -256,28 +261,53 @@ def best_so_far_curves(samples: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
 
 
 def plot_accuracy_vs_steps(samples: pd.DataFrame, paths: list) -> None:
+    """One panel per corpus (row) and text length (column); one line per model, variant and optimiser,
+    in the same colour in every panel, named once in a legend below the panels."""
     plt = pyplot()
 
-    lengths = sorted(samples["length"].unique())
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4 * len(lengths), 3.2), squeeze=False, sharey=True)
+    samples = ordered(samples)
+    corpora, lengths = list(samples["corpus"].unique()), sorted(samples["length"].unique())
+    kinds = ["model", "variant", "init", "n_mem", "optimizer"]
+    names = {keys: f"{row_name(g.iloc[0])} {keys[-1]}" for keys, g in samples.groupby(kinds, sort=False)}
+    colour = {keys: f"C{i % 10}" for i, keys in enumerate(names)}
+    fig, axes = plt.subplots(len(corpora), len(lengths), figsize=(4 * len(lengths), 2.8 * len(corpora)),
+                             squeeze=False, sharey=True, layout="constrained")
     grid = np.arange(1, max(max(s) for s in samples["curve_steps"] if len(s)) + 1)
-    for ax, length in zip(axes[0], lengths):
-        for (_, corpus, optimizer, *_), g in ordered(samples[samples["length"] == length]).groupby(
-            ["model", "corpus", "optimizer", "variant", "init", "n_mem"], sort=False
-        ):
-            label = f"{row_name(g.iloc[0])} {optimizer} {corpus}"
-            curves = best_so_far_curves(g, grid)
-            line, = ax.plot(grid, curves.mean(0), label=label)
-            ax.fill_between(grid, *stats.bootstrap_band(curves), color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set(title=f"{length} tokens", xlabel="step", ylim=(0, 1.02))
-    axes[0][0].set_ylabel("best teacher-forced accuracy")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    for row, corpus in zip(axes, corpora):
+        for ax, length in zip(row, lengths):
+            for keys, g in samples[(samples["corpus"] == corpus) & (samples["length"] == length)].groupby(
+                    kinds, sort=False):
+                curves = best_so_far_curves(g, grid)
+                ax.plot(grid, curves.mean(0), color=colour[keys], label=names[keys])
+                ax.fill_between(grid, *stats.bootstrap_band(curves), color=colour[keys], alpha=0.2, linewidth=0)
+            ax.set(title=f"{corpus}, {length} tokens", ylim=(0, 1.02))
+        row[0].set_ylabel("best TF accuracy")
+    for ax in axes[-1]:
+        ax.set_xlabel("optimiser step")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles=[handles[n] for n in names.values() if n in handles], fontsize=7, loc="outside lower center",
+               ncol=min(3, len(handles)), frameon=False)
     save_figure(fig, paths)
 
 
-def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
+def style_handles() -> list:
+    """Legend entries for the two line styles every TF-and-greedy figure draws."""
     from matplotlib.lines import Line2D
 
+    return [Line2D([], [], color="k", marker="o", label="teacher forcing"),
+            Line2D([], [], color="k", marker="s", linestyle="--", label="greedy")]
+
+
+def length_axis(ax, lengths) -> None:
+    """A log2 length axis ticked at the lengths drawn, written as integers (8, not 2^3)."""
+    ticks = sorted({int(x) for x in lengths})
+    ax.set_xscale("log", base=2)
+    ax.minorticks_off()
+    ax.set_xticks(ticks, labels=[str(x) for x in ticks])
+    ax.set_xlabel("text length (tokens)")
+
+
+def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
     plt = pyplot()
 
     panels = list(ordered(summary).groupby(["model", "corpus"], sort=False))
@@ -285,24 +315,22 @@ def plot_tf_vs_greedy(summary: pd.DataFrame, paths: list) -> None:
     for ax, ((model, corpus), group) in zip(axes[0], panels):
         for i, ((optimizer, *_), g) in enumerate(
                 group.groupby(["optimizer", "variant", "init", "n_mem"], sort=False)):
-            name = f"{row_name(g.iloc[0])} {optimizer}"
+            name = f"{variant_label(g.iloc[0])} {optimizer}"
             for column, style in (("mean_teacher_forcing_convergence", "o-"), ("mean_greedy_convergence", "s--")):
                 ax.errorbar(g["length"], g[column], yerr=stats.error_bars(g, column), fmt=style, color=f"C{i % 10}",
                             capsize=3, label=name if style == "o-" else None)
-        ax.set(title=f"{model} / {corpus}", xlabel="text length (tokens)", ylim=(-0.02, 1.02))
-        ax.set_xscale("log", base=2)
-        ax.minorticks_off()
-        ax.set_xticks(sorted(group["length"].unique()), labels=[str(x) for x in sorted(group["length"].unique())])
+        ax.set(title=f"{model} / {corpus}", ylim=(-0.02, 1.02))
+        length_axis(ax, group["length"])
     axes[0][0].set_ylabel("mean accuracy")
     handles, _ = axes[0][-1].get_legend_handles_labels()
-    styles = [Line2D([], [], color="k", marker="o", label="teacher forcing"),
-              Line2D([], [], color="k", marker="s", linestyle="--", label="greedy")]
-    axes[0][-1].legend(handles=handles + styles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    axes[0][-1].legend(handles=handles + style_handles(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths)
 
 
 def plot_capacity_search(stages: pd.DataFrame, paths: list) -> None:
     """Each search's stages: mean best TF and greedy accuracy against length, with 95% intervals."""
+    from matplotlib.lines import Line2D
+
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -311,16 +339,21 @@ def plot_capacity_search(stages: pd.DataFrame, paths: list) -> None:
             {"length": length, **{k: v for column in ("teacher_forcing_convergence", "greedy_convergence")
                                   for k, v in stats.columns(column, stats.bootstrap(g[column])).items()}}
             for length, g in search.groupby("length")])
-        name = f"{row_name(search.iloc[0])} {keys[-1]} {search['dtype'].iloc[0]}"
+        first = search.iloc[0]
+        name = f"{row_name(first)} {first['optimizer']} ({first['corpus']}, {first['dtype']})"
         for column, style in (("teacher_forcing_convergence", "o-"), ("greedy_convergence", "s--")):
             ax.errorbar(per_stage["length"], per_stage[column], yerr=stats.error_bars(per_stage, column), fmt=style,
                         color=f"C{i % 10}", capsize=3, label=name if style == "o-" else None)
         ax.axvline(search["capacity_tokens"].iloc[0], color=f"C{i % 10}", alpha=0.3)
+    extra = style_handles()
     if len(stages):
-        ax.axhline(stages["threshold"].iloc[0], color="k", lw=0.5, ls=":")
-    ax.set(xlabel="text length (tokens)", ylabel="mean accuracy at that length", ylim=(-0.02, 1.02))
-    ax.set_xscale("log", base=2)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        threshold = stages["threshold"].iloc[0]
+        ax.axhline(threshold, color="k", lw=0.5, ls=":")
+        extra.append(Line2D([], [], color="k", lw=0.5, ls=":", label=f"threshold {threshold:g}"))
+        length_axis(ax, stages["length"])
+    ax.set(ylabel="mean accuracy at that length", ylim=(-0.02, 1.02))
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + extra, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths)
 
 
@@ -341,8 +374,8 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
         def cells(name: str, digits: int = 3) -> list[str]:
             return stats.cells(group, name, texts, digits)
 
-        head = {"model": group.apply(row_name, axis=1), "optimizer": group["optimizer"],
-                "length": group["length"].astype(int), "$n$": texts}
+        head = {"model": group["model"], "variant": group.apply(variant_label, axis=1),
+                "optimizer": group["optimizer"], "length": group["length"].astype(int), "$n$": texts}
         failed = int(group["n_failed"].sum())
         excluded = f" ({failed} failed texts excluded)" if failed else ""
         rows = pd.DataFrame({
@@ -358,8 +391,8 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "is the mean share of a text's scored tokens right under teacher forcing, greedy accuracy the mean "
             "share right when the model decodes greedily (KV cache) from the vectors alone; over $n$ texts"
             + excluded + ", with 95\\% intervals in brackets (Wilson for shares, bootstrap for means, bounded "
-            "where all texts sit at 0 or 1). Row names: model and variant (\\_bos: BOS neither trained nor scored; "
-            "\\_2leading: the first tokens' loss up-weighted)."), "llrrrrrrr", size="footnotesize"))
+            "where all texts sit at 0 or 1). Variants: bos, BOS neither trained nor scored; 2leading, the first "
+            "tokens' loss up-weighted."), "lllrrrrrrr", size="footnotesize"))
         rows = pd.DataFrame({
             **head,
             **{f"greedy mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)},
@@ -374,11 +407,11 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "two accuracies over the same texts with its paired 95\\% interval; greedy (bf16): the same vectors "
             "decoded by the model in bfloat16; steps: optimiser steps per text, restarts included (every column "
             "with its \\texttt{\\_low}/\\texttt{\\_high} interval in \\texttt{cramming\\_summary.parquet})."),
-            "llrrrrrrrr", size="footnotesize"))
+            "lllrrrrrrrr", size="footnotesize"))
     if len(capacity_df):
         cap = ordered(capacity_df)
         n = cap["n_samples"]
-        head = {"model": cap.apply(row_name, axis=1), "optimizer": cap["optimizer"],
+        head = {"model": cap["model"], "variant": cap.apply(variant_label, axis=1), "optimizer": cap["optimizer"],
                 "capacity": cap["capacity_tokens"].astype(int)}
         rows = pd.DataFrame({
             **head, "corpus": cap["corpus"],
@@ -393,7 +426,7 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "(lengths doubled until one failed, then bisected; each stage warm-started from the vectors of the "
             "longest length that passed), the shortest length that failed, exact greedy: the longest length tried "
             "whose mean greedy accuracy (fp32 and bf16) is $\\geq$ the threshold too, and the bound "
-            "$N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens."), "lllrlrrr", size="footnotesize"))
+            "$N \\cdot d \\cdot 16 / \\log_2 |V|$ tokens."), "lllrlrrrr", size="footnotesize"))
         at = {name: stats.cells(cap, name, n, digits)
               for name, digits in (("mean_teacher_forcing_at_capacity", 3), ("mean_greedy_at_capacity", 3),
                                    ("mean_greedy_bf16_at_capacity", 3), ("information_gain_bits_at_capacity", 0))}
@@ -403,7 +436,7 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
         out.append(table(rows, (
             "At the capacity length: mean teacher-forced and greedy accuracy (the model in its dtype and in "
             "bfloat16) and information gain (CE of the text alone minus CE given the vectors) over $n$ texts, "
-            "with 95\\% bootstrap intervals."), "llrrrrrr", size="footnotesize"))
+            "with 95\\% bootstrap intervals."), "lllrrrrrr", size="footnotesize"))
     return out
 
 

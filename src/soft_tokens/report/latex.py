@@ -36,10 +36,11 @@ def fmt(value, digits: int = 3) -> str:
 def table(df: pd.DataFrame, caption: str, column_format: str | None = None, size: str | None = None) -> str:
     """A booktabs table float of `df`: headers as given (LaTeX), cells escaped, NaN shown as --.
     Columns that are a MultiIndex become groups under centred multicolumn headers; `size` (e.g.
-    footnotesize) sets a smaller font for a wide table instead of shrinking it to fit. Placed here
-    ([H], the float package) so that a section keeps its own tables."""
+    footnotesize) sets a smaller font for a wide table instead of shrinking it to fit. A float LaTeX
+    places where it fits (here, top, bottom or a float page: never a half-empty page); each section
+    ends with \\clearpage, which sets its pending floats before the next section starts."""
     styler = df.style.hide(axis="index").format(escape="latex", na_rep="--")
-    tex = styler.to_latex(hrules=True, position="H", position_float="centering", caption=caption,
+    tex = styler.to_latex(hrules=True, position="htbp", position_float="centering", caption=caption,
                           multicol_align="c", column_format=column_format)
     return tex.replace("\\centering\n", f"\\centering\n\\{size}\n", 1) if size else tex
 

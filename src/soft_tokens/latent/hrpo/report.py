@@ -144,6 +144,8 @@ def goal_verdict(gain: stats.Interval, length: stats.Interval) -> str:
 
 def curve_panels(histories: pd.DataFrame, column: str, axes, policies) -> None:
     """Mean over seeds of `column` per step with a bootstrap band, one line per policy."""
+    from matplotlib.ticker import MaxNLocator
+
     for ax, ((model, dataset), group) in zip(axes, histories.groupby(["model", "dataset"], sort=False)):
         for policy in policies:
             g = group[group["policy"] == policy]
@@ -154,6 +156,7 @@ def curve_panels(histories: pd.DataFrame, column: str, axes, policies) -> None:
             ax.plot(curves.columns, curves.mean(0), label=NAMES[policy])
             ax.fill_between(curves.columns, low, high, alpha=0.2)
         ax.set(title=f"{model} / {dataset}", xlabel="GRPO step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def figures(histories: pd.DataFrame, paths: dict) -> None:
