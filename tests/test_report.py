@@ -6,6 +6,8 @@ import torch
 
 from soft_tokens.compression.report import compressor_findings, summarize_compressor
 from soft_tokens.cramming.report import capacity_table, findings, section, summarize, theoretical_capacity
+from soft_tokens.report import stats
+from soft_tokens.report.findings import findings_block, key_findings
 from soft_tokens.report.latex import escape
 
 METRICS = ["teacher_forcing_convergence", "greedy_convergence", "greedy_convergence_bf16", "ce_text_bits", "ce_with_mem_bits",
@@ -200,11 +202,10 @@ CoT\_x & -- & 9.0 \\
 \end{tabular}
 \end{table}
 
-\subsection*{Findings}
-\begin{itemize}
-\item Coconut and CoT are within noise at n = 8 on prosqa accuracy (\%): 0.0 (95\% CI 0.0--49.0, n = 8).
-\end{itemize}
-"""
+""" + findings_block([
+    r"Coconut and CoT are within noise at n = 8 on prosqa accuracy (\%): 0.0 (95\% CI 0.0--49.0, n = 8).",
+    r"Coconut has higher prosqa tokens per answer than CoT: 9.0 (95\% CI 9.0--9.0, n = 8) vs 8.0 (95\% CI "
+    r"8.0--8.0, n = 8); difference +1.0 (95\% CI +1.0 to +1.0)."])
 
 
 def test_the_results_digest_carries_a_sections_protocol_tables_and_findings_as_markdown():
@@ -217,8 +218,14 @@ def test_the_results_digest_carries_a_sections_protocol_tables_and_findings_as_m
         "*tiny: accuracy (%) with `coconut.seeds`; n = 2 × 4.*",
         "| method | accuracy (%) | # tokens |\n| --- | --- | --- |\n|  | prosqa (n = 8) |  |\n"
         "| No-CoT | 12.5 [2.2–47.1] | 8.0 |\n| CoT_x | – | 9.0 |",
-        "Findings:",
-        "- Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).",
+        "Key findings:",
+        "- Coconut has higher prosqa tokens per answer than CoT: 9.0 (95% CI 9.0–9.0, n = 8) vs 8.0 (95% CI 8.0–8.0, "
+        "n = 8); difference +1.0 (95% CI +1.0 to +1.0).\n"
+        "- Within noise at this n (1 of 2 findings; each in full below): Coconut vs CoT on prosqa accuracy (%).",
+        "All findings:",
+        "- Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).\n"
+        "- Coconut has higher prosqa tokens per answer than CoT: 9.0 (95% CI 9.0–9.0, n = 8) vs 8.0 (95% CI 8.0–8.0, "
+        "n = 8); difference +1.0 (95% CI +1.0 to +1.0).",
     ]
 
 
@@ -234,8 +241,10 @@ def test_a_sections_html_page_carries_its_tables_and_findings():
     assert "<caption>tiny: accuracy (%) with <code>coconut.seeds</code>; n = 2 × 4.</caption>" in page
     assert ("<thead><tr><th></th><th>prosqa (n = 8)</th><th></th></tr><tr><th>method</th><th>accuracy (%)</th>"
             "<th># tokens</th></tr></thead><tbody><tr><td>No-CoT</td><td>12.5 [2.2–47.1]</td><td>8.0</td></tr>") in page
-    assert "<li>Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).</li>" \
-           in page
+    assert ("<h3>Key findings</h3><ul><li>Coconut has higher prosqa tokens per answer than CoT: 9.0 (95% CI 9.0–9.0, "
+            "n = 8) vs 8.0 (95% CI 8.0–8.0, n = 8); difference +1.0 (95% CI +1.0 to +1.0).</li><li>Within noise at "
+            "this n (1 of 2 findings; each in full below): Coconut vs CoT on prosqa accuracy (%).</li></ul>"
+            "<h3>All findings</h3><ul><li>Coconut and CoT are within noise") in page
 
 
 def test_provenance_names_the_config_from_the_repository_root(monkeypatch):
@@ -247,3 +256,46 @@ def test_provenance_names_the_config_from_the_repository_root(monkeypatch):
     assert record["version_torch"] == torch.__version__ and record["version_python"].count(".") == 2
     monkeypatch.delenv(provenance.CONFIG_SOURCE)
     assert provenance.provenance()["config"] == "unknown (run outside the workflow)"
+
+
+def test_key_findings_are_the_differences_that_hold_and_one_line_for_the_noise():
+    holds = r"A has lower CE than B: 1.0 (95\% CI 0.9--1.1, n = 4) vs 2.0 (95\% CI 1.9--2.1, n = 4)."
+    noise = [rf"X{i} and Y are within noise at n = 4 on accuracy (\%): 1 vs 1, the intervals overlap." for i in range(8)]
+    neither = "HRPO writes 1.00 of GRPO's length; the goal is neither met nor missed at n = 4: an interval straddles a bound."
+    described = "On prosqa, of 8 answers, m gets right 0 with No-CoT."
+    key = key_findings([described, holds, *noise, neither])
+    assert key == [holds, "Within noise at this n (9 of 11 findings; each in full below): X0 vs Y on accuracy (\\%); "
+                          "X1 vs Y on accuracy (\\%); X2 vs Y on accuracy (\\%); X3 vs Y on accuracy (\\%); X4 vs Y on "
+                          "accuracy (\\%); X5 vs Y on accuracy (\\%); and 3 more."]
+    assert key_findings([described]) == ["No difference holds at this n."]
+    block = findings_block([described, holds])
+    assert block.index("Key findings") < block.index(holds) < block.index("All findings") < block.index(described)
+
+
+def test_every_tracks_finding_phrasings_are_classified():
+    """The shapes stats.difference and the tracks write: a holding difference is key, a noisy one is not."""
+    a, b = stats.Interval(0.9, 0.85, 0.95, 10), stats.Interval(0.1, 0.05, 0.15, 10)
+    holds = stats.difference("A", a, "B", b, "accuracy")
+    noise = stats.difference("A", a, "B", a, "accuracy")
+    missing = stats.difference("A", stats.Interval(float("nan"), float("nan"), float("nan"), 4), "B", b, "accuracy")
+    assert key_findings([holds, noise, missing])[0] == holds
+    assert "2 of 3 findings" in key_findings([holds, noise, missing])[1] and "nan" not in missing
+    assert missing == "A and B are not compared on accuracy: not measured (n = 4) vs 0.100 (95\\% CI 0.050--0.150, n = 10)."
+
+
+@pytest.mark.parametrize("sentence,short", [
+    (r"For m\_base with fast at 8 tokens (prose), greedy decoding (0.071 (95\% CI 0.000--0.143, n = 2)) and teacher "
+     r"forcing (0.071 (95\% CI 0.000--0.143, n = 2)) are within noise of each other.",
+     r"For m\_base with fast at 8 tokens (prose), greedy decoding and teacher forcing"),
+    (r"HRPO, probs state writes 1.00 (95\% CI 1.00--1.00, n = 4) of GRPO's completion length; the goal (at least 2 "
+     r"points) is neither met nor missed at n = 4: an interval straddles a bound.",
+     "HRPO, probs state writes 1.00 of GRPO's completion length"),
+    ("GRPO (no gate) and the start model are within noise on accuracy: 0.0 (95\\% CI -49.0--49.0, n = 4) points.",
+     "GRPO (no gate) vs the start model on accuracy"),
+    ("On prosqa, Coconut shows no evidence of using its latent vectors: no drop's interval lies above 0.",
+     "On prosqa, Coconut shows no evidence of using its latent vectors"),
+])
+def test_the_within_noise_line_names_each_comparison_without_its_values(sentence, short):
+    from soft_tokens.report.findings import subject
+
+    assert subject(sentence) == short

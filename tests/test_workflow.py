@@ -171,18 +171,20 @@ def test_smoke_run_documents_its_results_with_their_provenance(smoke_run):
 
 
 def test_each_tracks_html_page_holds_its_tables_and_findings(smoke_run):
-    """The Snakemake report's view of a section: every table (caption, header, each row's cells) and finding."""
+    """The Snakemake report's view of a section: every table (caption, header, each row's cells), its key
+    findings and every finding; and no section prints NaN."""
     for tex in (smoke_run / "results" / "sections").glob("*.tex"):
         page = (tex.with_suffix(".html")).read_text()
-        title, protocol, tables, findings = parts(tex.read_text())
+        title, protocol, tables, key, findings = parts(tex.read_text())
         assert f"<h2>{inline_html(title)}</h2>" in page and inline_html(protocol) in page
         for block in tables:
             caption, header, rows = table_cells(block)
             assert f"<caption>{inline_html(caption)}</caption>" in page
             for row in rows:
                 assert "".join(f"<td>{inline_html(c)}</td>" for c in row) in page
-        assert page.count("<li>") == len(findings) and all(inline_html(f) in page for f in findings)
-        assert "[" in page and "]" in page  # intervals
+        assert page.count("<li>") == len(key) + len(findings) and all(inline_html(f) in page for f in key + findings)
+        assert key and "[" in page and "]" in page  # intervals
+        assert not re.search(r"\bnan\b", tex.read_text(), re.I), f"{tex.name} prints NaN"
 
 
 def test_every_job_kind_reads_every_key_its_spec_declares(smoke_run):

@@ -59,21 +59,27 @@ def table(block: str) -> str:
     return (f"*{caption}*\n\n" if caption else "") + "\n".join(lines)
 
 
-def parts(tex: str) -> tuple[str, str, list[str], list[str]]:
-    """A report section's title, protocol paragraph, table blocks and findings (Markdown, tables LaTeX)."""
+def items(tex: str) -> list[str]:
+    return [markdown(item) for item in re.findall(r"^\\item (.*)$", tex, re.M)]
+
+
+def parts(tex: str) -> tuple[str, str, list[str], list[str], list[str]]:
+    """A report section's title, protocol paragraph, table blocks, key findings and all its findings
+    (Markdown; tables as LaTeX), as soft_tokens.report.findings lays them out."""
     title = re.search(r"\\section\*\{(.*)\}", tex).group(1)
     protocol = tex[tex.index("\n") + 1:].split("\n\n", 1)[0]
     tables = [m.group(0) for m in re.finditer(r"\\begin\{table\}.*?\\end\{table\}", tex, re.S)]
-    findings = [markdown(item) for item in re.findall(r"^\\item (.*)$", tex, re.M)]
-    return markdown(title), markdown(protocol), tables, findings
+    key, _, rest = tex.partition("\\subsection*{Key findings}")[2].partition("\\subsection*{All findings}")
+    return markdown(title), markdown(protocol), tables, items(key), items(rest)
 
 
 def section(tex: str) -> str:
-    """One report section: its title, protocol, tables and findings."""
-    title, protocol, tables, findings = parts(tex)
+    """One report section: its title, protocol, tables, key findings and all its findings."""
+    title, protocol, tables, key, findings = parts(tex)
     blocks = [f"## {title}", protocol, *map(table, tables)]
-    if findings:
-        blocks.append("Findings:\n\n" + "\n".join(f"- {finding}" for finding in findings))
+    for name, sentences in (("Key findings", key), ("All findings", findings)):
+        if sentences:
+            blocks.append(f"{name}:\n\n" + "\n".join(f"- {sentence}" for sentence in sentences))
     return "\n\n".join(blocks)
 
 
@@ -102,13 +108,13 @@ STYLE = ("body{font-family:sans-serif;max-width:70em;margin:1em auto;line-height
 def section_html(tex: str, record: dict) -> str:
     """One report section as a page of the Snakemake report: its title, protocol, tables (with their
     intervals) and findings, under the run's provenance `record`."""
-    title, protocol, tables, findings = parts(tex)
-    items = "".join(f"<li>{inline_html(f)}</li>" for f in findings)
+    title, protocol, tables, key, findings = parts(tex)
+    lists = "".join(f"<h3>{name}</h3><ul>" + "".join(f"<li>{inline_html(f)}</li>" for f in sentences) + "</ul>"
+                    for name, sentences in (("Key findings", key), ("All findings", findings)) if sentences)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h2>{inline_html(title)}</h2>"
             f"<p><small>{inline_html('From a run of ' + summary_line(record))}</small></p>"
-            f"<p>{inline_html(protocol)}</p>{''.join(map(table_html, tables))}"
-            + (f"<h3>Findings</h3><ul>{items}</ul>" if items else "") + "</body></html>\n")
+            f"<p>{inline_html(protocol)}</p>{''.join(map(table_html, tables))}{lists}</body></html>\n")
 
 
 def digest(sections: list[Path], record: dict) -> str:

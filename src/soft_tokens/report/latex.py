@@ -9,6 +9,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from soft_tokens.report.findings import findings_block
+
 
 def escape(text) -> str:
     table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -47,9 +49,11 @@ def table(df: pd.DataFrame, caption: str, column_format: str | None = None, size
 
 def render(package: str, template: str, **context) -> str:
     """Render `template` from the folder of `package` (a track's own section partial); a section given
-    `figures` gets their `captions` too."""
+    `figures` gets their `captions` too, and one given `findings` their `findings_block`."""
     if "figures" in context:
         context["captions"] = captions(package, context["figures"])
+    if "findings" in context:
+        context["findings_block"] = findings_block(context["findings"])
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "."),
         block_start_string="<%", block_end_string="%>",

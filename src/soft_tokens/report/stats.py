@@ -242,7 +242,10 @@ def error_bars(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def text(interval: Interval, digits: int = 3) -> str:
-    """`0.750 (95% CI 0.531-0.888, n = 20)`, for findings (escaped later as prose)."""
+    """`0.750 (95% CI 0.531-0.888, n = 20)`, for findings (escaped later as prose); "not measured" for
+    an undefined mean (a ratio to zero, a gap of none), so that prose never reads "nan"."""
+    if np.isnan(interval.mean):
+        return f"not measured ({interval.size()})"
     return (f"{interval.mean:.{digits}f} (95\\% CI {interval.low:.{digits}f}--{interval.high:.{digits}f}, "
             f"{interval.size()})")
 
@@ -253,6 +256,8 @@ def difference(a_name: str, a: Interval, b_name: str, b: Interval, quantity: str
     (a - b, by the design's rule) excludes 0, otherwise "within noise" so that a gap of a unit or two
     is read as what it is. Without `diff`, the two marginal intervals must not overlap."""
     values = f"{text(a, digits)} vs {text(b, digits)}"
+    if any(np.isnan(x.mean) for x in (a, b, *([diff] if diff is not None else []))):
+        return f"{a_name} and {b_name} are not compared on {quantity}: {values}."
     if diff is not None:
         values += f"; difference {diff.mean:+.{digits}f} (95\\% CI {diff.low:+.{digits}f} to {diff.high:+.{digits}f})"
     if diff.excludes_zero() if diff is not None else a.separated_from(b):

@@ -309,5 +309,6 @@ def protocol_text(summary: pd.DataFrame, protocol: dict) -> str:
 
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
+    per_model = tables(summary)
     return render("soft_tokens.latent.coconut", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES)
+                  tables=per_model, findings=[f for t in per_model for f in t["findings"]], figures=FIGURES)

@@ -157,12 +157,7 @@ def findings(group: pd.DataFrame) -> list[str]:
                                     contrast(full, "none", "accuracy", 100)))
     for window in sorted(test.loc[test["method"] == "pooler", "window"]):
         pooler = by[("pooler", window)]
-        out.append(f"At W = {window}, the trained pooler keeps {stats.text(interval(pooler, 'gap_kept'), 2)} of the "
-                   "accuracy gap between no reasoning and full reasoning (sum pooling "
-                   f"{by[('sum', window)]['gap_kept']:.2f}, windows dropped {by[('dropped', window)]['gap_kept']:.2f})."
-                   if ("sum", window) in by and ("dropped", window) in by else
-                   f"At W = {window}, the trained pooler keeps {stats.text(interval(pooler, 'gap_kept'), 2)} of the "
-                   "accuracy gap between no reasoning and full reasoning.")
+        out.append(gap_sentence(window, pooler, by.get(("sum", window)), by.get(("dropped", window)), full, none))
         for other, quantity in CONTRASTS:
             if (other, window) in by:
                 label, scale, digits = QUANTITIES[quantity]
@@ -179,10 +174,30 @@ def findings(group: pd.DataFrame) -> list[str]:
         if ("online", window) in by:
             o = by[("online", window)]
             acc, ctx = interval(o, "accuracy_ratio"), interval(o, "context_ratio")
-            out.append(f"Online at W = {window}: accuracy {stats.text(acc, 2)} of plain CoT's at "
-                       f"{stats.text(ctx, 2)} of its context; the goal (at least {GOAL['accuracy_ratio']} of CoT's "
-                       f"accuracy at most {GOAL['context_ratio']} of its context) {goal_verdict(acc, ctx)}.")
+            if np.isnan(acc.mean):
+                out.append(f"Online at W = {window}: the accuracy ratio to plain CoT is not measured, since plain "
+                           f"CoT answers none of the {o['n']} test problems right; it reads "
+                           f"{stats.text(ctx, 2)} of CoT's context.")
+            else:
+                out.append(f"Online at W = {window}: accuracy {stats.text(acc, 2)} of plain CoT's at "
+                           f"{stats.text(ctx, 2)} of its context; the goal (at least {GOAL['accuracy_ratio']} of "
+                           f"CoT's accuracy at most {GOAL['context_ratio']} of its context) {goal_verdict(acc, ctx)}.")
     return [escape_text(sentence) for sentence in out]
+
+
+def gap_sentence(window: int, pooler, summed, dropped, full, none) -> str:
+    """The share of the no-reasoning -> full-reasoning accuracy gap the pooler keeps (sum pooling's and
+    dropped windows' beside it); not measured where the two answer alike, so that there is no gap."""
+    kept = interval(pooler, "gap_kept")
+    if np.isnan(kept.mean):
+        alike = (f" ({100 * full['accuracy']:.1f}% and {100 * none['accuracy']:.1f}%)"
+                 if full is not None and none is not None else "")
+        return (f"At W = {window}, the share of the accuracy gap the trained pooler keeps is not measured: full "
+                f"and no reasoning answer alike on these problems{alike}, so there is no gap to keep.")
+    others = [f"{name} {row['gap_kept']:.2f}" for name, row in (("sum pooling", summed), ("windows dropped", dropped))
+              if row is not None]
+    return (f"At W = {window}, the trained pooler keeps {stats.text(kept, 2)} of the accuracy gap between no "
+            "reasoning and full reasoning" + (f" ({', '.join(others)})." if others else "."))
 
 
 def goal_verdict(accuracy: stats.Interval, context: stats.Interval) -> str:
@@ -253,5 +268,6 @@ def protocol_text(summary: pd.DataFrame, p: dict) -> str:
 
 
 def section(summary: pd.DataFrame, protocol: dict) -> str:
+    per_model = tables(summary)
     return render("soft_tokens.latent.pooler", "section.tex.j2", protocol=protocol_text(summary, protocol),
-                  tables=tables(summary), figures=FIGURES)
+                  tables=per_model, findings=[f for t in per_model for f in t["findings"]], figures=FIGURES)
