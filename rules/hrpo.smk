@@ -5,7 +5,7 @@ rule train_hrpo:
     input:
         unpack(track_inputs(hrpo.train_inputs)),
     output:
-        policy="results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt",
+        policy=directory("results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy"),
         history="results/hrpo/{model}/{dataset}/{policy}/seed{seed}/history.parquet",
     log:
         "logs/hrpo/{model}/{dataset}/train_{policy}_seed{seed}.log",

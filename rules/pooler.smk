@@ -5,7 +5,7 @@ rule train_pooler:
     input:
         unpack(track_inputs(pooler.inputs)),
     output:
-        "results/pooler/{model}/{dataset}/w{window}/pooler.pt",
+        directory("results/pooler/{model}/{dataset}/w{window}/pooler"),
     log:
         "logs/pooler/{model}/{dataset}/train_w{window}.log",
     benchmark:
@@ -28,7 +28,7 @@ rule train_pooler:
 rule eval_pooler:
     input:
         unpack(track_inputs(pooler.inputs)),
-        pooler="results/pooler/{model}/{dataset}/w{window}/pooler.pt",
+        pooler="results/pooler/{model}/{dataset}/w{window}/pooler",
         test="resources/reasoning/{dataset}/test.parquet",
     output:
         "results/pooler/{model}/{dataset}/w{window}/eval.parquet",

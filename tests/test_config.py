@@ -342,5 +342,5 @@ def test_track_input_functions_name_the_runs_they_continue_from():
     assert pooler_inputs(smoke, w)["main"] == "results/coconut/tiny-llama/prosqa/seed1337/cot"
     assert hrpo_eval_inputs(smoke, w) == {"start": "results/coconut/tiny-llama/prosqa/seed1337/cot",
                                           "test": "resources/reasoning/prosqa/test.parquet",
-                                          "policy": "results/hrpo/tiny-llama/prosqa/probs/seed1338/policy.pt"}
+                                          "policy": "results/hrpo/tiny-llama/prosqa/probs/seed1338/policy"}
     assert "policy" not in hrpo_eval_inputs(smoke, {**w, "policy": "start"})

@@ -3,13 +3,16 @@ embedding, blending stops at the answer marker, batched rollouts = one at a time
 rollout's inputs (equal log-probs), advantages / the clipped loss / KL by hand, only LoRA, gate and
 projection train (the projection too), a killed run resumes, clear errors, the report's numbers."""
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soft_tokens.latent.hrpo import grpo
 from soft_tokens.latent.hrpo.method import HybridPolicy, ThinkingGate
@@ -284,17 +287,27 @@ def test_a_saved_policy_evaluates_as_it_was_trained(tiny_dir, tmp_path):
     problems = problems_frame()
     policy, tokenizer, s = policy_of(tiny_dir, "projection")
     train(policy, tokenizer, problems, s, tmp_path / "c.partial", {"run": 2})
-    save_policy(policy, tmp_path / "policy.pt")
+    save_policy(policy, tmp_path / "policy")
     before = evaluate(policy, tokenizer, problems, settings(EvalHrpo, SETTINGS), "projection")
     fresh, _, _ = policy_of(tiny_dir, "projection")
-    after = evaluate(load_policy(tmp_path / "policy.pt", fresh), tokenizer, problems, settings(EvalHrpo, SETTINGS),
+    after = evaluate(load_policy(tmp_path / "policy", fresh), tokenizer, problems, settings(EvalHrpo, SETTINGS),
                      "projection")
     pd.testing.assert_frame_equal(before, after)
     assert list(before.columns) == ["policy", "seed", "id", "answer", "generated", "predicted", "correct",
                                     "markers", "length", "hidden_ratio"]
+    # The LoRA is a standard PEFT adapter on the start model; the gate and projection sit beside it.
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), tmp_path / "policy" / "adapter")
+    lora = {k: v for k, v in policy.lm.state_dict().items() if "lora_" in k}
+    assert len(lora) > 0 and all(torch.equal(adapted.state_dict()[k].cpu(), v.cpu()) for k, v in lora.items())
+    assert set(load_file(tmp_path / "policy" / "trained.safetensors")) == {
+        k for k in policy.state_dict() if "lora_" not in k} and any("projection" in k for k in policy.state_dict())
     other, _, _ = policy_of(tiny_dir, "probs")
-    with pytest.raises(ValueError, match="other weights than a 'probs' policy.*delete it"):
-        load_policy(tmp_path / "policy.pt", other)
+    with pytest.raises(ValueError, match="holds a 'projection' policy, not the 'probs' policy this job builds; "
+                                         "delete .*policy so train_hrpo retrains it"):
+        load_policy(tmp_path / "policy", other)
+    (tmp_path / "policy" / "meta.json").write_text(json.dumps({"state": "probs"}))  # the names give it away
+    with pytest.raises(ValueError, match="holds other trained weights than this model trains"):
+        load_policy(tmp_path / "policy", other)
 
 
 def test_clear_errors(tiny_dir, tmp_path):

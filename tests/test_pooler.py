@@ -4,14 +4,18 @@ three problems, online splicing = the compressed layout, batched = one at a time
 the report's intervals and findings."""
 
 import copy
+import json
 import math
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from peft import PeftModel
 from torch import nn
+from transformers import AutoModel
 
 from soft_tokens.latent.coconut.method import IGNORE, Problem
 from soft_tokens.latent.pooler import online
@@ -227,15 +231,22 @@ def test_the_pooler_memorises_three_problems_and_their_answers_come_from_the_vec
     dropped = [layout(p, 2, 2, ids, vectors=False) for p in problems]
     assert accuracy({"pooler": (pooler, compressed), "dropped": (pooler, dropped)}) == {"pooler": 3, "dropped": 0}
     # Saved and loaded into a fresh pooler, the same answers; a pooler of another width is refused.
-    save_pooler(pooler, tmp_path / "pooler.pt", 2)
+    save_pooler(pooler, tmp_path / "pooler", 2)
     fresh = build_pooler(tiny_dir, main, tokenizer, ids, TRAIN, init_windows(examples))
-    loaded = load_pooler(tmp_path / "pooler.pt", fresh, "tiny")
+    loaded = load_pooler(tmp_path / "pooler", fresh, "tiny")
     assert accuracy({"pooler": (loaded, compressed)}) == {"pooler": 3}
-    wide = torch.load(tmp_path / "pooler.pt")
-    wide["hidden_size"] = 64
-    torch.save(wide, tmp_path / "wide.pt")
-    with pytest.raises(ValueError, match="width 64, but the main model 'tiny' has width 32; delete it"):
-        load_pooler(tmp_path / "wide.pt", fresh, "tiny")
+    # The LoRA is a standard PEFT adapter: PeftModel.from_pretrained on the backbone it was made from.
+    base = AutoModel.from_pretrained(tiny_dir)
+    base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    adapted = PeftModel.from_pretrained(base, tmp_path / "pooler" / "adapter")
+    lora = {k: v for k, v in pooler.backbone.state_dict().items() if "lora_" in k}
+    assert len(lora) > 0 and all(torch.equal(adapted.state_dict()[k].cpu(), v.cpu()) for k, v in lora.items())
+    shutil.copytree(tmp_path / "pooler", tmp_path / "wide")
+    meta = json.loads((tmp_path / "wide" / "meta.json").read_text())
+    (tmp_path / "wide" / "meta.json").write_text(json.dumps({**meta, "hidden_size": 64}))
+    with pytest.raises(ValueError, match="width 64, but the main model 'tiny' has width 32; delete .*wide so "
+                                         "train_pooler retrains it"):
+        load_pooler(tmp_path / "wide", fresh, "tiny")
 
 
 def test_online_splicing_matches_the_compressed_layout_and_batched_equals_one_at_a_time(arch_pooled_setup):

@@ -11,6 +11,7 @@ Checkpoints carry the fingerprint of the run (its parameters and inputs): a kill
 the epoch after the last one saved, a run with other settings or data starts over.
 """
 
+import json
 import logging
 import math
 from contextlib import nullcontext
@@ -20,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from soft_tokens.core.io import atomic_path
+from soft_tokens.core.io import atomic_dir, atomic_path
 from soft_tokens.core.job_settings import Lora
 from soft_tokens.core.models import resolve_device, resolve_dtype
 from soft_tokens.core.seeding import generator
@@ -59,6 +60,54 @@ class TrainedOnly(torch.nn.Module):
         if strict and missing:
             raise KeyError(f"{type(self).__name__} checkpoint lacks trained weights {sorted(missing)[:3]}...")
         return super().load_state_dict(state, strict=False, assign=assign)
+
+
+# A trained LoRA's artefact: PEFT's adapter folder, the other trained weights, and what the loader checks.
+ADAPTER, TRAINED, META = "adapter", "trained.safetensors", "meta.json"
+
+
+def save_trained(net: TrainedOnly, lora, folder: Path, meta: dict) -> None:
+    """`net`'s trained weights as a standard artefact in `folder`: its LoRA (`lora`, the peft model
+    inside it) as a PEFT adapter that `PeftModel.from_pretrained(base, folder / "adapter")` loads, the
+    rest of them (a gate, a projection, a trained embedding table, a scale) in trained.safetensors,
+    and `meta` in meta.json."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        lora.save_pretrained(tmp / ADAPTER, save_embedding_layers=False)
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if "lora_" not in k},
+                  tmp / TRAINED)
+        (tmp / META).write_text(json.dumps(meta))
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((Path(folder) / META).read_text())
+
+
+def load_trained(folder: Path, net: TrainedOnly, lora, fix: str) -> TrainedOnly:
+    """Weights `save_trained` wrote into a freshly built `net` of the same kind; weights of another
+    kind (other names or shapes) stop with `fix`, what to delete so that the rule retrains them."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    device = str(next(net.parameters()).device)
+    adapter = load_file(folder / ADAPTER / "adapter_model.safetensors", device=device)
+    rest = load_file(folder / TRAINED, device=device)
+    trained = net.state_dict()
+    expected_rest = {k for k in trained if "lora_" not in k}
+    if set(rest) != expected_rest or len(adapter) != len(trained) - len(expected_rest):
+        raise ValueError(f"{folder} holds other trained weights than this model trains ({len(adapter)} LoRA and "
+                         f"{sorted(rest)[:3]} beside, for {len(trained) - len(expected_rest)} and "
+                         f"{sorted(expected_rest)[:3]}); {fix}")
+    try:
+        loaded = set_peft_model_state_dict(lora, adapter)
+        net.load_state_dict({**{k: v for k, v in trained.items() if "lora_" in k}, **rest})
+    except RuntimeError as err:  # a shape that does not match
+        raise ValueError(f"{folder} does not fit this model ({str(err).splitlines()[0]}); {fix}") from None
+    if loaded.unexpected_keys:
+        raise ValueError(f"{folder}: adapter weights {loaded.unexpected_keys[:3]} are not in this model; {fix}")
+    return net
 
 
 def resume(checkpoint: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: dict) -> tuple[int, dict]:

@@ -110,7 +110,7 @@ def eval_inputs(config: dict, wildcards: dict) -> dict:
     """The start checkpoint, the test split and, for a trained method, its policy."""
     inputs = {"start": start(config, wildcards), "test": f"resources/reasoning/{wildcards['dataset']}/test.parquet"}
     if wildcards["policy"] != "start":
-        inputs["policy"] = "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy.pt".format(**wildcards)
+        inputs["policy"] = "results/hrpo/{model}/{dataset}/{policy}/seed{seed}/policy".format(**wildcards)
     return inputs
 
 

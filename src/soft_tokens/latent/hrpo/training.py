@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from soft_tokens.core.io import atomic_path
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import (
     autocast,
@@ -24,8 +23,11 @@ from soft_tokens.core.training import (
     check_finite_weights,
     epoch_order,
     load_trainable,
+    load_trained,
+    read_meta,
     resume,
     save_epoch,
+    save_trained,
     with_lora,
 )
 from soft_tokens.data.answers import extract_answer, is_correct, scored
@@ -119,19 +121,19 @@ def lr_factor(step: int, steps: int, schedule: str, warmup_ratio: float) -> floa
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def save_policy(policy: HybridPolicy, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(policy.state_dict(), tmp)
+def save_policy(policy: HybridPolicy, folder: Path) -> None:
+    """The LM's LoRA as a PEFT adapter (folder/adapter), the gate and projection beside it
+    (core.training.save_trained)."""
+    save_trained(policy, policy.lm, folder, {"state": policy.state or "grpo"})
 
 
-def load_policy(path: Path, policy: HybridPolicy) -> HybridPolicy:
+def load_policy(folder: Path, policy: HybridPolicy) -> HybridPolicy:
     """Trained weights into a freshly built policy of the same method."""
-    saved = torch.load(path, map_location=policy.embedding_rms.device)
-    if set(saved) != policy.trained_names():
-        raise ValueError(f"{path} holds other weights than a '{policy.state or 'grpo'}' policy of this model "
-                         "trains; delete it so train_hrpo retrains it")
-    policy.load_state_dict(saved)
-    return policy
+    fix = f"delete {folder} so train_hrpo retrains it"
+    if read_meta(folder)["state"] != (policy.state or "grpo"):
+        raise ValueError(f"{folder} holds a '{read_meta(folder)['state']}' policy, not the "
+                         f"'{policy.state or 'grpo'}' policy this job builds; {fix}")
+    return load_trained(folder, policy, policy.lm, fix)
 
 
 def prompt_order(n: int, per_step: int, steps: int, seed: int) -> list[list[int]]:

@@ -17,10 +17,10 @@ from tqdm import tqdm
 from transformers import AutoModel
 
 from soft_tokens.core.decoding import greedy_continue
-from soft_tokens.core.io import atomic_path
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
-from soft_tokens.core.training import autocast, epoch_order, train_epochs, with_lora
+from soft_tokens.core.training import (autocast, epoch_order, load_trained, read_meta, save_trained, train_epochs,
+                                       with_lora)
 from soft_tokens.data.answers import scored
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_frame
@@ -155,19 +155,20 @@ def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolI
     return pooler.eval()
 
 
-def save_pooler(pooler: WindowPooler, path: Path, window: int) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"state": pooler.state_dict(), "hidden_size": pooler.hidden_size, "window": window}, tmp)
+def save_pooler(pooler: WindowPooler, folder: Path, window: int) -> None:
+    """The backbone's LoRA as a PEFT adapter (folder/adapter), the trained embedding table and scale
+    beside it (core.training.save_trained)."""
+    save_trained(pooler, pooler.backbone, folder, {"hidden_size": pooler.hidden_size, "window": window})
 
 
-def load_pooler(path: Path, pooler: WindowPooler, main_name: str) -> WindowPooler:
-    """Trained weights into a freshly built pooler; a checkpoint of another model width is refused."""
-    saved = torch.load(path, map_location="cpu")
+def load_pooler(folder: Path, pooler: WindowPooler, main_name: str) -> WindowPooler:
+    """Trained weights into a freshly built pooler; a pooler of another model width is refused."""
+    fix = f"delete {folder} so train_pooler retrains it"
+    saved = read_meta(folder)
     if saved["hidden_size"] != pooler.hidden_size:
-        raise ValueError(f"{path}: pooler trained for a model of width {saved['hidden_size']}, but the main model "
-                         f"'{main_name}' has width {pooler.hidden_size}; delete it so train_pooler retrains it")
-    pooler.load_state_dict(saved["state"])
-    return pooler.eval()
+        raise ValueError(f"{folder}: pooler trained for a model of width {saved['hidden_size']}, but the main model "
+                         f"'{main_name}' has width {pooler.hidden_size}; {fix}")
+    return load_trained(folder, pooler, pooler.backbone, fix).eval()
 
 
 def answer_line(text: str) -> str:
