@@ -50,8 +50,15 @@ rule eval_coconut:
 
 rule summarize_coconut:
     input:
-        expand(
+        evals=expand(
             "results/coconut/{model}/{dataset}/seed{seed}/eval_{method}.parquet",
+            model=config["coconut"]["models"],
+            dataset=config["coconut"]["datasets"],
+            seed=coconut.coconut_seeds(config),
+            method=config["coconut"]["methods"],
+        ),
+        runs=expand(
+            "results/coconut/{model}/{dataset}/seed{seed}/{method}",
             model=config["coconut"]["models"],
             dataset=config["coconut"]["datasets"],
             seed=coconut.coconut_seeds(config),

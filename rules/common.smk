@@ -8,6 +8,7 @@ from snakemake.utils import update_config
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
+from soft_tokens.core.curves import TENSORBOARD
 from soft_tokens.report.provenance import CONFIG_SOURCE
 from soft_tokens.vocabulary import canonical
 from soft_tokens.workflow import job_params, sections
@@ -96,6 +97,11 @@ def run_dir():
 
 
 OUTPUT_DIR = run_dir()
+
+# Training curves to TensorBoard too (soft_tokens.core.curves), through the jobs' environment: logging
+# only, so never a job parameter.
+if workflow.exec_mode == ExecMode.DEFAULT and config["tensorboard"]:
+    os.environ[TENSORBOARD] = os.path.join(OUTPUT_DIR, "tensorboard")
 
 
 def report_path(argv):

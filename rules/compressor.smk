@@ -28,7 +28,8 @@ rule train_compressor:
         model="resources/models/{model}",
         estar="results/estar/{model}/estar.safetensors",
     output:
-        "results/compressor/{model}/{arch}.pt",
+        compressor="results/compressor/{model}/{arch}.pt",
+        curve="results/compressor/{model}/{arch}_curve.parquet",
     log:
         "logs/compressor/{model}/train_{arch}.log",
     benchmark:
@@ -72,8 +73,13 @@ rule eval_compressor:
 
 rule summarize_compressor:
     input:
-        expand(
+        evals=expand(
             "results/compressor/{model}/eval_{arch}.parquet",
+            model=config["estar"]["models"],
+            arch=config["compressor"]["archs"],
+        ),
+        curves=expand(
+            "results/compressor/{model}/{arch}_curve.parquet",
             model=config["estar"]["models"],
             arch=config["compressor"]["archs"],
         ),

@@ -28,7 +28,8 @@ rule train_converter:
     input:
         pairs="results/converter/{model}/pairs_layer{layer}.safetensors",
     output:
-        "results/converter/{model}/converter_layer{layer}_{arch}.pt",
+        converter="results/converter/{model}/converter_layer{layer}_{arch}.pt",
+        curve="results/converter/{model}/converter_layer{layer}_{arch}_curve.parquet",
     log:
         "logs/converter/{model}/train_layer{layer}_{arch}.log",
     benchmark:
@@ -107,6 +108,12 @@ rule summarize_converter:
         demo=expand(
             "results/converter/{model}/recursive_demo.parquet",
             model=config["converter"]["models"],
+        ),
+        curves=expand(
+            "results/converter/{model}/converter_layer{layer}_{arch}_curve.parquet",
+            model=config["converter"]["models"],
+            layer=config["converter"]["layers"],
+            arch=config["converter"]["archs"],
         ),
     output:
         **section_outputs(compression, "converter", "Converter"),

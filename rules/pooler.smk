@@ -5,7 +5,8 @@ rule train_pooler:
     input:
         unpack(track_inputs(pooler.inputs)),
     output:
-        directory("results/pooler/{model}/{dataset}/w{window}/pooler"),
+        pooler=directory("results/pooler/{model}/{dataset}/w{window}/pooler"),
+        curve="results/pooler/{model}/{dataset}/w{window}/curve.parquet",
     log:
         "logs/pooler/{model}/{dataset}/train_w{window}.log",
     benchmark:
@@ -82,6 +83,12 @@ rule summarize_pooler:
             "results/pooler/{model}/{dataset}/baselines.parquet",
             model=config["pooler"]["models"],
             dataset=config["pooler"]["datasets"],
+        ),
+        curves=expand(
+            "results/pooler/{model}/{dataset}/w{window}/curve.parquet",
+            model=config["pooler"]["models"],
+            dataset=config["pooler"]["datasets"],
+            window=config["pooler"]["windows"],
         ),
     output:
         **section_outputs(pooler, "pooler", "Reasoning-window pooler"),

@@ -35,13 +35,13 @@ from soft_tokens.latent.coconut.method import (
     tokenize_problem,
     uniform_stage,
 )
+from soft_tokens.latent.coconut.history import finished_stages, stage_curve
 from soft_tokens.latent.coconut.report import figures, findings, section, summarize
 from soft_tokens.latent.coconut.spec import EvalCoconut, TrainCoconut
 from soft_tokens.latent.coconut.training import (
     all_thoughts,
     epoch_batches,
     evaluate_method,
-    finished_stages,
     mean_loss,
     train_method,
 )
@@ -370,6 +370,10 @@ def test_stages_are_checkpointed_and_a_rerun_resumes(tiny_dir, tmp_path, caplog)
     assert finished_stages(out) == [1, 2] and not partial.exists()
     history = json.loads((out / "stage2" / "history.json").read_text())
     assert history["n_latent"] == 1 and len(history["epochs"]) == 1
+    # The run's curve: every finished stage's epochs in order, the resumed stage's included.
+    curve = pd.read_parquet(out / "curve.parquet")
+    assert list(curve["stage"]) == [1, 2] and list(curve["step"]) == [1, 2] and set(curve["method"]) == {"coconut"}
+    assert curve["val_loss"].tolist() == [r["val_loss"] for r in stage_curve(out)]
     results = evaluate_method(out, val, settings(EvalCoconut, SETTINGS, method="coconut"))
     # Every stage as trained, and the latent controls at the last one; the budget up to each stage.
     assert results.groupby(["stage", "control"]).size().to_dict() == {
@@ -576,8 +580,12 @@ def test_seeds_give_the_mean_and_sd_across_seeds(tmp_path):
             "evaluated in float32.") in tex
     assert "of 8 answers (2 seeds, each on the same 4 test problems), m gets right 4 with CoT" in tex
     assert "within noise at n = 4 problems x 2 seeds on prosqa accuracy" in tex
-    figures(summarize(evals), {"coconut_accuracy_by_stage": [tmp_path / "f.png"]})
-    assert (tmp_path / "f.png").stat().st_size > 0
+    curves = pd.DataFrame([{"model": "m", "dataset": "prosqa", "seed": seed, "method": method, "step": step,
+                            "stage": step // 2, "train_loss": 1 / step, "val_loss": 2 / step}
+                           for seed in (1, 2) for method in ("cot", "coconut") for step in (1, 2, 3)])
+    figures(summarize(evals), curves, {"coconut_accuracy_by_stage": [tmp_path / "f.png"],
+                                       "coconut_training": [tmp_path / "t.png"]})
+    assert (tmp_path / "f.png").stat().st_size > 0 and (tmp_path / "t.png").stat().st_size > 0
 
 
 def test_the_crossed_intervals_hold_the_spread_between_seeds_and_stay_sound_at_zero():

@@ -1,6 +1,8 @@
+import pandas as pd
 import pytest
 import torch
 
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import autocast, check_finite, load_trainable, train_epochs
 
@@ -91,3 +93,56 @@ def test_an_epoch_whose_last_step_breaks_the_weights_is_not_checkpointed(tmp_pat
                                                  r"lower test.lr$"):
         train_epochs(net, opt, loss, batches, 1, tmp_path / "run.pt", {}, "test", "lower test.lr")
     assert not (tmp_path / "run.pt").exists()
+
+
+def test_training_curves_record_every_epoch_and_survive_a_resume(tmp_path):
+    """The curve is rewritten after every epoch (a running job can be followed) and a resumed run keeps
+    the epochs it did before it was killed."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3), torch.randn(16, 2)
+    curve = TrainingCurve(tmp_path / "curve.parquet", {"model": "m", "arch": "linear"})
+
+    def run(epochs):
+        net = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+        return train_epochs(net, opt, lambda idx: (torch.nn.functional.mse_loss(net(x[idx]), y[idx]), len(idx)),
+                            lambda epoch: [torch.arange(8), torch.arange(8, 16)], epochs, tmp_path / "c.pt",
+                            {"run": 1}, "test", "lower lr", curve=curve)
+
+    run(2)
+    first = pd.read_parquet(tmp_path / "curve.parquet")
+    assert list(first["epoch"]) == [1, 2] and set(first["model"]) == {"m"} and set(first["arch"]) == {"linear"}
+    run(4)  # resumes after epoch 2 from the checkpoint: the first two rows are the first run's
+    whole = pd.read_parquet(tmp_path / "curve.parquet")
+    assert list(whole["epoch"]) == [1, 2, 3, 4]
+    assert whole["train_loss"].iloc[:2].tolist() == first["train_loss"].tolist()
+    assert whole["train_loss"].iloc[3] < whole["train_loss"].iloc[0]
+
+
+def test_tensorboard_gets_the_curves_when_asked_and_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from soft_tokens.core import curves
+
+    monkeypatch.setenv(curves.TENSORBOARD, str(tmp_path / "tb"))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
+    with pytest.raises(ImportError, match="pip install tensorboard, or set tensorboard: false"):
+        TrainingCurve(tmp_path / "c.parquet", {"model": "m"}).write([{"epoch": 1, "train_loss": 0.5}])
+    logged = []
+
+    class Writer:
+        def __init__(self, folder):
+            logged.append(("folder", folder))
+
+        def add_scalar(self, name, value, step):
+            logged.append((name, value, step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    curve = TrainingCurve(tmp_path / "c.parquet", {"model": "m"})
+    curve.write([{"epoch": 1, "train_loss": 0.5}])
+    curve.write([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}])
+    assert logged == [("folder", str(tmp_path / "tb" / "model=m")), ("train_loss", 0.5, 1), ("train_loss", 0.25, 2)]

@@ -187,6 +187,27 @@ def test_each_tracks_html_page_holds_its_tables_and_findings(smoke_run):
         assert not re.search(r"\bnan\b", tex.read_text(), re.I), f"{tex.name} prints NaN"
 
 
+def test_every_training_rule_leaves_a_training_curve_the_report_draws(smoke_run):
+    results = smoke_run / "results"
+    curves = {"train_converter": list(results.glob("converter/*/*_curve.parquet")),
+              "train_compressor": list(results.glob("compressor/*/*_curve.parquet")),
+              "train_pooler": list(results.glob("pooler/*/*/w*/curve.parquet")),
+              "train_coconut": list(results.glob("coconut/*/*/seed*/*/curve.parquet")),
+              "train_hrpo": list(results.glob("hrpo/*/*/*/seed*/history.parquet"))}
+    for rule, files in curves.items():
+        assert files, f"{rule} left no curve"
+        for path in files:
+            curve = pd.read_parquet(path)
+            x = "step" if "step" in curve else "epoch"
+            assert len(curve) and list(curve[x]) == list(range(1, len(curve) + 1)), path
+            assert curve.filter(regex="loss|reward").notna().all().all() and "model" in curve, path
+    cram = pd.concat(map(pd.read_parquet, results.glob("cramming/*/*/len*.parquet")))
+    assert cram["curve_steps"].map(len).gt(0).all()  # cramming keeps each text's curve in its own table
+    for figure in ("converter_training", "compressor_training", "pooler_training", "coconut_training",
+                   "hrpo_training", "accuracy_vs_steps"):
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 0
+
+
 def test_every_job_kind_reads_every_key_its_spec_declares(smoke_run):
     """A declared key no job reads would rerun jobs for nothing when edited (an undeclared one is not there
     to read: the job fails naming the spec). Every job kind ran in the smoke run, which records its reads."""

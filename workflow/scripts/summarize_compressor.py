@@ -10,14 +10,17 @@ log_to(snakemake.log[0])
 
 import pandas as pd
 
-from soft_tokens.compression.report import compressor_section, plot_compressor_ce, summarize_compressor
+from soft_tokens.compression.report import (compressor_section, plot_compressor_ce, plot_compressor_training,
+                                            summarize_compressor)
 from soft_tokens.core.io import write_parquet
 from soft_tokens.report.document import write_section
 from soft_tokens.report.provenance import provenance
 
 RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
-summary = summarize_compressor(pd.concat([pd.read_parquet(p) for p in snakemake.input], ignore_index=True))
+summary = summarize_compressor(pd.concat([pd.read_parquet(p) for p in snakemake.input.evals], ignore_index=True))
 write_parquet(summary, snakemake.output.summary, RECORD)
 plot_compressor_ce(summary, [snakemake.output.compressor_ce, snakemake.output.compressor_ce_pdf])
+plot_compressor_training(pd.concat([pd.read_parquet(p) for p in snakemake.input.curves], ignore_index=True),
+                         [snakemake.output.compressor_training, snakemake.output.compressor_training_pdf])
 write_section(compressor_section(summary, snakemake.params.protocol), snakemake.output, RECORD)

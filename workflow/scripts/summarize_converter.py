@@ -10,7 +10,8 @@ log_to(snakemake.log[0])
 
 import pandas as pd
 
-from soft_tokens.compression.report import converter_section, demo_intervals, summarize_converter
+from soft_tokens.compression.report import (converter_section, demo_intervals, plot_converter_training,
+                                            summarize_converter)
 from soft_tokens.core.io import write_parquet
 from soft_tokens.report.document import write_section
 from soft_tokens.report.provenance import provenance
@@ -22,4 +23,6 @@ demo = pd.concat([pd.read_parquet(p) for p in snakemake.input.demo], ignore_inde
 summary, demo_summary = summarize_converter(converter), demo_intervals(demo)
 write_parquet(summary, snakemake.output.summary, RECORD)
 write_parquet(demo_summary, snakemake.output.demo_summary, RECORD)
+plot_converter_training(pd.concat([pd.read_parquet(p) for p in snakemake.input.curves], ignore_index=True),
+                        [snakemake.output.converter_training, snakemake.output.converter_training_pdf])
 write_section(converter_section(summary, demo_summary), snakemake.output, RECORD)

@@ -21,5 +21,6 @@ evals = pd.concat([pd.read_parquet(p) for p in [*snakemake.input.windows, *snake
                   ignore_index=True)
 summary = summarize(evals)
 write_parquet(summary, snakemake.output.summary, RECORD)
-figures(summary, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+curves = pd.concat([pd.read_parquet(p) for p in snakemake.input.curves], ignore_index=True)
+figures(summary, curves, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
 write_section(section(summary, snakemake.params.protocol), snakemake.output, RECORD)

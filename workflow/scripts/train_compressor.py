@@ -12,6 +12,7 @@ import torch
 
 from soft_tokens.compression.compressor import architecture, build_compressor, save_compressor, train_compressor
 from soft_tokens.compression.estar import load_estar
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import resumable_output
 from soft_tokens.compression.spec import TrainCompressor
 from soft_tokens.core.job_settings import job_settings
@@ -29,6 +30,7 @@ k, d_model = data["estar"].shape[1], data["estar"].shape[2]
 shape = architecture(settings)
 net = build_compressor(settings.arch, d_model, k, shape)
 inputs = {"model": snakemake.input.model, "estar": snakemake.input.estar}
-with resumable_output(snakemake.output[0], settings.params(), inputs) as (checkpoint, run):
-    net = train_compressor(model, net, data, train, settings, checkpoint, run)
-    save_compressor(net, Path(snakemake.output[0]), settings.arch, d_model, k, shape)
+curve = TrainingCurve(Path(snakemake.output.curve), {"model": settings.model, "arch": settings.arch})
+with resumable_output(snakemake.output.compressor, settings.params(), inputs) as (checkpoint, run):
+    net = train_compressor(model, net, data, train, settings, checkpoint, run, curve)
+    save_compressor(net, Path(snakemake.output.compressor), settings.arch, d_model, k, shape)

@@ -10,7 +10,8 @@ log_to(snakemake.log[0])
 
 import torch
 
-from soft_tokens.core.io import resumable_output, write_parquet
+from soft_tokens.core.curves import TrainingCurve
+from soft_tokens.core.io import resumable_output
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.hrpo.spec import TrainHrpo
@@ -22,8 +23,9 @@ splits = {split: read_reasoning(snakemake.input[split]) for split in ("train", "
 problems = prompt_problems(settings.dataset, snakemake.params.spec, splits, settings)
 policy, tokenizer = build_policy(start_dir(Path(snakemake.input.start), settings.start), settings.policy, settings)
 inputs = {"start": snakemake.input.start, **{split: snakemake.input[split] for split in splits}}
+curve = TrainingCurve(Path(snakemake.output.history), {"model": settings.model, "dataset": settings.dataset,
+                                                       "policy": settings.policy, "seed": settings.seed})
 with resumable_output(snakemake.output.policy, settings.params(), inputs) as (checkpoint, run):
-    history = train(policy, tokenizer, problems, settings, checkpoint, run)
-    write_parquet(history.assign(model=settings.model, dataset=settings.dataset, policy=settings.policy,
-                                 seed=settings.seed), snakemake.output.history)
+    history = train(policy, tokenizer, problems, settings, checkpoint, run, curve)
+    curve.write(history.to_dict("records"))  # a run resumed after its last step trains nothing more
     save_policy(policy, Path(snakemake.output.policy))

@@ -10,6 +10,7 @@ log_to(snakemake.log[0])
 
 import torch
 
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import resumable_output
 from soft_tokens.core.job_settings import job_settings
 from soft_tokens.latent.pooler.spec import TrainPooler
@@ -19,6 +20,8 @@ torch.set_num_threads(snakemake.threads)
 settings = job_settings(snakemake, TrainPooler)
 main, tokenizer, ids, examples, pooler = setup(Path(snakemake.input.main), Path(snakemake.input.train), settings)
 inputs = {"main": snakemake.input.main, "train": snakemake.input.train}
-with resumable_output(snakemake.output[0], settings.params(), inputs) as (checkpoint, run):
-    train_pooler(main, pooler, examples, ids, settings, checkpoint, run)
-    save_pooler(pooler, Path(snakemake.output[0]), int(settings.window))
+curve = TrainingCurve(Path(snakemake.output.curve), {"model": settings.model, "dataset": settings.dataset,
+                                                     "window": int(settings.window)})
+with resumable_output(snakemake.output.pooler, settings.params(), inputs) as (checkpoint, run):
+    train_pooler(main, pooler, examples, ids, settings, checkpoint, run, curve)
+    save_pooler(pooler, Path(snakemake.output.pooler), int(settings.window))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from soft_tokens.compression.spec import TrainCompressor
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.prefix import prefix_forward, text_view
 from soft_tokens.core.training import epoch_order, train_epochs
@@ -154,7 +155,7 @@ def batches(data: dict, idx: torch.Tensor, size: int, device):
 
 
 def train_compressor(model, net, data: dict, train_idx: torch.Tensor, settings: TrainCompressor,
-                     checkpoint: Path, fingerprint: dict):
+                     checkpoint: Path, fingerprint: dict, curve: TrainingCurve | None = None):
     """AdamW over the compressor only (the LM stays frozen); checkpointed each epoch for resumption."""
     device = model.get_input_embeddings().weight.device
     net.to(device)
@@ -168,7 +169,7 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, settings: 
         return batches(data, train_idx[epoch_order(len(train_idx), settings.seed, epoch)], settings.batch_size, device)
 
     train_epochs(net, opt, batch_loss, epoch_batches, settings.epochs, checkpoint, fingerprint, "compressor",
-                 "lower compressor.lr")
+                 "lower compressor.lr", curve=curve)
     return net.eval()
 
 

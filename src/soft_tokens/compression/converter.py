@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from soft_tokens.compression.spec import TrainConverter
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_path
 from soft_tokens.core.seeding import generator
 from soft_tokens.core.training import epoch_order, train_epochs
@@ -100,7 +101,7 @@ def build_converter(arch: str, in_dim: int, out_dim: int, hidden_dim: int) -> to
 
 
 def train_converter(x: torch.Tensor, y: torch.Tensor, settings: TrainConverter, checkpoint: Path,
-                    fingerprint: dict) -> torch.nn.Module:
+                    fingerprint: dict, curve: TrainingCurve | None = None) -> torch.nn.Module:
     """Fit X -> Y with MSE; each epoch is checkpointed, so a killed run resumes where it stopped."""
     torch.manual_seed(settings.seed)
     net = build_converter(settings.arch, x.shape[1], y.shape[1], settings.hidden_dim)
@@ -112,7 +113,7 @@ def train_converter(x: torch.Tensor, y: torch.Tensor, settings: TrainConverter, 
         return (order[start : start + settings.batch_size] for start in range(0, len(x), settings.batch_size))
 
     return train_epochs(net, opt, lambda idx: (F.mse_loss(net(x[idx]), y[idx]), len(idx)), batches, settings.epochs,
-                        checkpoint, fingerprint, f"converter {settings.arch}", "lower converter.lr")
+                        checkpoint, fingerprint, f"converter {settings.arch}", "lower converter.lr", curve=curve)
 
 
 def save_converter(net: torch.nn.Module, path: Path, meta: dict) -> None:

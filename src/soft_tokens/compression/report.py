@@ -5,7 +5,7 @@ import pandas as pd
 
 from soft_tokens.compression.spec import SECTIONS
 from soft_tokens.report import stats
-from soft_tokens.report.figures import pyplot, save_figure
+from soft_tokens.report.figures import plot_training_curves, pyplot, save_figure
 from soft_tokens.report.latex import escape, escape_text, render, table
 
 CONDITIONS = ["no_context", "full_context", "estar", "compressor"]
@@ -95,7 +95,15 @@ def demo_findings(intervals: pd.DataFrame) -> list[str]:
 def converter_section(converter_summary: pd.DataFrame, demo_summary: pd.DataFrame) -> str:
     return render("soft_tokens.compression", "converter.tex.j2",
                   tables=[converter_table(converter_summary), demo_table(demo_summary)],
-                  findings=demo_findings(demo_summary))
+                  findings=demo_findings(demo_summary), figures=SECTIONS["converter"])
+
+
+def plot_converter_training(curves: pd.DataFrame, paths: list) -> None:
+    plot_training_curves(curves, "epoch", {"train_loss": "training MSE"}, ["model"], ["layer", "arch"], paths)
+
+
+def plot_compressor_training(curves: pd.DataFrame, paths: list) -> None:
+    plot_training_curves(curves, "epoch", {"train_loss": "training loss"}, ["model"], ["arch"], paths)
 
 
 def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ the epoch after the last one saved, a run with other settings or data starts ove
 import json
 import logging
 import math
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soft_tokens.core.io import atomic_dir, atomic_path
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.job_settings import Lora
 from soft_tokens.core.models import resolve_device, resolve_dtype
 from soft_tokens.core.seeding import generator
@@ -140,13 +142,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, fingerprint: dict, what: str,
-                 fix: str, accumulation: int = 1) -> torch.nn.Module:
+                 fix: str, accumulation: int = 1, curve: TrainingCurve | None = None) -> torch.nn.Module:
     """`epochs` passes of AdamW-style steps; `batches(epoch)` yields batches and `batch_loss(batch)`
     gives (mean loss, batch size). A step follows every `accumulation` batches, each loss divided by
     `accumulation` (exact for equal batches; an epoch's last, partial group steps too). Each epoch is
-    checkpointed, so a killed run resumes where it stopped."""
-    for epoch in tqdm(range(resume(checkpoint, net, opt, fingerprint)[0], epochs), desc=what, mininterval=5):
-        total, count, waiting = 0.0, 0, 0
+    checkpointed, so a killed run resumes where it stopped, and recorded in `curve`."""
+    first, saved = resume(checkpoint, net, opt, fingerprint)
+    rows = saved.get("curve", [])
+    for epoch in tqdm(range(first, epochs), desc=what, mininterval=5):
+        total, count, waiting, start = 0.0, 0, 0, time.time()
         opt.zero_grad()
         for batch in batches(epoch):
             loss, size = batch_loss(batch)
@@ -163,7 +167,10 @@ def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, f
             opt.zero_grad()
         log.info("%s epoch %d: mean training loss %.6f", what, epoch + 1, total / count)
         check_finite_weights(net, f"{what} epoch {epoch + 1}", fix)
-        save_epoch(checkpoint, net, opt, epoch, fingerprint)
+        rows.append({"epoch": epoch + 1, "train_loss": total / count, "seconds": time.time() - start})
+        save_epoch(checkpoint, net, opt, epoch, fingerprint, {"curve": rows})
+        if curve is not None:
+            curve.write(rows)
     return net
 
 

@@ -1,11 +1,14 @@
 """Coconut's report: accuracy and tokens per method and stage with 95% intervals, over every training
 seed; Table 1 per model with its findings, the accuracy-by-stage figure and the section of the report."""
 
+from pathlib import Path
+
 import pandas as pd
 
+from soft_tokens.latent.coconut.history import stage_curve
 from soft_tokens.latent.coconut.spec import CONTROLS, SECTIONS
 from soft_tokens.report import stats
-from soft_tokens.report.figures import pyplot, save_figure
+from soft_tokens.report.figures import plot_training_curves, pyplot, save_figure
 from soft_tokens.report.latex import escape, escape_text, render, table
 
 FIGURES = SECTIONS["coconut"]
@@ -247,8 +250,22 @@ def findings(final: pd.DataFrame) -> list[str]:
     return [escape_text(sentence) for sentence in out]
 
 
-def figures(summary: pd.DataFrame, paths: dict) -> None:
-    """The accuracy-by-stage figure with 95% error bars, to the paths given for its name in FIGURES."""
+def run_curves(runs: list[Path]) -> pd.DataFrame:
+    """The training curves of Coconut run folders (results/coconut/{model}/{dataset}/seed{seed}/{method}),
+    read from their stages' histories, so that runs trained before curves were recorded have one too."""
+    frames = []
+    for run in map(Path, runs):
+        model, dataset, seed, method = run.parts[-4:]
+        frames.append(pd.DataFrame(stage_curve(run)).assign(model=model, dataset=dataset,
+                                                            seed=int(seed.removeprefix("seed")), method=method))
+    return pd.concat(frames, ignore_index=True)
+
+
+def figures(summary: pd.DataFrame, curves: pd.DataFrame, paths: dict) -> None:
+    """The accuracy-by-stage figure with 95% error bars, and each method's training curve over its
+    epochs (stages in turn), to the paths given for their names in FIGURES."""
+    plot_training_curves(curves, "step", {"train_loss": "training CE", "val_loss": "validation CE"},
+                         ["model", "dataset"], ["method"], paths["coconut_training"], xlabel="epoch (all stages)")
     plt = pyplot()
 
     def errorbar(ax, g, fmt, shift=0.0, **style):

@@ -16,7 +16,7 @@ CONTROLS = ("zeros", "random", "other")
 CONTROLLED = {"coconut": CONTROLS, "pause": ("zeros", "random")}
 # Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
 ORDER = 30
-SECTIONS = {"coconut": ("coconut_accuracy_by_stage",)}
+SECTIONS = {"coconut": ("coconut_accuracy_by_stage", "coconut_training")}
 ENUMS = ((("coconut", "methods"), METHODS),)
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_dir, fingerprint, partial_path, resumable_dir
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import (
@@ -29,6 +30,7 @@ from soft_tokens.core.training import (
     with_adapters,
 )
 from soft_tokens.data.answers import scored
+from soft_tokens.latent.coconut.history import finished_stages, stage_curve
 from soft_tokens.latent.coconut.method import (
     FEEDBACK,
     add_latent_tokens,
@@ -168,10 +170,6 @@ def mean_loss(model, layouts: list, feedback: bool, batch_size: int, dtype: str)
     return total / count
 
 
-def finished_stages(run_dir: Path) -> list[int]:
-    return sorted(int(p.name.removeprefix("stage")) for p in run_dir.glob("stage*") if (p / "history.json").exists())
-
-
 def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, val_df: pd.DataFrame,
                  settings: TrainCoconut, out_dir: Path) -> None:
     """Every stage of the job's method into out_dir/stage<k>/, resuming after the last finished stage."""
@@ -187,6 +185,8 @@ def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, v
     plan = schedule(method, starts_from_cot, settings.num_epochs, settings.epochs_per_stage,
                     settings.max_latent_stage, longest)
     done = finished_stages(partial)
+    curve = TrainingCurve(partial / "curve.parquet", {"model": settings.model, "dataset": settings.dataset,
+                                                      "seed": settings.seed, "method": method})
     if done:
         log.info("resuming %s after finished stage %d (%s)", method, done[-1], partial)
         model, tokenizer = load_trainable(partial / f"stage{done[-1]}", settings.device)
@@ -207,6 +207,8 @@ def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, v
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "history.json").write_text(json.dumps(history))
+        curve.write(stage_curve(partial))
+    curve.write(stage_curve(partial))  # a run resumed after its last stage trains nothing more
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import (
     autocast,
@@ -203,9 +204,10 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], settings: Train
 
 
 def train(policy, tokenizer, problems: pd.DataFrame, settings: TrainHrpo, checkpoint: Path,
-          fingerprint: dict) -> pd.DataFrame:
+          fingerprint: dict, curve: TrainingCurve | None = None) -> pd.DataFrame:
     """`steps` GRPO steps; a checkpoint every `checkpoint_every` steps (trainable weights, optimiser,
-    history), so a killed run resumes after the last one saved. Returns the training history."""
+    history), so a killed run resumes after the last one saved. The history so far goes to `curve`
+    after every step. Returns the training history."""
     opt = optimizer(policy, settings)
     first, saved = resume(checkpoint, policy, opt, fingerprint)
     history = saved.get("history", [])
@@ -217,6 +219,8 @@ def train(policy, tokenizer, problems: pd.DataFrame, settings: TrainHrpo, checkp
         row = grpo_step(policy, tokenizer, opt, prompts, [problems.answer.iloc[i] for i in chosen], settings,
                         step)
         history.append(row)
+        if curve is not None:
+            curve.write(history)
         log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             check_finite_weights(policy, f"hrpo step {step + 1}", FIX)

@@ -6,7 +6,7 @@ import pandas as pd
 
 from soft_tokens.latent.pooler.spec import SECTIONS
 from soft_tokens.report import stats
-from soft_tokens.report.figures import pyplot, save_figure
+from soft_tokens.report.figures import plot_training_curves, pyplot, save_figure
 from soft_tokens.report.latex import escape, escape_text, render, table
 
 FIGURES = SECTIONS["pooler"]
@@ -212,9 +212,11 @@ def goal_verdict(accuracy: stats.Interval, context: stats.Interval) -> str:
             "interval straddles a bound")
 
 
-def figures(summary: pd.DataFrame, paths: dict) -> None:
+def figures(summary: pd.DataFrame, curves: pd.DataFrame, paths: dict) -> None:
     """Accuracy and answer CE against compression, per method over W; full reasoning at 1, no reasoning
-    as a line; 95% error bars."""
+    as a line; 95% error bars. Then each pooler's training curve."""
+    plot_training_curves(curves, "epoch", {"train_loss": "training CE (nats/token)"}, ["model", "dataset"],
+                         ["window"], paths["pooler_training"])
     plt = pyplot()
     test = summary[summary["split"] == "test"]
     panels = list(test.groupby(["model", "dataset"], sort=False))

@@ -9,7 +9,7 @@ from soft_tokens.vocabulary import canonical, check_datasets, check_reasoning_na
 
 # Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
 ORDER = 40
-SECTIONS = {"pooler": ("pooler_compression",)}
+SECTIONS = {"pooler": ("pooler_compression", "pooler_training")}
 ENUMS = ()
 
 

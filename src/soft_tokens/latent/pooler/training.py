@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModel
 
+from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
@@ -134,7 +135,7 @@ def init_windows(examples: list[Example], limit: int = 64) -> torch.Tensor:
 
 
 def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolIds, settings: TrainPooler,
-                 checkpoint: Path, fingerprint: dict) -> WindowPooler:
+                 checkpoint: Path, fingerprint: dict, curve: TrainingCurve | None = None) -> WindowPooler:
     """AdamW over the pooler's trained weights, `batch_size` examples a batch and `grad_accumulation`
     batches a step; each epoch checkpointed, so a killed run resumes."""
     params = [p for p in pooler.parameters() if p.requires_grad]
@@ -151,7 +152,7 @@ def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolI
             return batch_loss(main, pooler, batch, ids), len(batch.input_ids)
 
     train_epochs(pooler, opt, loss_of, batches, settings.epochs, checkpoint, fingerprint, "pooler",
-                 "lower pooler.lr, or set dtype: float32", accumulation=settings.grad_accumulation)
+                 "lower pooler.lr, or set dtype: float32", accumulation=settings.grad_accumulation, curve=curve)
     return pooler.eval()
 
 
