@@ -7,7 +7,7 @@ import torch
 from soft_tokens.compression.report import compressor_findings, summarize_compressor
 from soft_tokens.cramming.report import capacity_table, findings, section, summarize, theoretical_capacity
 from soft_tokens.report import stats
-from soft_tokens.report.findings import findings_block, key_findings
+from soft_tokens.report.findings import all_block, key_block, key_findings
 from soft_tokens.report.latex import escape
 
 METRICS = ["teacher_forcing_convergence", "greedy_convergence", "greedy_convergence_bf16", "ce_text_bits", "ce_with_mem_bits",
@@ -183,10 +183,14 @@ def test_compressor_summary_gap_share_and_findings_by_hand():
             "vs 7.000 (95\\% CI 6.000--8.000, n = 2); difference -2.000 (95\\% CI -2.000 to -2.000).") in text
 
 
+SECTION_FINDINGS = [
+    r"Coconut and CoT are within noise at n = 8 on prosqa accuracy (\%): 0.0 (95\% CI 0.0--49.0, n = 8).",
+    r"Coconut has higher prosqa tokens per answer than CoT: 9.0 (95\% CI 9.0--9.0, n = 8) vs 8.0 (95\% CI "
+    r"8.0--8.0, n = 8); difference +1.0 (95\% CI +1.0 to +1.0)."]
 SECTION_TEX = r"""\section*{Coconut: reasoning in continuous thoughts}
 Each model trains for 2 epochs at lr 0.001; 200 test problems. A difference is stated only where the 95\% intervals separate.
 
-\begin{table}[H]
+""" + key_block(SECTION_FINDINGS) + r"""\begin{table}[htbp]
 \centering
 \footnotesize
 \caption{tiny: accuracy (\%) with \texttt{coconut.seeds}; $n = 2 \times 4$.}
@@ -202,10 +206,7 @@ CoT\_x & -- & 9.0 \\
 \end{tabular}
 \end{table}
 
-""" + findings_block([
-    r"Coconut and CoT are within noise at n = 8 on prosqa accuracy (\%): 0.0 (95\% CI 0.0--49.0, n = 8).",
-    r"Coconut has higher prosqa tokens per answer than CoT: 9.0 (95\% CI 9.0--9.0, n = 8) vs 8.0 (95\% CI "
-    r"8.0--8.0, n = 8); difference +1.0 (95\% CI +1.0 to +1.0)."])
+""" + all_block(SECTION_FINDINGS)
 
 
 def test_the_results_digest_carries_a_sections_protocol_tables_and_findings_as_markdown():
@@ -215,13 +216,13 @@ def test_the_results_digest_carries_a_sections_protocol_tables_and_findings_as_m
         "## Coconut: reasoning in continuous thoughts",
         "Each model trains for 2 epochs at lr 0.001; 200 test problems. A difference is stated only where the 95% "
         "intervals separate.",
-        "*tiny: accuracy (%) with `coconut.seeds`; n = 2 × 4.*",
-        "| method | accuracy (%) | # tokens |\n| --- | --- | --- |\n|  | prosqa (n = 8) |  |\n"
-        "| No-CoT | 12.5 [2.2–47.1] | 8.0 |\n| CoT_x | – | 9.0 |",
         "Key findings:",
         "- Coconut has higher prosqa tokens per answer than CoT: 9.0 (95% CI 9.0–9.0, n = 8) vs 8.0 (95% CI 8.0–8.0, "
         "n = 8); difference +1.0 (95% CI +1.0 to +1.0).\n"
         "- Within noise at this n (1 of 2 findings; each in full below): Coconut vs CoT on prosqa accuracy (%).",
+        "*tiny: accuracy (%) with `coconut.seeds`; n = 2 × 4.*",
+        "| method | accuracy (%) | # tokens |\n| --- | --- | --- |\n|  | prosqa (n = 8) |  |\n"
+        "| No-CoT | 12.5 [2.2–47.1] | 8.0 |\n| CoT_x | – | 9.0 |",
         "All findings:",
         "- Coconut and CoT are within noise at n = 8 on prosqa accuracy (%): 0.0 (95% CI 0.0–49.0, n = 8).\n"
         "- Coconut has higher prosqa tokens per answer than CoT: 9.0 (95% CI 9.0–9.0, n = 8) vs 8.0 (95% CI 8.0–8.0, "
@@ -244,7 +245,8 @@ def test_a_sections_html_page_carries_its_tables_and_findings():
     assert ("<h3>Key findings</h3><ul><li>Coconut has higher prosqa tokens per answer than CoT: 9.0 (95% CI 9.0–9.0, "
             "n = 8) vs 8.0 (95% CI 8.0–8.0, n = 8); difference +1.0 (95% CI +1.0 to +1.0).</li><li>Within noise at "
             "this n (1 of 2 findings; each in full below): Coconut vs CoT on prosqa accuracy (%).</li></ul>"
-            "<h3>All findings</h3><ul><li>Coconut and CoT are within noise") in page
+            "<table><caption>") in page
+    assert "</table><h3>All findings</h3><ul><li>Coconut and CoT are within noise" in page
 
 
 def test_provenance_names_the_config_from_the_repository_root(monkeypatch):
@@ -268,8 +270,10 @@ def test_key_findings_are_the_differences_that_hold_and_one_line_for_the_noise()
                           "X1 vs Y on accuracy (\\%); X2 vs Y on accuracy (\\%); X3 vs Y on accuracy (\\%); X4 vs Y on "
                           "accuracy (\\%); X5 vs Y on accuracy (\\%); and 3 more."]
     assert key_findings([described]) == ["No difference holds at this n."]
-    block = findings_block([described, holds])
-    assert block.index("Key findings") < block.index(holds) < block.index("All findings") < block.index(described)
+    assert key_block([described, holds]) == ("\\subsection*{Key findings}\n\\begin{itemize}\n\\item " + holds
+                                             + "\n\\end{itemize}\n")
+    assert all_block([described, holds]).endswith(f"\\item {described}\n\\item {holds}\n\\end{{itemize}}\n}}\n")
+    assert all_block([]) == ""
 
 
 def test_every_tracks_finding_phrasings_are_classified():

@@ -385,14 +385,10 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "greedy accuracy": cells("mean_greedy_convergence"),
         })
         out.append(table(rows, (
-            f"Cramming on corpus \\texttt{{{escape(corpus)}}}, by the seed's definitions: mismatch@$k$ is the share "
-            "of texts whose token $k$ the model gets wrong with logits (teacher forcing) from the vectors, token 0 "
-            "being BOS (-- where it is not scored: the bos variant, or BOS given before the vectors); TF accuracy "
-            "is the mean share of a text's scored tokens right under teacher forcing, greedy accuracy the mean "
-            "share right when the model decodes greedily (KV cache) from the vectors alone; over $n$ texts"
-            + excluded + ", with 95\\% intervals in brackets (Wilson for shares, bootstrap for means, bounded "
-            "where all texts sit at 0 or 1). Variants: bos, BOS neither trained nor scored; 2leading, the first "
-            "tokens' loss up-weighted."), "lllrrrrrrr", size="footnotesize"))
+            f"Cramming on \\texttt{{{escape(corpus)}}}, the seed's table: mismatch@$k$, the share of texts whose "
+            "token $k$ (0 = BOS; -- where unscored) is wrong under teacher forcing; TF and greedy accuracy, the mean "
+            f"share of tokens right; $n$ texts{excluded}, 95\\% intervals in brackets (docs/cramming.md)."),
+            "lllrrrrrrr", size="footnotesize"))
         rows = pd.DataFrame({
             **head,
             **{f"greedy mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)},
@@ -401,12 +397,9 @@ def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
             "steps": cells("mean_steps", 0),
         })
         out.append(table(rows, (
-            f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: greedy mismatch@$k$ is the share "
-            "of texts whose greedy decode from the vectors alone is wrong at token $k$ (one early miss makes the "
-            "later tokens wrong too, so it is not the seed's mismatch); TF $-$ greedy: the mean difference of the "
-            "two accuracies over the same texts with its paired 95\\% interval; greedy (bf16): the same vectors "
-            "decoded by the model in bfloat16; steps: optimiser steps per text, restarts included (every column "
-            "with its \\texttt{\\_low}/\\texttt{\\_high} interval in \\texttt{cramming\\_summary.parquet})."),
+            f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: the share of texts whose greedy "
+            "decode is wrong at token $k$ (not the seed's mismatch: one early miss spoils the rest), TF minus greedy "
+            "accuracy (paired), greedy accuracy in bfloat16, and optimiser steps per text; 95\\% intervals."),
             "lllrrrrrrrr", size="footnotesize"))
     if len(capacity_df):
         cap = ordered(capacity_df)

@@ -74,13 +74,14 @@ def parts(tex: str) -> tuple[str, str, list[str], list[str], list[str]]:
 
 
 def section(tex: str) -> str:
-    """One report section: its title, protocol, tables, key findings and all its findings."""
+    """One report section as the PDF lays it out: title, protocol, key findings, tables, all its findings."""
     title, protocol, tables, key, findings = parts(tex)
-    blocks = [f"## {title}", protocol, *map(table, tables)]
-    for name, sentences in (("Key findings", key), ("All findings", findings)):
-        if sentences:
-            blocks.append(f"{name}:\n\n" + "\n".join(f"- {sentence}" for sentence in sentences))
-    return "\n\n".join(blocks)
+
+    def listed(name, sentences):
+        return [f"{name}:\n\n" + "\n".join(f"- {sentence}" for sentence in sentences)] if sentences else []
+
+    return "\n\n".join([f"## {title}", protocol, *listed("Key findings", key), *map(table, tables),
+                          *listed("All findings", findings)])
 
 
 def inline_html(text: str) -> str:
@@ -109,12 +110,15 @@ def section_html(tex: str, record: dict) -> str:
     """One report section as a page of the Snakemake report: its title, protocol, tables (with their
     intervals) and findings, under the run's provenance `record`."""
     title, protocol, tables, key, findings = parts(tex)
-    lists = "".join(f"<h3>{name}</h3><ul>" + "".join(f"<li>{inline_html(f)}</li>" for f in sentences) + "</ul>"
-                    for name, sentences in (("Key findings", key), ("All findings", findings)) if sentences)
+    def listed(name, sentences):
+        items = "".join(f"<li>{inline_html(f)}</li>" for f in sentences)
+        return f"<h3>{name}</h3><ul>{items}</ul>" if sentences else ""
+
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h2>{inline_html(title)}</h2>"
             f"<p><small>{inline_html('From a run of ' + summary_line(record))}</small></p>"
-            f"<p>{inline_html(protocol)}</p>{''.join(map(table_html, tables))}{lists}</body></html>\n")
+            f"<p>{inline_html(protocol)}</p>{listed('Key findings', key)}{''.join(map(table_html, tables))}"
+            f"{listed('All findings', findings)}</body></html>\n")
 
 
 def digest(sections: list[Path], record: dict) -> str:

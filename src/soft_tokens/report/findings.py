@@ -1,6 +1,6 @@
-"""A report section's findings ordered for a reader: first the key findings (the differences that hold
-by the rule of docs/statistics.md, and the verdicts that rest on them) with one line for what is within
-noise, then every finding. Findings are sentences the tracks write (LaTeX prose); how each one reads
+"""A report section's findings ordered for a reader: the section opens with its key findings (the
+differences that hold by the rule of docs/statistics.md, and the verdicts that rest on them) with one
+line for what is within noise, and ends with every finding. Findings are sentences the tracks write (LaTeX prose); how each one reads
 decides its place, and a test keeps the tracks' phrasings and these patterns together."""
 
 import re
@@ -38,12 +38,15 @@ def key_findings(findings: list[str]) -> list[str]:
     return holds
 
 
-def findings_block(findings: list[str]) -> str:
-    """The LaTeX of a section's findings: key findings, then all of them in a smaller font."""
-    def items(sentences):
-        return "\\begin{itemize}\n" + "".join(f"\\item {s}\n" for s in sentences) + "\\end{itemize}\n"
+def items(sentences: list[str]) -> str:
+    return "\\begin{itemize}\n" + "".join(f"\\item {s}\n" for s in sentences) + "\\end{itemize}\n"
 
-    block = "\\subsection*{Key findings}\n" + items(key_findings(findings))
-    if findings:
-        block += "\\subsection*{All findings}\n{\\small\n" + items(findings) + "}\n"
-    return block
+
+def key_block(findings: list[str]) -> str:
+    """The LaTeX a section opens with, after its protocol: its key findings."""
+    return "\\subsection*{Key findings}\n" + items(key_findings(findings))
+
+
+def all_block(findings: list[str]) -> str:
+    """The LaTeX a section ends with: every finding, in a smaller font."""
+    return "\\subsection*{All findings}\n{\\small\n" + items(findings) + "}\n" if findings else ""

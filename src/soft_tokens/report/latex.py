@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from soft_tokens.report.findings import findings_block
+from soft_tokens.report.findings import all_block, key_block
 
 
 def escape(text) -> str:
@@ -49,11 +49,12 @@ def table(df: pd.DataFrame, caption: str, column_format: str | None = None, size
 
 def render(package: str, template: str, **context) -> str:
     """Render `template` from the folder of `package` (a track's own section partial); a section given
-    `figures` gets their `captions` too, and one given `findings` their `findings_block`."""
+    `figures` gets their `captions` too, and one given `findings` its `key_findings` (to open with) and
+    `all_findings` (to end with)."""
     if "figures" in context:
         context["captions"] = captions(package, context["figures"])
     if "findings" in context:
-        context["findings_block"] = findings_block(context["findings"])
+        context["key_findings"], context["all_findings"] = key_block(context["findings"]), all_block(context["findings"])
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "."),
         block_start_string="<%", block_end_string="%>",

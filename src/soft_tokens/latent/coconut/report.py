@@ -161,8 +161,7 @@ def tables(summary: pd.DataFrame) -> list[dict]:
         spread = ("in brackets their 95\\% intervals (Wilson for accuracy, bootstrap over problems for tokens)"
                   if seeds == 1 else
                   f"the mean and sd across {seeds} training seeds, each answering the same test problems "
-                  "($n$ pools the answers; 95\\% intervals resampling problems and seeds are in the findings and "
-                  "\\texttt{coconut\\_summary.parquet})")
+                  "($n$ pools the answers; the findings give 95\\% intervals over problems and seeds)")
         caption = (f"{escape(model)}: test accuracy and tokens per answer (continuous thoughts plus generated tokens, "
                    "EOS included) on $n$ held-out problems per dataset, each method at its last curriculum stage, in "
                    f"the shape of Coconut's Table~1; {spread}.")
