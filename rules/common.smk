@@ -74,7 +74,7 @@ TEX = shutil.which("pdflatex")
 if TEX is None:
     logger.warning(
         "pdflatex not found: results/report.pdf will not be built (install texlive-latex-base "
-        "texlive-latex-recommended lmodern); results/table.tex is written all the same."
+        "texlive-latex-recommended lmodern); results/report.tex is written all the same."
     )
 
 RUN_DIR = "SOFT_TOKENS_RUN_DIR"
@@ -215,7 +215,8 @@ def section_figures(ext):
 
 def all_outputs():
     outputs = [
-        "results/table.tex",
+        "results/report.tex",
+        *(["results/table.tex"] if "cramming" in SECTIONS else []),
         "results/config.yaml",
         "docs/results.md",
         *expand("results/sections/{track}.html", track=SECTIONS),

@@ -68,6 +68,7 @@ rule summarize_cramming:
     output:
         **section_outputs(cramming, "cramming", "Cramming"),
         summary="results/cramming_summary.parquet",
+        table="results/table.tex",
         capacity="results/cramming_capacity.parquet",
         stages="results/capacity_stages.parquet",
     log:

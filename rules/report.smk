@@ -2,7 +2,7 @@ rule render_report:
     input:
         section_inputs(),
     output:
-        table="results/table.tex",
+        document="results/report.tex",
         provenance="results/provenance.yaml",
     log:
         "logs/render_report.log",
@@ -33,8 +33,7 @@ rule document_results:
 
 rule compile_report:
     input:
-        table="results/table.tex",
-        provenance="results/provenance.yaml",
+        document="results/report.tex",
         figures=section_figures("pdf"),
     output:
         report(

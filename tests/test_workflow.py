@@ -30,7 +30,7 @@ def summary(run: Path, name: str) -> pd.DataFrame:
 
 
 def section(run: Path, title: str) -> str:
-    tex = (run / "results" / "table.tex").read_text()
+    tex = (run / "results" / "report.tex").read_text()
     return tex[tex.index(title):]
 
 
@@ -163,8 +163,11 @@ def test_smoke_run_documents_its_results_with_their_provenance(smoke_run):
     for summary in (smoke_run / "results").glob("*_summary.parquet"):
         assert parquet_metadata(summary).keys() >= record.keys(), summary.name
         assert parquet_metadata(summary)["commit"] == record["commit"]
-    table = (smoke_run / "results" / "table.tex").read_text()
-    assert f"% commit: {record['commit']}" in table and "% version_transformers: " in table
+    document = (smoke_run / "results" / "report.tex").read_text()
+    assert f"commit & \\texttt{{{record['commit']}}}" in document and "transformers & " in document
+    # results/table.tex is the seed's table alone, one float per corpus, to \input elsewhere.
+    seed = (smoke_run / "results" / "table.tex").read_text()
+    assert seed.count("\\begin{table}") == 2 and "the seed's table" in seed and "\\section" not in seed
     titles = [line for line in digest.splitlines() if line.startswith("## ")]
     assert len(titles) == 6 and titles[0].startswith("## Cramming") and titles[-1].startswith("## HRPO")
     assert "| Online compression | 4 | 4 | " in digest and "\\" not in digest

@@ -1,4 +1,4 @@
-"""Snakemake entry point: results/report.pdf from table.tex and the figures, with pdflatex."""
+"""Snakemake entry point: results/report.pdf from report.tex and the figures, with pdflatex."""
 
 import sys
 from pathlib import Path
@@ -10,7 +10,4 @@ log_to(snakemake.log[0])
 
 from soft_tokens.report.document import compile_pdf
 
-import yaml
-
-record = yaml.safe_load(Path(snakemake.input.provenance).read_text())
-compile_pdf(Path(snakemake.input.table), [Path(f) for f in snakemake.input.figures], record, Path(snakemake.output[0]))
+compile_pdf(Path(snakemake.input.document), [Path(f) for f in snakemake.input.figures], Path(snakemake.output[0]))

@@ -1,5 +1,5 @@
-"""Snakemake entry point: results/table.tex, the configured tracks' sections in order, and
-results/provenance.yaml, where they come from."""
+"""Snakemake entry point: results/report.tex, the configured tracks' sections in order under a title
+block, and results/provenance.yaml, where they come from."""
 
 import sys
 from pathlib import Path
@@ -15,5 +15,5 @@ from soft_tokens.report.document import assemble
 from soft_tokens.report.provenance import provenance
 
 record = provenance()
-Path(snakemake.output.table).write_text(assemble([Path(p) for p in snakemake.input], record))
+Path(snakemake.output.document).write_text(assemble([Path(p) for p in snakemake.input], record))
 Path(snakemake.output.provenance).write_text(yaml.safe_dump(record, sort_keys=False))

@@ -11,7 +11,8 @@ log_to(snakemake.log[0])
 from soft_tokens.core.io import write_parquet
 from soft_tokens.report.document import write_section
 from soft_tokens.report.provenance import provenance
-from soft_tokens.cramming.report import FIGURES, capacity_table, figures, read_samples, section, summarize
+from soft_tokens.cramming.report import (FIGURES, capacity_table, figures, read_samples, section, seed_table,
+                                        summarize)
 
 RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
@@ -20,6 +21,7 @@ stages = read_samples(snakemake.input.capacity)
 summary = summarize(samples)
 capacity = capacity_table(stages)
 write_parquet(summary, snakemake.output.summary, RECORD)
+Path(snakemake.output.table).write_text(seed_table(summary))
 write_parquet(stages, snakemake.output.stages, RECORD)
 write_parquet(capacity, snakemake.output.capacity, RECORD)
 figures(samples, summary, stages, {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})

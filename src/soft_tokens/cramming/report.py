@@ -364,43 +364,59 @@ def figures(samples: pd.DataFrame, summary: pd.DataFrame, stages: pd.DataFrame, 
     plot_capacity_search(stages, paths["capacity_search"])
 
 
+def corpus_tables(corpus: str, group: pd.DataFrame) -> tuple[str, str]:
+    """A corpus's reconstruction table (the seed's) and its where-greedy-fails table; every mean carries
+    its 95% interval in brackets and n."""
+    texts = group["n_samples"] - group["n_failed"]
+
+    def cells(name: str, digits: int = 3) -> list[str]:
+        return stats.cells(group, name, texts, digits)
+
+    head = {"model": group["model"], "variant": group.apply(variant_label, axis=1),
+            "optimizer": group["optimizer"], "length": group["length"].astype(int), "$n$": texts}
+    failed = int(group["n_failed"].sum())
+    excluded = f" ({failed} failed texts excluded)" if failed else ""
+    rows = pd.DataFrame({
+        **head,
+        **{f"mismatch@{k}": cells(f"tf_mismatch@{k}") for k in (0, 1, 2)},
+        "TF accuracy": cells("mean_teacher_forcing_convergence"),
+        "greedy accuracy": cells("mean_greedy_convergence"),
+    })
+    reconstruction = table(rows, (
+        f"Cramming on \\texttt{{{escape(corpus)}}}, the seed's table: mismatch@$k$, the share of texts whose "
+        "token $k$ (0 = BOS; -- where unscored) is wrong under teacher forcing; TF and greedy accuracy, the mean "
+        f"share of tokens right; $n$ texts{excluded}, 95\\% intervals in brackets (docs/cramming.md)."),
+        "lllrrrrrrr", size="footnotesize")
+    rows = pd.DataFrame({
+        **head,
+        **{f"greedy mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)},
+        "TF $-$ greedy": cells("tf_minus_greedy"),
+        "greedy (bf16)": cells("mean_greedy_convergence_bf16"),
+        "steps": cells("mean_steps", 0),
+    })
+    greedy = table(rows, (
+        f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: the share of texts whose greedy "
+        "decode is wrong at token $k$ (not the seed's mismatch: one early miss spoils the rest), TF minus greedy "
+        "accuracy (paired), greedy accuracy in bfloat16, and optimiser steps per text; 95\\% intervals."),
+        "lllrrrrrrrr", size="footnotesize")
+    return reconstruction, greedy
+
+
+SEED_TABLE = ("% results/table.tex: the seed's cramming table, one float per corpus (soft-tokens, rule "
+              "summarize_cramming; do not edit).\n% \\input it after \\usepackage{booktabs}; the whole report is "
+              "results/report.tex.\n")
+
+
+def seed_table(summary: pd.DataFrame) -> str:
+    """results/table.tex: the seed's table (teacher-forced mismatch@k, TF and greedy accuracy) per corpus."""
+    return SEED_TABLE + "\n".join(corpus_tables(corpus, group)[0]
+                                   for corpus, group in ordered(summary).groupby("corpus", sort=False))
+
+
 def tables(summary: pd.DataFrame, capacity_df: pd.DataFrame) -> list[str]:
     """Per corpus a reconstruction table and a where-greedy-fails table; then the capacity tables.
     Every mean carries its 95% interval in brackets and n."""
-    out = []
-    for corpus, group in ordered(summary).groupby("corpus", sort=False):
-        texts = group["n_samples"] - group["n_failed"]
-
-        def cells(name: str, digits: int = 3) -> list[str]:
-            return stats.cells(group, name, texts, digits)
-
-        head = {"model": group["model"], "variant": group.apply(variant_label, axis=1),
-                "optimizer": group["optimizer"], "length": group["length"].astype(int), "$n$": texts}
-        failed = int(group["n_failed"].sum())
-        excluded = f" ({failed} failed texts excluded)" if failed else ""
-        rows = pd.DataFrame({
-            **head,
-            **{f"mismatch@{k}": cells(f"tf_mismatch@{k}") for k in (0, 1, 2)},
-            "TF accuracy": cells("mean_teacher_forcing_convergence"),
-            "greedy accuracy": cells("mean_greedy_convergence"),
-        })
-        out.append(table(rows, (
-            f"Cramming on \\texttt{{{escape(corpus)}}}, the seed's table: mismatch@$k$, the share of texts whose "
-            "token $k$ (0 = BOS; -- where unscored) is wrong under teacher forcing; TF and greedy accuracy, the mean "
-            f"share of tokens right; $n$ texts{excluded}, 95\\% intervals in brackets (docs/cramming.md)."),
-            "lllrrrrrrr", size="footnotesize"))
-        rows = pd.DataFrame({
-            **head,
-            **{f"greedy mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)},
-            "TF $-$ greedy": cells("tf_minus_greedy"),
-            "greedy (bf16)": cells("mean_greedy_convergence_bf16"),
-            "steps": cells("mean_steps", 0),
-        })
-        out.append(table(rows, (
-            f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: the share of texts whose greedy "
-            "decode is wrong at token $k$ (not the seed's mismatch: one early miss spoils the rest), TF minus greedy "
-            "accuracy (paired), greedy accuracy in bfloat16, and optimiser steps per text; 95\\% intervals."),
-            "lllrrrrrrrr", size="footnotesize"))
+    out = [t for corpus, group in ordered(summary).groupby("corpus", sort=False) for t in corpus_tables(corpus, group)]
     if len(capacity_df):
         cap = ordered(capacity_df)
         n = cap["n_samples"]
