@@ -115,7 +115,8 @@ def test_pyproject_declares_every_pinned_package_in_a_range_its_pin_satisfies():
                 if "==" in line and not line.startswith("#"))
     assert sorted(r.name for r in declared) == sorted(pins)
     for requirement in declared:
-        assert requirement.specifier.contains(pins[requirement.name]), f"{requirement} excludes the pin {pins[requirement.name]}"
+        pin = pins[requirement.name]
+        assert requirement.specifier.contains(pin), f"{requirement} excludes the pin {pin}"
 
 
 # Import names whose distribution is named otherwise.

@@ -44,9 +44,10 @@ def read_yaml(path) -> dict:
 
 def with_base(config: dict, source: str, seen: tuple = ()) -> dict:
     """The config a file means when it starts with `base: <file>`: that file's keys (itself resolved the
-    same way), with this one's laid over them as Snakemake lays `--config` over a file. A relative `base` is read from the repository root, so
-    `base: config/config.yaml` means the embedded default wherever the file lives. A derived config
-    needs its own `workdir`: one sharing its base's would overwrite the base run's results."""
+    same way), with this one's laid over them as Snakemake lays `--config` over a file. A relative
+    `base` is read from the repository root, so `base: config/config.yaml` means the embedded default
+    wherever the file lives. A derived config needs its own `workdir`: one sharing its base's would
+    overwrite the base run's results."""
     if "base" not in config:
         return config
     name = config["base"]

@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from soft_tokens.core.io import atomic_dir, atomic_path
 from soft_tokens.core.curves import TrainingCurve
+from soft_tokens.core.io import atomic_dir, atomic_path
 from soft_tokens.core.job_settings import Lora
 from soft_tokens.core.models import resolve_device, resolve_dtype
 from soft_tokens.core.seeding import generator

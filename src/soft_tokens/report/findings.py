@@ -1,7 +1,8 @@
 """A report section's findings ordered for a reader: the section opens with its key findings (the
 differences that hold by the rule of docs/statistics.md, and the verdicts that rest on them) with one
-line for what is within noise, and ends with every finding. Findings are sentences the tracks write (LaTeX prose); how each one reads
-decides its place, and a test keeps the tracks' phrasings and these patterns together."""
+line for what is within noise, and ends with every finding. Findings are sentences the tracks write
+(LaTeX prose): how each one reads decides its place (stats.difference writes most of them; tests hold
+its phrasings and the tracks' verdicts to these patterns)."""
 
 import re
 

@@ -54,7 +54,8 @@ def render(package: str, template: str, **context) -> str:
     if "figures" in context:
         context["captions"] = captions(package, context["figures"])
     if "findings" in context:
-        context["key_findings"], context["all_findings"] = key_block(context["findings"]), all_block(context["findings"])
+        context["key_findings"] = key_block(context["findings"])
+        context["all_findings"] = all_block(context["findings"])
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(package, "."),
         block_start_string="<%", block_end_string="%>",
