@@ -83,6 +83,9 @@ rule summarize_compressor:
             model=config["estar"]["models"],
             arch=config["compressor"]["archs"],
         ),
+        estar=expand(
+            "results/estar/{model}/estar.parquet", model=config["estar"]["models"]
+        ),
     output:
         **section_outputs(compression, "compressor", "Compressor"),
         summary="results/compressor_summary.parquet",

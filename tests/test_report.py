@@ -291,9 +291,9 @@ def test_every_tracks_finding_phrasings_are_classified():
     (r"For m\_base with fast at 8 tokens (prose), greedy decoding (0.071 (95\% CI 0.000--0.143, n = 2)) and teacher "
      r"forcing (0.071 (95\% CI 0.000--0.143, n = 2)) are within noise of each other.",
      r"For m\_base with fast at 8 tokens (prose), greedy decoding and teacher forcing"),
-    (r"HRPO, probs state writes 1.00 (95\% CI 1.00--1.00, n = 4) of GRPO's completion length; the goal (at least 2 "
-     r"points) is neither met nor missed at n = 4: an interval straddles a bound.",
-     "HRPO, probs state writes 1.00 of GRPO's completion length"),
+    (r"HRPO, probs state writes 0.97 (95\% CI 0.96--0.98, n = 4) of GRPO's completion length (the interval excludes "
+     r"1); the goal (at least 2 points) is neither met nor missed at n = 4: an interval straddles a bound.",
+     "HRPO, probs state writes 0.97 of GRPO's completion length"),
     ("GRPO (no gate) and the start model are within noise on accuracy: 0.0 (95\\% CI -49.0--49.0, n = 4) points.",
      "GRPO (no gate) vs the start model on accuracy"),
     ("On prosqa, Coconut shows no evidence of using its latent vectors: no drop's interval lies above 0.",
@@ -303,3 +303,21 @@ def test_the_within_noise_line_names_each_comparison_without_its_values(sentence
     from soft_tokens.report.findings import subject
 
     assert subject(sentence) == short
+
+
+def test_estar_curves_hold_each_contexts_best_so_far_to_the_longest_run():
+    from soft_tokens.compression.report import estar_curves
+
+    table = pd.DataFrame([
+        {"model": "m", "id": 0, "split": "held_out", "has_estar": True, "accuracy_curve": [0.2, 0.1, 0.6],
+         "loss_curve": [3.0, 2.0, 1.0]},
+        {"model": "m", "id": 1, "split": "train", "has_estar": True, "accuracy_curve": [0.5], "loss_curve": [4.0]},
+        {"model": "m", "id": 2, "split": "train", "has_estar": False, "accuracy_curve": None, "loss_curve": None}])
+    curves = estar_curves(table)
+    assert curves[curves["id"] == 0]["accuracy"].tolist() == [0.2, 0.2, 0.6]  # best so far, not the step's
+    assert curves[curves["id"] == 1][["step", "accuracy", "loss"]].values.tolist() == [[1, 0.5, 4.0], [2, 0.5, 4.0],
+                                                                                      [3, 0.5, 4.0]]
+    assert set(curves["id"]) == {0, 1}  # a context without e* has no curve
+    with pytest.raises(ValueError, match=r"results/estar/\{m\}/estar.parquet was built before e\* kept its curves; "
+                                         "remove that folder's estar"):
+        estar_curves(table.drop(columns=["accuracy_curve", "loss_curve"]))

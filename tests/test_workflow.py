@@ -206,8 +206,11 @@ def test_every_training_rule_leaves_a_training_curve_the_report_draws(smoke_run)
             assert curve.filter(regex="loss|reward").notna().all().all() and "model" in curve, path
     cram = pd.concat(map(pd.read_parquet, results.glob("cramming/*/*/len*.parquet")))
     assert cram["curve_steps"].map(len).gt(0).all()  # cramming keeps each text's curve in its own table
-    for figure in ("converter_training", "compressor_training", "pooler_training", "coconut_training",
-                   "hrpo_training", "accuracy_vs_steps"):
+    estar = pd.concat(map(pd.read_parquet, results.glob("estar/*/estar.parquet")))  # and e* each context's
+    optimised = estar[estar["has_estar"]]
+    assert len(optimised) and (optimised["accuracy_curve"].map(len) == optimised["steps"]).all()
+    for figure in ("converter_training", "compressor_training", "estar_optimisation", "pooler_training",
+                   "coconut_training", "hrpo_training", "accuracy_vs_steps"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 0
 
 

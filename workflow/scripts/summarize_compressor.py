@@ -11,7 +11,7 @@ log_to(snakemake.log[0])
 import pandas as pd
 
 from soft_tokens.compression.report import (compressor_section, plot_compressor_ce, plot_compressor_training,
-                                            summarize_compressor)
+                                            plot_estar_optimisation, summarize_compressor)
 from soft_tokens.core.io import write_parquet
 from soft_tokens.report.document import write_section
 from soft_tokens.report.provenance import provenance
@@ -23,4 +23,6 @@ write_parquet(summary, snakemake.output.summary, RECORD)
 plot_compressor_ce(summary, [snakemake.output.compressor_ce, snakemake.output.compressor_ce_pdf])
 plot_compressor_training(pd.concat([pd.read_parquet(p) for p in snakemake.input.curves], ignore_index=True),
                          [snakemake.output.compressor_training, snakemake.output.compressor_training_pdf])
+plot_estar_optimisation(pd.concat([pd.read_parquet(p) for p in snakemake.input.estar], ignore_index=True),
+                        [snakemake.output.estar_optimisation, snakemake.output.estar_optimisation_pdf])
 write_section(compressor_section(summary, snakemake.params.protocol), snakemake.output, RECORD)

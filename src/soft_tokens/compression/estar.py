@@ -92,12 +92,15 @@ def build_estar(model, pairs: list[dict], settings: BuildEstar, inits: dict[int,
                       "follow": p["follow"], "context_hidden": states[i][settings.context_layer][0],
                       "has_estar": r is not None, "estar": r.vectors if r else None,
                       **({"accuracy": r.best_accuracy, "loss": r.best_loss, "steps": r.steps, "status": r.status,
-                          "reason": r.reason} if r else {})})
+                          "reason": r.reason, "loss_curve": r.loss_curve, "accuracy_curve": r.accuracy_curve}
+                         if r else {})})
     return built
 
 
-# The per-context columns of e*'s table (its tensors go to the safetensors file beside it).
-TABLE_COLUMNS = ["id", "split", "start", "has_estar", "accuracy", "loss", "steps", "status", "reason"]
+# The per-context columns of e*'s table (its tensors go to the safetensors file beside it), each optimised
+# context's curve (loss and teacher-forced accuracy per step) among them.
+TABLE_COLUMNS = ["id", "split", "start", "has_estar", "accuracy", "loss", "steps", "status", "reason", "loss_curve",
+                 "accuracy_curve"]
 
 
 def save_estar(built: list[dict], k: int, hidden_size: int, meta: dict, vectors_path, table_path) -> None:

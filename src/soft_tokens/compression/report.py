@@ -1,6 +1,7 @@
 """The compression tracks' report: the converter and recursive-demo tables, and the e* /
 compressor summary, figure and table; one report section each."""
 
+import numpy as np
 import pandas as pd
 
 from soft_tokens.compression.spec import SECTIONS
@@ -104,6 +105,33 @@ def plot_converter_training(curves: pd.DataFrame, paths: list) -> None:
 
 def plot_compressor_training(curves: pd.DataFrame, paths: list) -> None:
     plot_training_curves(curves, "epoch", {"train_loss": "training loss"}, ["model"], ["arch"], paths)
+
+
+def estar_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """e*'s optimisation curves in long form: per optimised context and step, the best teacher-forced
+    accuracy so far and the loss, each held at its last value after the context stopped (converged or
+    out of patience) up to the longest run of its model, so that a mean over contexts stays a mean over
+    all of them."""
+    if "accuracy_curve" not in table:
+        models = sorted(table["model"].unique())
+        raise ValueError(f"results/estar/{{{','.join(models)}}}/estar.parquet was built before e* kept its curves; "
+                         "remove that folder's estar.* so build_estar rebuilds it (the compressors retrain after it)")
+    rows = []
+    for model, group in table[table["has_estar"]].groupby("model", sort=False):
+        longest = int(group["accuracy_curve"].map(len).max())
+        for r in group.itertuples():
+            best = np.maximum.accumulate(np.asarray(r.accuracy_curve, dtype=float))
+            loss = np.asarray(r.loss_curve, dtype=float)
+            pad = longest - len(best)
+            rows.append(pd.DataFrame({"model": model, "id": r.id, "split": r.split, "step": np.arange(1, longest + 1),
+                                      "accuracy": np.pad(best, (0, pad), mode="edge"),
+                                      "loss": np.pad(loss, (0, pad), mode="edge")}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def plot_estar_optimisation(table: pd.DataFrame, paths: list) -> None:
+    plot_training_curves(estar_curves(table), "step", {"accuracy": "best TF accuracy so far", "loss": "loss"},
+                         ["model"], ["split"], paths, xlabel="optimiser step")
 
 
 def summarize_compressor(evals: pd.DataFrame) -> pd.DataFrame:

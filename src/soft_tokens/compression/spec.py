@@ -11,7 +11,8 @@ COMPRESSOR_ARCHS = ("hyper", "qattn")
 # Where the track's sections stand in the report (soft_tokens.workflow finds every spec).
 ORDER = 20
 # Report section -> its figures (each captioned once, in report/<figure>.rst).
-SECTIONS = {"converter": ("converter_training",), "compressor": ("compressor_ce", "compressor_training")}
+SECTIONS = {"converter": ("converter_training",),
+            "compressor": ("compressor_ce", "compressor_training", "estar_optimisation")}
 ENUMS = ((("converter", "archs"), CONVERTER_ARCHS), (("recursive_demo", "arch"), CONVERTER_ARCHS),
          (("compressor", "archs"), COMPRESSOR_ARCHS))
 

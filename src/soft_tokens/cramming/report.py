@@ -386,7 +386,7 @@ def corpus_tables(corpus: str, group: pd.DataFrame) -> tuple[str, str]:
         f"Cramming on \\texttt{{{escape(corpus)}}}, the seed's table: mismatch@$k$, the share of texts whose "
         "token $k$ (0 = BOS; -- where unscored) is wrong under teacher forcing; TF and greedy accuracy, the mean "
         f"share of tokens right; $n$ texts{excluded}, 95\\% intervals in brackets (docs/cramming.md)."),
-        "lllrrrrrrr", size="footnotesize")
+        "lllrrrrrrr", size="scriptsize")
     rows = pd.DataFrame({
         **head,
         **{f"greedy mismatch@{k}": cells(f"greedy_mismatch@{k}") for k in (0, 1, 2)},
@@ -398,7 +398,7 @@ def corpus_tables(corpus: str, group: pd.DataFrame) -> tuple[str, str]:
         f"Where greedy decoding goes wrong on \\texttt{{{escape(corpus)}}}: the share of texts whose greedy "
         "decode is wrong at token $k$ (not the seed's mismatch: one early miss spoils the rest), TF minus greedy "
         "accuracy (paired), greedy accuracy in bfloat16, and optimiser steps per text; 95\\% intervals."),
-        "lllrrrrrrrr", size="footnotesize")
+        "lllrrrrrrrr", size="scriptsize")
     return reconstruction, greedy
 
 

@@ -12,8 +12,9 @@ NOISE = re.compile(r"are within noise|are not compared on|shows no evidence|is n
 HOLDS = re.compile(r"\bhas (?:higher|lower) .+ than |\(the interval excludes 0\)|closes a share of the gap above zero|"
                    r"\bis (?:met|missed)\b|\buses its latent")
 SUBJECT = re.compile(r"^(.*?) and (.*?) are (?:within noise(?: at [^:]*?)?|not compared) on (.*?):")
-# The interval of a value, `(95\% CI 0.000--0.143, n = 2)`, or a value with it in brackets, left out of a subject.
-VALUE = re.compile(r" \([-+\d.]+ \([^()]*n = [^()]*\)\)| \([^()]*n = [^()]*\)")
+# The interval of a value, `(95\% CI 0.000--0.143, n = 2)`, a value with it in brackets, or what the interval
+# excludes: left out of a subject.
+VALUE = re.compile(r" \([-+\d.]+ \([^()]*n = [^()]*\)\)| \([^()]*n = [^()]*\)| \(the interval excludes [^()]*\)")
 SHOWN = 6  # subjects named in the within-noise line; the rest are counted
 
 
