@@ -153,8 +153,8 @@ def test_render_tables_carry_n_and_intervals_and_escaped_names():
     rows = [line for line in tex.splitlines() if line.startswith("SmolLM2")]
     assert [r.split(" & ")[1] for r in rows[:4]] == ["base", "bos", r"bos\_mean\_mem2", "2leading"]
     # The seed's table: teacher-forced mismatch@0-2, TF and greedy accuracy; one text says little (Wilson's 0 or 1 of 1).
-    assert rows[0] == r"SmolLM2-135M & base & fast & 16 & 1 & 0.000 [0.000, 0.793] & 0.000 [0.000, 0.793] & " \
-                      r"0.000 [0.000, 0.793] & 1.000 [0.207, 1.000] & 0.000 [0.000, 0.793] \\"
+    assert rows[0] == r"SmolLM2-135M & base & fast & 16 & 1 & 0.00 [0.00, 0.79] & 0.00 [0.00, 0.79] & " \
+                      r"0.00 [0.00, 0.79] & 1.00 [0.21, 1.00] & 0.00 [0.00, 0.79] \\"
     assert "fast (after\\_bos, margin 1.0, float32), at most 150 steps and 2 restarts" in tex  # the protocol
 
 

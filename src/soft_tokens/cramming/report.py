@@ -369,7 +369,7 @@ def corpus_tables(corpus: str, group: pd.DataFrame) -> tuple[str, str]:
     its 95% interval in brackets and n."""
     texts = group["n_samples"] - group["n_failed"]
 
-    def cells(name: str, digits: int = 3) -> list[str]:
+    def cells(name: str, digits: int = 2) -> list[str]:
         return stats.cells(group, name, texts, digits)
 
     head = {"model": group["model"], "variant": group.apply(variant_label, axis=1),
