@@ -243,7 +243,7 @@ def figures(summary: pd.DataFrame, curves: pd.DataFrame, paths: dict) -> None:
         # Each window named once, at the trained pooler's point (every method shares its windows).
         pooled = group[group["method"] == "pooler"]
         for xi, yi, w in zip(pooled["compression"], 100 * pooled["accuracy"], pooled["window"]):
-            ax_acc.annotate(f"W={w}", (xi, yi), fontsize=7, xytext=(0, 8), textcoords="offset points", ha="center")
+            ax_acc.annotate(f"W={w}", (xi, yi), fontsize=7, xytext=(6, 4), textcoords="offset points", ha="left")
         for ax in (ax_acc, ax_ce):
             ax.set_xlabel("compression (reasoning tokens per position)")
     axes[0][1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
