@@ -11,13 +11,14 @@ log_to(snakemake.log[0])
 import pandas as pd
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.latent.coconut.report import FIGURES, figures, run_curves, section, summarize
 from soft_tokens.report.document import write_section
 from soft_tokens.report.provenance import provenance
-from soft_tokens.latent.coconut.report import FIGURES, figures, run_curves, section, summarize
 
 RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
 summary = summarize(pd.concat([pd.read_parquet(p) for p in snakemake.input.evals], ignore_index=True))
 write_parquet(summary, snakemake.output.summary, RECORD)
-figures(summary, run_curves(snakemake.input.runs), {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
+figures(summary, run_curves(snakemake.input.runs),
+        {name: [snakemake.output[name], snakemake.output[f"{name}_pdf"]] for name in FIGURES})
 write_section(section(summary, snakemake.params.protocol), snakemake.output, RECORD)

@@ -9,10 +9,10 @@ from soft_tokens.core.runlog import log_to
 log_to(snakemake.log[0])
 
 from soft_tokens.core.io import write_parquet
-from soft_tokens.report.document import write_section
-from soft_tokens.report.provenance import provenance
 from soft_tokens.cramming.report import (FIGURES, capacity_table, figures, read_samples, section, seed_table,
                                         summarize)
+from soft_tokens.report.document import write_section
+from soft_tokens.report.provenance import provenance
 
 RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 

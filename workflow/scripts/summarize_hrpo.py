@@ -11,9 +11,9 @@ log_to(snakemake.log[0])
 import pandas as pd
 
 from soft_tokens.core.io import write_parquet
+from soft_tokens.latent.hrpo.report import FIGURES, figures, section, summarize
 from soft_tokens.report.document import write_section
 from soft_tokens.report.provenance import provenance
-from soft_tokens.latent.hrpo.report import FIGURES, figures, section, summarize
 
 RECORD = provenance()  # date, commit, config and versions, in every summary's metadata
 
