@@ -17,7 +17,8 @@ rule render_report:
 
 rule document_results:
     input:
-        section_inputs(),
+        sections=section_inputs(),
+        provenance="results/provenance.yaml",
     output:
         "docs/results.md",
     log:

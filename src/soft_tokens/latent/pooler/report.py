@@ -238,14 +238,14 @@ def figures(summary: pd.DataFrame, curves: pd.DataFrame, paths: dict) -> None:
                 r = row.iloc[0]
                 ax_acc.axhline(100 * r["accuracy"], label=METHOD_NAMES[method], **style)
                 ax_ce.axhline(r["answer_ce"], label=METHOD_NAMES[method], **style)
-        ax_acc.set(title=f"{model} / {dataset}", ylabel="test accuracy (%), 95% intervals", ylim=(-2, 102))
-        ax_ce.set(title=f"{model} / {dataset}", ylabel="answer CE (nats/token)")
+        ax_acc.set(title=f"{model} / {dataset}", xlabel="compression (reasoning tokens per position)",
+                   ylabel="test accuracy (%), 95% intervals", ylim=(-2, 102))
+        ax_ce.set(title=f"{model} / {dataset}", xlabel="compression (reasoning tokens per position)",
+                  ylabel="answer CE (nats/token)")
         # Each window named once, at the trained pooler's point (every method shares its windows).
         pooled = group[group["method"] == "pooler"]
         for xi, yi, w in zip(pooled["compression"], 100 * pooled["accuracy"], pooled["window"]):
             ax_acc.annotate(f"W={w}", (xi, yi), fontsize=7, xytext=(6, 4), textcoords="offset points", ha="left")
-        for ax in (ax_acc, ax_ce):
-            ax.set_xlabel("compression (reasoning tokens per position)")
     axes[0][1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     save_figure(fig, paths["pooler_compression"])
 
