@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from soft_tokens.core.models import load_model  # noqa: E402
+from soft_tokens.core.models import load_model, model_dir_arg  # noqa: E402
 from soft_tokens.data.reasoning import prosqa_problem  # noqa: E402
 from soft_tokens.latent.coconut.method import add_latent_tokens, generate, layout, tokenize_problem  # noqa: E402
 
@@ -48,7 +48,7 @@ def synchronize(device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("resources/models/SmolLM2-135M"))
+    parser.add_argument("--model-dir", type=model_dir_arg, default="resources/models/SmolLM2-135M")
     parser.add_argument("--n-problems", type=int, default=16)
     parser.add_argument("--n-latent", type=int, default=4, help="continuous thoughts per problem")
     parser.add_argument("--max-new-tokens", type=int, default=16)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from soft_tokens.core.models import model_dir_arg  # noqa: E402
 from soft_tokens.data.reasoning import prosqa_problem  # noqa: E402
 from soft_tokens.latent.hrpo.rollout import left_pad, rollout  # noqa: E402
 from soft_tokens.latent.hrpo.training import build_policy  # noqa: E402
@@ -37,14 +38,12 @@ def timed(run, device) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("resources/models/SmolLM2-135M"))
+    parser.add_argument("--model-dir", type=model_dir_arg, default="resources/models/SmolLM2-135M")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    if not args.model_dir.exists():
-        sys.exit(f"{args.model_dir} not found: run `snakemake --cores 2 {args.model_dir}` first")
 
     policy, tokenizer = build_policy(args.model_dir, "probs", {**SETTINGS, "device": args.device})
     device = policy.embedding_rms.device

@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from soft_tokens.compression.converter import extract_pairs, token_subset  # noqa: E402
-from soft_tokens.core.models import load_model  # noqa: E402
+from soft_tokens.core.models import load_model, model_dir_arg  # noqa: E402
 
 
 def tokens_per_second(model, ids, layers, bos, batch_size) -> float:
@@ -27,7 +27,7 @@ def tokens_per_second(model, ids, layers, bos, batch_size) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("resources/models/SmolLM2-135M"))
+    parser.add_argument("--model-dir", type=model_dir_arg, default="resources/models/SmolLM2-135M")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--layers", type=int, nargs="+", default=[-1, -2])

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from soft_tokens.core.models import model_dir_arg  # noqa: E402
 from soft_tokens.data.reasoning import prosqa_problem  # noqa: E402
 from soft_tokens.latent.coconut.method import tokenize_problem  # noqa: E402
 from soft_tokens.latent.pooler.training import build_pooler, init_windows, load_main, train_pooler, training_examples  # noqa: E402
@@ -30,15 +31,13 @@ SETTINGS = dict(seed=1337, lora_r=16, lora_alpha=32, lora_dropout=0.0, pooling="
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("resources/models/SmolLM2-135M"))
+    parser.add_argument("--model-dir", type=model_dir_arg, default="resources/models/SmolLM2-135M")
     parser.add_argument("--n-problems", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
-    if not args.model_dir.exists():
-        sys.exit(f"{args.model_dir} not found: run `snakemake --cores 2 {args.model_dir}` first")
 
     s = {**SETTINGS, "device": args.device, "dtype": args.dtype}
     model, tokenizer, ids = load_main(args.model_dir, s)

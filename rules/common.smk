@@ -10,6 +10,7 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 sys.path.insert(0, f"{workflow.basedir}/src")
 from soft_tokens.core.curves import TENSORBOARD
 from soft_tokens.report.provenance import CONFIG_SOURCE
+from soft_tokens.script_times import align_script_times, record_script_times
 from soft_tokens.vocabulary import canonical
 from soft_tokens.workflow import job_params, sections
 from soft_tokens.validation import (
@@ -17,6 +18,7 @@ from soft_tokens.validation import (
     check,
     check_outputs,
     check_placeholders,
+    check_writable,
     read_yaml,
     typed_overrides,
     with_base,
@@ -63,8 +65,6 @@ if BASE:
     resolved = with_base(config, config_source())
     config.clear()
     config.update(resolved)
-check(config, config_source(), Path.cwd())
-
 # The config file(s) of this run, for the provenance the report states; handed to jobs through
 # their environment rather than as a parameter, so that renaming a config file reruns nothing.
 if workflow.exec_mode == ExecMode.DEFAULT:
@@ -86,7 +86,9 @@ def run_dir():
     get `--directory`, so the main process hands them the folder through their environment.
     """
     if workflow.exec_mode == ExecMode.DEFAULT:
-        chosen = os.getcwd() if workflow.overwrite_workdir else config["workdir"]
+        chosen = (
+            os.getcwd() if workflow.overwrite_workdir else config.get("workdir", ".")
+        )
         os.environ[RUN_DIR] = os.path.abspath(chosen)
     elif RUN_DIR not in os.environ:
         raise WorkflowError(
@@ -97,6 +99,15 @@ def run_dir():
 
 
 OUTPUT_DIR = run_dir()
+check(config, config_source(), Path.cwd(), Path(OUTPUT_DIR))
+SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
+
+if workflow.exec_mode == ExecMode.DEFAULT:
+    # A run folder jobs cannot write, named before Snakemake fails on it in its own traceback.
+    check_writable(Path(OUTPUT_DIR))
+    # A clone or checkout makes every script newer than the outputs; only a changed one should rerun.
+    for change in align_script_times(SCRIPTS, Path(OUTPUT_DIR)):
+        logger.info(f"Script times: {change}")
 
 # Training curves to TensorBoard too (soft_tokens.core.curves), through the jobs' environment: logging
 # only, so never a job parameter.
@@ -126,6 +137,7 @@ if report_path(sys.argv):
 
 onstart:
     # Before the first job is submitted (a dry run, which submits nothing, passes).
+    record_script_times(SCRIPTS, Path(OUTPUT_DIR))
     settings = workflow.resource_settings
     check_placeholders(
         {

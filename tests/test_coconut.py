@@ -43,6 +43,7 @@ from soft_tokens.latent.coconut.training import (
     epoch_batches,
     evaluate_method,
     mean_loss,
+    resumable_stages,
     train_method,
 )
 from soft_tokens.report.stats import bootstrap_crossed, rate_crossed
@@ -626,3 +627,13 @@ def test_latent_controls_are_read_from_paired_drops():
                          + evals_of("coconut", 1, [True] * 14 + [False] * 6, [4] * 20, 1, control="random"))
     assert "Coconut shows no evidence of using its latent vectors: no drop's interval lies above 0" in section(
         summarize(alone), PROTOCOL)
+
+
+def test_a_run_resumes_after_its_planned_stages_up_to_a_removed_one(tmp_path):
+    """Stage 2 removed as damaged: stage 3 was trained from it, so it goes too; 0 and 1 are kept."""
+    for stage in (0, 1, 3):
+        (tmp_path / f"stage{stage}").mkdir()
+        (tmp_path / f"stage{stage}" / "history.json").write_text('{"epochs": []}')
+    assert resumable_stages(tmp_path, [0, 1, 2, 3]) == [0, 1]
+    assert finished_stages(tmp_path) == [0, 1]
+    assert resumable_stages(tmp_path, [1, 2]) == [1] and finished_stages(tmp_path) == [0, 1]  # unplanned ones stay

@@ -102,7 +102,7 @@ def test_every_config_key_is_documented(name):
 KEYWORDS = {"$schema", "type", "default", "description", "enum", "items", "minItems", "maxItems", "uniqueItems",
             "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "properties", "additionalProperties",
             "minProperties", "required", "allOf", "anyOf", "oneOf", "if", "then", "else", "pattern", "const",
-            "unevaluatedProperties", "$defs"}
+            "unevaluatedProperties", "$defs", "propertyNames"}
 
 
 def test_no_description_is_cut_at_a_comma():

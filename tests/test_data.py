@@ -1,3 +1,5 @@
+import re
+
 import pandas as pd
 import pytest
 
@@ -86,3 +88,23 @@ def test_corpus_parquet_roundtrip(tmp_path):
     df = random_words(2, 5, seed=0)
     write_parquet(df, tmp_path / "c.parquet")
     assert pd.read_parquet(tmp_path / "c.parquet").equals(df)
+
+
+@pytest.mark.parametrize("bad,said", [(None, "nothing (missing)"), (float("nan"), "nothing (missing)"),
+                                      ("  ", "an empty text"), (b"caf\xe9", "bytes that are not UTF-8")])
+def test_a_corpus_row_without_text_is_named_when_the_corpus_is_built(tmp_path, bad, said):
+    """Else it fails far away, in cramming (`'float' object has no attribute 'split'`)."""
+    path = tmp_path / "texts.parquet"
+    pd.DataFrame({"text": ["a b. c d.", bad, "e f."]}).to_parquet(path)
+    spec = {"kind": "hub", "dataset": "x/y", "split": "train", "text_column": "text", "data_files": str(path)}
+    with pytest.raises(ValueError, match=rf"^corpora.pg19.text_column 'text': 1 of 3 rows of {path} hold no text "
+                                         rf"\(row 1: {re.escape(said)}.*\); remove or fill in those rows and rerun$"):
+        build_corpus("pg19", spec, 0)
+
+
+def test_the_short_text_message_names_keys_of_every_corpus_kind(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ValueError, match=r"lower cramming.lengths, or give corpus 'rw' longer passages "
+                                         r"\(corpora.rw.passage_words for kind embedded_prose, words_per_passage for "
+                                         r"random_words; a hub corpus, a dataset or text_column with longer texts\)"):
+        cramming_samples(random_words(3, 5, seed=0), tokenizer, 3, 500, False, 0, "rw")

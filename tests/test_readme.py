@@ -71,3 +71,14 @@ def test_benchmarks_accept_the_readme_flags(command):
     assert run.returncode == 0, run.stderr
     for flag in (a for a in args if a.startswith("--")):
         assert flag in run.stdout, f"{script} has no {flag}"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                                          if "--model-dir" in p.read_text()))
+def test_benchmarks_answer_a_bad_model_folder_with_one_line(script, tmp_path):
+    run = subprocess.run([sys.executable, f"benchmarks/{script}", "--model-dir", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        f"{script}: error: argument --model-dir: {tmp_path} is not a prepared model folder (it has no config.json); "
+        "make one with `snakemake --cores 2 resources/models/<name>` (a name among the config's models) and point at it")

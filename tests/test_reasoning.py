@@ -123,6 +123,17 @@ def test_coconut_json_reads_the_published_files(tmp_path):
     with pytest.raises(ValueError, match=r"reasoning.prosqa.files.test: .*missing\.json does not exist"):
         reasoning_splits("prosqa", {"kind": "coconut_json", "files": {**files, "test": str(tmp_path / "missing.json")}},
                          0)
+    Path(files["test"]).write_text(json.dumps([record, {**record, "question": None}]))
+    with pytest.raises(ValueError, match=r"^reasoning.prosqa.files.test \(question\): 1 of 2 rows of .*prosqa_test.json "
+                                         r"hold no text \(row 1: nothing \(missing\)\); remove or fill in those rows"):
+        reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
+    Path(files["test"]).write_text(json.dumps([record, {**record, "steps": "Tom is a wumpus."}]))
+    with pytest.raises(ValueError, match=r"files.test: .*the steps of 1 problems \(rows \[1\]\) are not a list of "
+                                         r"texts"):
+        reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
+    Path(files["test"]).write_text("[]")
+    with pytest.raises(ValueError, match=r"files.test: .*prosqa_test.json holds no problems"):
+        reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
     Path(files["val"]).write_text(json.dumps([{"question": "q", "answer": "a"}]))
     with pytest.raises(ValueError, match=r"files.val: .*with question, steps and answer \(missing \['steps'\]\)"):
         reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
@@ -171,6 +182,18 @@ def test_hub_reads_a_local_file_of_gsm8k_aug_shape(tmp_path):
     assert df["answer"].tolist() == ["1200", "7"] and df["source"].iloc[0] == "hub:whynlp/gsm8k-aug"
     with pytest.raises(ValueError, match="reasoning.gsm8k.steps_column: 'steps'"):
         build_reasoning("gsm8k", {**gsm8k_aug_file(tmp_path, ["a", "b"]), "steps_column": "steps"}, 0)
+
+
+def test_a_problem_without_a_question_or_answer_is_named_with_its_row(tmp_path):
+    spec = gsm8k_aug_file(tmp_path, ["<<1+1=2>>", "<<2+2=4>>"])
+    pd.DataFrame({"question": ["q1", None], "cot": ["a", "b"], "answer": [7, 8]}).to_json(
+        spec["data_files"], orient="records", lines=True)
+    with pytest.raises(ValueError, match=r"^reasoning.gsm8k.question_column 'question': 1 of 2 rows of .* hold no text "
+                                         r"\(row 1: nothing \(missing\)\)"):
+        build_reasoning("gsm8k", spec, 0)
+    pd.DataFrame({"question": ["q1", "q2"], "cot": ["a", "b"], "answer": [7, 8]}).to_json(
+        spec["data_files"], orient="records", lines=True)
+    assert build_reasoning("gsm8k", spec, 0)["answer"].tolist() == ["7", "8"]  # numbers are answers too
 
 
 def test_a_dataset_without_steps_is_an_error(tmp_path):

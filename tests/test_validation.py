@@ -16,14 +16,17 @@ import yaml
 from runner import snakemake
 from safetensors.torch import save_file
 
+from soft_tokens.core.io import atomic_dir, atomic_write_json, write_parquet
 from soft_tokens.validation import (
     ConfigError,
+    cached_hasher,
     check_data_files,
     check_placeholders,
+    check_writable,
     damage,
     damaged_outputs,
     read_yaml,
-    removal_target,
+    repair,
     typed_overrides,
     validate,
     with_base,
@@ -185,6 +188,15 @@ def test_a_grid_that_leaves_a_model_no_cram_job_says_which_key_to_change():
         check_config(config)
 
 
+@pytest.mark.parametrize("section", ["coconut", "pooler", "hrpo"])
+def test_a_reasoning_track_with_models_and_no_datasets_says_so(section):
+    config = smoke()
+    config[section]["datasets"] = []
+    validate(config, "my.yaml")
+    with pytest.raises(ValueError, match=rf"^{section}.models is set but {section}.datasets is empty"):
+        check_config(config)
+
+
 def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text("workdir: runs/x\nmodels:\n  tiny: {source: tiny\ncorpora: {}\n")
@@ -193,6 +205,24 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="holds list, not a mapping of keys"):
         read_yaml(path)
+
+
+def test_the_check_command_answers_a_bad_path_with_one_line(tmp_path):
+    (tmp_path / "binary.yaml").write_bytes(b"\x00\xff\xfe")
+    for path, said in ((tmp_path / "missing.yaml", "does not exist"), (tmp_path, "is a folder"),
+                       (tmp_path / "binary.yaml", "not a text file (byte 1 is not UTF-8)")):
+        run = subprocess.run([sys.executable, "-m", "soft_tokens.validation", str(path)], capture_output=True,
+                             text=True, cwd=ROOT, timeout=120)
+        assert run.returncode == 1 and run.stderr.startswith(f"{path}: {said}") and run.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("section", ["models", "corpora", "reasoning"])
+def test_a_name_a_path_or_latex_cannot_take_is_refused_by_the_schema(section):
+    config = smoke()
+    config.setdefault(section, {})["org/tiny"] = next(iter(config[section].values()))
+    assert rejected(config) == (f"my.yaml: {section}: the name 'org/tiny' cannot be used. A name becomes a folder and "
+                                "a table label, so it holds only letters, digits, '.', '_' and '-' (a hub id such as "
+                                "org/model goes in the entry's hf_id or dataset, not in its name); rename it")
 
 
 def test_the_check_command_names_the_line_snakemake_does_not(tmp_path):
@@ -225,14 +255,15 @@ def test_data_files_that_are_missing_or_not_parquet_name_the_key(tmp_path):
     config = {"corpora": {"mine": {"kind": "hub", "dataset": "x/y", "data_files": "texts.parquet"}}}
     with pytest.raises(ConfigError, match=rf"corpora.mine.data_files: texts.parquet does not exist \(looked for "
                                           rf"{tmp_path}/texts.parquet: a relative path is read from {tmp_path}"):
-        check_data_files(copy.deepcopy(config), tmp_path)
+        check_data_files(copy.deepcopy(config), tmp_path, tmp_path / "runs" / "mine")
     (tmp_path / "texts.parquet").write_text("id,text\n0,hello\n")
     with pytest.raises(ConfigError, match=r"corpora.mine.data_files: .*texts.parquet is not a readable parquet file "
                                           r"\(no parquet header or footer\)"):
-        check_data_files(copy.deepcopy(config), tmp_path)
+        check_data_files(copy.deepcopy(config), tmp_path, tmp_path / "runs" / "mine")
     pd.DataFrame({"text": ["hello"]}).to_parquet(tmp_path / "texts.parquet")
-    check_data_files(config, tmp_path)
-    assert config["corpora"]["mine"]["data_files"] == str(tmp_path / "texts.parquet")  # jobs run elsewhere
+    check_data_files(config, tmp_path, tmp_path / "runs" / "mine")
+    # Named from the run folder, where jobs run, and relative: a moved repository changes no job's parameters.
+    assert config["corpora"]["mine"]["data_files"] == "../../texts.parquet"
 
 
 def test_a_data_file_that_fails_to_load_names_the_key_and_the_file(tmp_path):
@@ -265,13 +296,90 @@ def test_damage_finds_truncated_and_garbage_files_and_passes_whole_ones(tmp_path
     assert damage(path) is not None
 
 
-def test_a_damaged_file_is_removed_with_the_output_or_half_done_work_holding_it():
-    produced = {"resources/models/tiny", "results/x.parquet"}.__contains__
-    assert removal_target(Path("results/x.parquet"), produced) == Path("results/x.parquet")
-    assert removal_target(Path("resources/models/tiny/model.safetensors"), produced) == Path("resources/models/tiny")
-    assert removal_target(Path("results/c/cot.partial/stage1/model.safetensors"), produced) == \
-        Path("results/c/cot.partial")
-    assert removal_target(Path("results/other.parquet"), produced) == Path("results/other.parquet")
+def test_a_damaged_file_costs_only_the_piece_written_whole_that_holds_it(tmp_path):
+    """What is removed: an output file; a folder written whole (its checksums) that holds the file; in a
+    half-done job's folder only the piece (a sample's files, a stage), or the folder when its fingerprint
+    is damaged; in a finished folder a job resumes into, the output goes back to half-done work without
+    the piece, so the job redoes only that piece."""
+    produced = {"resources/models/tiny", "results/x.parquet", "results/coconut/d/coconut_1"}.__contains__
+    for unit in ("resources/models/tiny", "results/c/cot.partial/stage1", "results/coconut/d/coconut_1/stage2"):
+        with atomic_dir(tmp_path / unit) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"w")
+    (tmp_path / "results/coconut/d/coconut_1/fingerprint.json").write_text("{}")
+
+    def fix(rel):
+        return repair(Path(rel), tmp_path, produced)
+
+    assert fix("results/x.parquet") == "rm -r results/x.parquet"
+    assert fix("results/other.parquet") == "rm -r results/other.parquet"
+    assert fix("resources/models/tiny/model.safetensors") == "rm -r resources/models/tiny"
+    assert fix("results/c/cot.partial/stage1/model.safetensors") == "rm -r results/c/cot.partial/stage1"
+    assert fix("results/c/cram.parquet.partial/sample_3.json") == "rm -f results/c/cram.parquet.partial/sample_3.*"
+    assert fix("results/c/cram.parquet.partial/fingerprint.json") == "rm -r results/c/cram.parquet.partial"
+    assert fix("results/coconut/d/coconut_1/stage2/model.safetensors") == (
+        "mv results/coconut/d/coconut_1 results/coconut/d/coconut_1.partial && "
+        "rm -r results/coconut/d/coconut_1.partial/stage2")
+
+
+def flip_middle_byte(path: Path) -> None:
+    """A few bytes changed inside a file, its header and footer intact (a bad sector, a bad copy)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_bytes_changed_inside_an_output_are_found_though_its_framing_is_intact(tmp_path):
+    write_parquet(pd.DataFrame({"x": range(1000)}), tmp_path / "results" / "t.parquet")
+    with atomic_dir(tmp_path / "resources" / "models" / "tiny") as tmp:
+        (tmp / "tokenizer.json").write_text("{}")
+        (tmp / "config.json").write_text("{}")
+    flip_middle_byte(tmp_path / "results" / "t.parquet")
+    assert damage(tmp_path / "results" / "t.parquet") is None  # the framing alone cannot tell
+    (tmp_path / "resources" / "models" / "tiny" / "tokenizer.json").unlink()
+    found = damaged_outputs(tmp_path, {"results/t.parquet", "resources/models/tiny"}.__contains__)
+    assert found == {"rm -r resources/models/tiny": "resources/models/tiny: tokenizer.json is missing",
+                     "rm -r results/t.parquet": "results/t.parquet: its bytes were changed after it was written "
+                                                "(its sha256 differs from the one recorded)"}
+
+
+def test_a_truncated_piece_of_half_done_work_is_found(tmp_path):
+    partial = tmp_path / "results" / "c" / "len8.parquet.partial"
+    atomic_write_json(partial / "fingerprint.json", {"params": {}})
+    atomic_write_json(partial / "sample_0.json", {"tf": 1.0})
+    atomic_write_json(partial / "sample_1.json", {"tf": 0.5})
+    (partial / "sample_1.json").write_text('{"tf": 0.')
+    found = damaged_outputs(tmp_path, lambda path: False)
+    assert list(found) == ["rm -f results/c/len8.parquet.partial/sample_1.*"]
+    assert found["rm -f results/c/len8.parquet.partial/sample_1.*"].startswith(
+        "results/c/len8.parquet.partial/sample_1.json: not readable JSON")
+
+
+def test_the_scan_hashes_a_file_again_only_once_it_changed(tmp_path, monkeypatch):
+    import soft_tokens.validation as validation
+
+    write_parquet(pd.DataFrame({"x": range(10)}), tmp_path / "results" / "t.parquet")
+    (tmp_path / ".snakemake").mkdir()
+    hashed = []
+    monkeypatch.setattr(validation, "sha256", lambda path: hashed.append(path.name) or f"sum of {path.read_bytes()}")
+    for _ in range(2):
+        hasher = cached_hasher(tmp_path / ".snakemake" / "sums.json")
+        hasher(tmp_path / "results" / "t.parquet")
+        hasher.save()
+    assert hashed == ["t.parquet"]
+    (tmp_path / "results" / "t.parquet").write_bytes(b"other")
+    assert cached_hasher(tmp_path / ".snakemake" / "sums.json")(tmp_path / "results" / "t.parquet") == "sum of b'other'"
+
+
+def test_a_read_only_run_folder_is_named_before_any_job(tmp_path, monkeypatch):
+    (tmp_path / "results" / "cramming").mkdir(parents=True)
+    check_writable(tmp_path)
+    check_writable(tmp_path / "not" / "yet")  # a first run: its parent must be writable
+    # As a read-only mount answers (chmod does not stop root, who runs some CI containers).
+    monkeypatch.setattr("os.access", lambda path, mode: not str(path).endswith("cramming"))
+    with pytest.raises(ConfigError, match=rf"1 folder\(s\) of the run cannot be written \(read-only; "
+                                          rf"{tmp_path}/results/cramming\), so its jobs cannot write their outputs\. "
+                                          rf"Make them writable \(chmod -R u\+w {tmp_path}\)"):
+        check_writable(tmp_path)
 
 
 def test_damaged_outputs_are_found_in_resources_and_results_only(tmp_path):
@@ -284,7 +392,7 @@ def test_damaged_outputs_are_found_in_resources_and_results_only(tmp_path):
     half_saved = write_files(tmp_path / "results" / "cot.partial" / ".stage1.tmp")  # a model folder being saved
     half_saved["safetensors"].write_bytes(b"half")
     found = damaged_outputs(tmp_path, {"resources/models/tiny"}.__contains__)
-    assert list(found) == ["resources/models/tiny"] and "b.safetensors: " in found["resources/models/tiny"]
+    assert list(found) == ["rm -r resources/models/tiny"] and "b.safetensors: " in found["rm -r resources/models/tiny"]
     assert good["parquet"].exists()
 
 
@@ -296,7 +404,7 @@ def test_a_damaged_output_stops_the_run_before_any_job_with_the_command_to_rebui
     code, out = snakemake_dry_run(ROOT / "config" / "smoke.yaml", tmp_path)
     assert code != 0
     assert "resources/data/embedded_prose.parquet: no parquet header or footer" in out
-    assert f"cd {tmp_path} && rm -r resources/data/embedded_prose.parquet" in out
+    assert f"  cd {tmp_path}\n  rm -r resources/data/embedded_prose.parquet" in out
 
 
 def test_slurm_placeholders_stop_the_run_before_any_job_is_submitted(tmp_path):

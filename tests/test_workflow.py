@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -367,3 +368,111 @@ def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_pat
     for record in before.values():  # reused as they were, wall time included, not recomputed
         assert after.loc[record["sample_id"], "seconds"] == record["seconds"]
         assert list(after.loc[record["sample_id"], "curve_loss"]) == record["curve_loss"]
+
+
+def test_a_second_copy_of_a_running_job_stops_at_once_and_the_first_resumes(tmp_path):
+    """kill -9 of Snakemake alone leaves its job running; `--unlock` and the same command (the recovery
+    the lock message invites) used to start a second copy on the same half-done work, whose failure
+    had Snakemake delete the first copy's finished result. The second copy now stops at once, naming
+    the first; ending that one (as the message says) and rerunning resumes its finished samples."""
+    config = yaml.safe_load(SMOKE.read_text())
+    config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["hidden_capacity"],
+                              n_samples=4, batch_size=1, max_steps=4000, patience=4000)
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_hidden_capacity.parquet"
+    args = ["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), target]
+    partial = tmp_path / (target + ".partial")
+    first = subprocess.Popen([*snakemake_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    while not list(partial.glob("sample_*.json")) and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # Snakemake alone: its job goes on
+    first.wait()
+    assert snakemake("--unlock", *args).returncode == 0
+    second = snakemake(*args)
+    out = second.stdout + second.stderr
+    holder = re.search(rf"PID (\d+) on {re.escape(os.uname().nodename)} is already writing {re.escape(target)}; a "
+                       r"second copy of the job would overwrite its work, so this one stops", out)
+    assert second.returncode != 0 and holder, out[-3000:]
+    assert "Traceback" not in out and list(partial.glob("sample_*.json"))  # the first one's work is untouched
+    os.kill(int(holder.group(1)), signal.SIGKILL)
+    while Path(f"/proc/{holder.group(1)}").exists():
+        time.sleep(0.05)
+    before = {f.name: json.loads(f.read_text()) for f in partial.glob("sample_*.json")}
+    rerun = snakemake(*args)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    after = pd.read_parquet(tmp_path / target).set_index("sample_id")
+    for record in before.values():  # resumed, not recomputed
+        assert after.loc[record["sample_id"], "seconds"] == record["seconds"]
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A finished run folder copied as `cp -a` copies it (times kept)."""
+    shutil.copytree(run, to, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    return to
+
+
+def test_a_copied_checkout_and_run_schedule_nothing_until_a_script_changes(smoke_run, tmp_path):
+    """A clone (or any copy that does not keep times) makes every script newer than the outputs, and
+    Snakemake's code trigger used to redo the whole run; now only a script whose content changed reruns."""
+    code = tmp_path / "checkout"
+    code.mkdir()
+    shutil.copy(ROOT / "Snakefile", code)
+    for part in ("rules", "workflow", "src", "config", "envs", "profiles", "report"):
+        shutil.copytree(ROOT / part, code / part, copy_function=shutil.copy,  # new times, as a clone's
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    run = copy_run(smoke_run, tmp_path / "run")
+    args = ["-n", "--configfile", str(code / "config" / "smoke.yaml"), "--directory", str(run)]
+    moved = snakemake(*args, snakefile=code / "Snakefile", cwd=code)
+    assert moved.returncode == 0 and "Nothing to be done" in moved.stdout, (moved.stdout + moved.stderr)[-3000:]
+    script = code / "workflow" / "scripts" / "summarize_hrpo.py"
+    script.write_text(script.read_text() + "# an edit\n")
+    edited = snakemake(*args, snakefile=code / "Snakefile", cwd=code)
+    assert "rule summarize_hrpo:" in edited.stdout and "Code has changed since last execution" in edited.stdout
+    assert "rule train_hrpo:" not in edited.stdout
+
+
+def flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_outputs_are_named_and_a_damaged_stage_costs_only_that_stage(smoke_run, tmp_path):
+    """Bytes changed inside a result parquet and a converter checkpoint (framing intact), a prepared
+    model's tokenizer deleted, a Coconut stage's weights changed: the dry run used to say "Nothing to be
+    done" and the report read the changed numbers. Each is named with its command; the stage's command
+    makes the run redo that stage and the ones trained from it, keeping the stages before it."""
+    run = copy_run(smoke_run, tmp_path / "run")
+    coconut = "results/coconut/tiny-llama/prosqa/seed1337/coconut"
+    damaged = {"results/cramming_summary.parquet": flip_middle_byte,
+               "results/converter/tiny-llama/converter_layer1_linear.pt": flip_middle_byte,
+               "resources/models/tiny-llama/tokenizer.json": Path.unlink,
+               f"{coconut}/stage1/model.safetensors": flip_middle_byte}
+    originals = {rel: (run / rel).read_bytes() for rel in damaged}
+    for rel, damage in damaged.items():
+        damage(run / rel)
+    dry = snakemake("-n", "--configfile", str(SMOKE), "--directory", str(run))
+    out = dry.stdout + dry.stderr
+    assert dry.returncode != 0
+    for line in ("results/cramming_summary.parquet: its bytes were changed after it was written",
+                 "results/converter/tiny-llama/converter_layer1_linear.pt: its bytes were changed",
+                 "resources/models/tiny-llama: tokenizer.json is missing",
+                 f"{coconut}/stage1: model.safetensors was changed after it was written",
+                 f"  cd {run}\n", "  rm -r results/cramming_summary.parquet\n", "  rm -r resources/models/tiny-llama\n",
+                 f"  mv {coconut} {coconut}.partial && rm -r {coconut}.partial/stage1\n"):
+        assert line in out, out[-3000:]
+    for rel, data in originals.items():
+        if rel.startswith("results/coconut"):
+            continue
+        (run / rel).write_bytes(data)  # the other damage undone: only the stage is left to repair
+    kept = (run / coconut / "stage0" / "identity.sha256").read_text()
+    assert subprocess.run(f"mv {coconut} {coconut}.partial && rm -r {coconut}.partial/stage1", shell=True,
+                          cwd=run).returncode == 0
+    redo = snakemake("--cores", "2", "--configfile", str(SMOKE), "--directory", str(run), coconut)
+    assert redo.returncode == 0, (redo.stdout + redo.stderr)[-3000:]
+    log = (run / "logs" / "coconut" / "tiny-llama" / "prosqa" / "seed1337" / "train_coconut.log").read_text()
+    assert "stage 2 follows a missing stage; training it again" in log and "after finished stage 0" in log
+    assert (run / coconut / "stage0" / "identity.sha256").read_text() == kept
+    assert [p.name for p in sorted((run / coconut).glob("stage*"))] == ["stage0", "stage1", "stage2"]

@@ -41,7 +41,8 @@ names a base: `base: config/config.yaml` (read from the repository root) takes e
 does not set from that config, mappings merged key by key, lists and values replaced. Its `workdir`
 keeps its outputs (resources/, results/, logs/) apart from the other configs', and a file on a
 base must set its own. Single keys change on the command line too, nested ones typed by the schema:
-`--config seed=7 'hrpo={{steps: 40}}'`.
+`--config seed=7 'hrpo={{steps: 40}}'`. Snakemake's own parser takes no dotted keys: write
+`'cramming={{lengths: [4]}}'`, not `cramming.lengths=[4]` (which it rejects before this workflow runs).
 
 The workflow validates the config against `config/schema.yaml` before any job runs, and fills in
 the defaults below for keys left out; a dry run (`snakemake -n --configfile my.yaml`) checks a new

@@ -11,6 +11,7 @@ Snakemake's own schema validation.
 
 import difflib
 import json
+import os
 import re
 import struct
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import yaml
 from snakemake.utils import update_config
+
+from soft_tokens.core.checksums import CHECKSUM_SUFFIX, CHECKSUMS, checksum_damage, sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -31,8 +34,14 @@ class ConfigError(ValueError):
 
 def read_yaml(path) -> dict:
     """The mapping in YAML file `path`; a syntax error names the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {'is a folder' if path.is_dir() else 'does not exist'}; name a config file "
+                          "(config/config.yaml, config/smoke.yaml, ...)")
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); name a YAML config file") from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         raise ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML ({err.problem}); "
@@ -145,6 +154,9 @@ def explain(error, source: str) -> str:
                  if (close := difflib.get_close_matches(k, allowed, n=1))]
         return (f"{source}: unknown key(s) {unknown} under {where}" + (f" ({'; '.join(hints)})" if hints else "")
                 + f"; the keys allowed there are {allowed} (config/README.md describes each)")
+    if "propertyNames" in error.schema_path:
+        return (f"{source}: {where}: the name {error.instance!r} cannot be used. "
+                f"{resolve_ref({'$ref': '#/$defs/name'}, read_yaml(SCHEMA))['description']}; rename it")
     if error.validator == "required" and not error.absolute_path:
         missing = [k for k in error.validator_value if k not in error.instance]
         return (f"{source} lacks the required top-level key(s) {missing}. A config given with --configfile is used "
@@ -169,9 +181,10 @@ def validate(config: dict, source: str) -> None:
         raise ConfigError(explain(err.__context__, source)) from None
 
 
-def check_data_files(config: dict, base: Path) -> None:
-    """Every `data_files` must exist; each is made absolute (resolved from `base`, where Snakemake
-    was started) so jobs running in the config's workdir find it too."""
+def check_data_files(config: dict, base: Path, run_dir: Path) -> None:
+    """Every `data_files` must exist; each is rewritten relative to the run folder `run_dir`, where jobs
+    run, so that they find it, and so that moving the repository together with its run folders
+    changes no job's parameters (an absolute path would, and rerun the job)."""
     for section in ("corpora", "reasoning"):
         for name, spec in config.get(section, {}).items():
             if spec.get("data_files"):
@@ -184,7 +197,7 @@ def check_data_files(config: dict, base: Path) -> None:
                 if path.suffix == ".parquet" and (reason := damage(path)):
                     raise ConfigError(f"{key}: {path} is not a readable parquet file ({reason}); write it again, e.g. "
                                       "with pandas' DataFrame.to_parquet")
-                spec["data_files"] = str(path)
+                spec["data_files"] = os.path.relpath(path, Path(run_dir).resolve())
 
 
 PLACEHOLDER = re.compile(r"<your-[\w-]+>")
@@ -201,9 +214,25 @@ def check_placeholders(resources: dict[str, object], profile: str) -> None:
                           "runtime=60 mem_mb=8000")
 
 
+def check_writable(run_dir: Path) -> None:
+    """The run folder (or, before its first run, the folder that will hold it) and every folder under
+    it that jobs write must be writable; else Snakemake stops in its own traceback, or a job after hours."""
+    run_dir = Path(run_dir)
+    folders = [next(p for p in (run_dir, *run_dir.parents) if p.exists())]
+    for name in ("resources", "results", "logs", ".snakemake"):
+        if (run_dir / name).is_dir():
+            folders += [run_dir / name, *(p for p in (run_dir / name).rglob("*") if p.is_dir())]
+    blocked = [str(p) for p in folders if not os.access(p, os.W_OK)]
+    if blocked:
+        raise ConfigError(f"{len(blocked)} folder(s) of the run cannot be written (read-only; {', '.join(blocked[:3])}"
+                          f"{', ...' if len(blocked) > 3 else ''}), so its jobs cannot write their outputs. Make them "
+                          f"writable (chmod -R u+w {run_dir}), or copy the run to a folder you can write and run there")
+
+
 def damage(path: Path) -> str | None:
-    """Why the parquet, safetensors or torch file at `path` is unreadable (truncated, say), or None.
-    Reads only the few bytes that frame each format: cheap enough to run over every output."""
+    """Why the parquet, safetensors, torch or JSON file at `path` is unreadable (truncated, say), or None.
+    Reads only the few bytes that frame each format (a JSON file whole: they are small): cheap enough
+    to run over every output."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         if path.suffix == ".parquet":
@@ -229,53 +258,107 @@ def damage(path: Path) -> str | None:
                 return f"{size} bytes where the header promises {8 + n + end}"
         elif path.suffix == ".pt" and not zipfile.is_zipfile(f):
             return "not a complete torch checkpoint"
+        elif path.suffix == ".json":
+            try:
+                json.loads(f.read())
+            except ValueError as err:
+                return f"not readable JSON ({err})"
     return None
 
 
-def removal_target(rel: Path, produced) -> Path:
-    """What to remove so that a damaged file (relative to the run folder) is made again: the nearest
-    output holding it (itself or a folder output), else the half-done work folder (`*.partial`) of a
-    job, else the file itself. `produced(path)` says whether some rule writes `path`."""
-    for candidate in (rel, *rel.parents[:-1]):
-        if produced(str(candidate)) or candidate.name.endswith(".partial"):
-            return candidate
-    return rel
+def repair(rel: Path, run_dir: Path, produced) -> str:
+    """The command (run in the run folder) that has the damaged file or folder `rel` made again at the
+    least cost. What is removed is the unit holding it that was written whole (a folder with its
+    checksums, else the file). Inside a half-done job's work folder (`*.partial`) only that piece goes
+    (a cramming sample, a Coconut stage; its fingerprint.json damaged, the folder); inside a finished
+    output that a job resumes into (a produced folder with its fingerprint.json), the output goes back to
+    being half-done work without that piece, so the job redoes only it; else the output holding it goes.
+    `produced(path)` says whether some rule writes `path`."""
+    unit = next((p for p in (rel, *rel.parents[:-1]) if (run_dir / p / CHECKSUMS).is_file()), rel)
+    for holder in (unit, *unit.parents[:-1]):
+        if holder.name.endswith(".partial") and holder != unit:
+            if unit.parent == holder and unit.name != "fingerprint.json" and not (run_dir / unit).is_dir():
+                return f"rm -f {holder}/{unit.name.split('.')[0]}.*"  # the piece, its siblings and checksums
+            return f"rm -r {holder if unit.name == 'fingerprint.json' else unit}"
+        if produced(str(holder)):
+            if holder != unit and (run_dir / holder / "fingerprint.json").is_file():
+                partial = holder.with_name(holder.name + ".partial")
+                return f"mv {holder} {partial} && rm -r {partial / unit.relative_to(holder)}"
+            return f"rm -r {holder}"
+    return f"rm -r {unit}"
 
 
-def damaged_outputs(run_dir: Path, produced) -> dict[str, str]:
-    """Damaged files among a run's resources/ and results/, as {what to remove: why}. Temporary files
-    and folders (`.<name>.tmp`, being written or left by a kill, and cleared by the next write) are
-    not looked at."""
+def cached_hasher(cache: Path):
+    """sha256 of a file, remembered in `cache` by path, size and modification time, so that the scan
+    before every run hashes only what changed since the last (loaders always hash what they read)."""
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+
+    def hasher(path: Path) -> str:
+        stat = path.stat()
+        key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+        if known.get(key, [None])[:2] != stamp:
+            known[key] = [*stamp, sha256(path)]
+            hasher.changed = True
+        return known[key][2]
+
+    def save() -> None:
+        if hasher.changed and cache.parent.is_dir():
+            tmp = cache.with_name(f".{cache.name}.tmp")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, cache)
+
+    hasher.changed, hasher.save = False, save
+    return hasher
+
+
+def damaged_outputs(run_dir: Path, produced, hasher=sha256) -> dict[str, str]:
+    """Damaged files and folders among a run's resources/ and results/, as {command that rebuilds: why}:
+    a file cut short (its format's framing) or changed after it was written (its recorded checksums).
+    Temporary files and folders (`.<name>.tmp`, being written or left by a kill, and cleared by the
+    next write) and lock files are not looked at."""
     found = {}
     for folder in ("resources", "results"):
         for path in sorted((run_dir / folder).rglob("*")):
             rel = path.relative_to(run_dir)
-            if path.suffix in (".parquet", ".safetensors", ".pt") and path.is_file() and \
-                    not any(part.startswith(".") for part in rel.parts):
-                if reason := damage(path):
-                    found.setdefault(str(removal_target(rel, produced)), f"{rel}: {reason}")
+            if any(part.startswith(".") for part in rel.parts) or path.name.endswith(CHECKSUM_SUFFIX):
+                continue
+            if path.is_dir():
+                reason = checksum_damage(path, hasher) if (path / CHECKSUMS).is_file() else None
+            else:
+                reason = damage(path) or checksum_damage(path, hasher)
+            if reason:
+                found.setdefault(repair(rel, run_dir, produced), f"{rel}: {reason}")
     return found
 
 
 def check_outputs(run_dir: Path, produced) -> None:
-    """Snakemake keeps an output that exists, even a truncated one, and the job reading it fails with
-    a bare parser error; name such files instead, with the command that has them made again."""
-    found = damaged_outputs(run_dir, produced)
+    """Snakemake keeps an output that exists, even a truncated or altered one, and the job reading it
+    fails with a bare parser error or, worse, reads altered numbers; name such files instead, with
+    the commands that have them made again."""
+    hasher = cached_hasher(run_dir / ".snakemake" / "soft-tokens-checksums.json")
+    found = damaged_outputs(run_dir, produced, hasher)
+    hasher.save()
     if found:
         listed = "\n".join(f"  {reason}" for reason in found.values())
-        raise ConfigError(f"damaged files from an earlier run in {run_dir} (a killed copy or a full disk?):\n{listed}\n"
-                          f"Remove them (a half-done job's .partial folder starts that job over) and rerun; Snakemake "
-                          f"makes them again:\n  cd {run_dir} && rm -r " + " ".join(found))
+        commands = "\n".join(f"  {command}" for command in found)
+        raise ConfigError(f"damaged files from an earlier run in {run_dir} (a killed copy, a full disk, or bytes "
+                          f"changed since they were written):\n{listed}\nRemove them and rerun; Snakemake makes them "
+                          f"again, and a job whose half-done work lost a piece redoes only that piece:\n  cd {run_dir}"
+                          f"\n{commands}")
 
 
-def check(config: dict, source: str, base: Path) -> None:
+def check(config: dict, source: str, base: Path, run_dir: Path | None = None) -> None:
     """Every check of a config the workflow makes before its DAG: the schema (defaults filled in), the
-    names and grids (soft_tokens.workflow.check_config), and the data files (made absolute from `base`)."""
+    names and grids (soft_tokens.workflow.check_config), and the data files (read from `base`, named
+    relative to `run_dir`, the config's workdir under `base` unless given)."""
     from soft_tokens.workflow import check_config
 
     validate(config, source)
     check_config(config)
-    check_data_files(config, base)
+    check_data_files(config, base, base / config["workdir"] if run_dir is None else run_dir)
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.core.runlog import log_to
+from soft_tokens.core.runlog import start_job
 
-log_to(snakemake.log[0])
+start_job(snakemake)
 
 from soft_tokens.core.io import write_parquet
 from soft_tokens.cramming.report import (FIGURES, capacity_table, figures, read_samples, section, seed_table,

@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from soft_tokens.core.runlog import log_to
+from soft_tokens.core.runlog import start_job
 
-log_to(snakemake.log[0])
+start_job(snakemake)
 
 import torch
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from soft_tokens.compression.spec import TrainCompressor
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_path
+from soft_tokens.core.io import atomic_path, torch_load
 from soft_tokens.core.prefix import prefix_forward, text_view
 from soft_tokens.core.training import epoch_order, train_epochs
 
@@ -77,7 +77,7 @@ def save_compressor(net, path: Path, arch: str, d_model: int, k: int, shape: dic
 
 def load_compressor(path: Path, hidden_size: int) -> torch.nn.Module:
     """A trained compressor rebuilt from its own checkpoint, refusing one made for another width."""
-    state = torch.load(path)
+    state = torch_load(path)
     if state["d_model"] != hidden_size:
         raise ValueError(f"{path} was trained for width {state['d_model']}, the model has {hidden_size}; "
                          "train a compressor for this model")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_path
+from soft_tokens.core.io import atomic_path, load_tensors, torch_load
 from soft_tokens.core.seeding import generator
 from soft_tokens.core.training import epoch_order, train_epochs
 
@@ -60,7 +60,7 @@ def save_pairs(pairs: dict, path: Path, metadata: dict) -> None:
 
 
 def load_pairs(path: Path) -> dict:
-    pairs = load_file(path)
+    pairs = load_tensors(path)
     if pairs["X"].shape[0] == 0:
         raise ValueError(f"{path} holds no pairs; raise converter.max_tokens or check the extract_pairs log")
     return pairs
@@ -123,7 +123,7 @@ def save_converter(net: torch.nn.Module, path: Path, meta: dict) -> None:
 
 def load_converter(path: Path, hidden_size: int) -> torch.nn.Module:
     """A trained converter, refusing one trained on another model's width."""
-    state = torch.load(path)
+    state = torch_load(path)
     if state["in_dim"] != hidden_size:
         raise ValueError(f"converter {path} maps {state['in_dim']}-d hidden states (model {state['model']}), "
                          f"but this model's hidden size is {hidden_size}; train a converter for this model")

@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from soft_tokens.compression.converter import check_layer
 from soft_tokens.compression.spec import BuildEstar
-from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.io import atomic_path, load_tensors, write_parquet
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.data.corpora import with_bos
 
@@ -121,4 +121,4 @@ def save_estar(built: list[dict], k: int, hidden_size: int, meta: dict, vectors_
 
 def load_estar(path) -> dict:
     """What save_estar wrote: estar [n, k, d], has_estar and held_out [n], context_hidden, context and follow."""
-    return load_file(path)
+    return load_tensors(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-from soft_tokens.core.io import atomic_dir, identity
+from soft_tokens.core.io import atomic_dir, identity, verified
 from soft_tokens.core.packages import package_dir
 
 log = logging.getLogger(__name__)
@@ -178,10 +178,31 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def prepared_model(path) -> Path:
+    """`path`, checked, when it is a model folder prepare_model wrote; else one error naming the command
+    that makes it (transformers would take a missing folder for a hub id and fail on that)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a prepared model folder (it has no config.json); make one with "
+                                "`snakemake --cores 2 resources/models/<name>` (a name among the config's models) and "
+                                "point at it")
+    return verified(path)
+
+
+def model_dir_arg(value: str) -> Path:
+    """prepared_model as an argparse type: a bad --model-dir is one line of the usage error."""
+    import argparse
+
+    try:
+        return prepared_model(value)
+    except (OSError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def load_model(path: Path, device: str = "auto", dtype: str = "auto"):
     """A frozen model in eval mode, plus its tokenizer, on the configured device and dtype."""
     dev = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, dev)).to(dev)
+    model = AutoModelForCausalLM.from_pretrained(prepared_model(path), dtype=resolve_dtype(dtype, dev)).to(dev)
     model.eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_dir, atomic_path
+from soft_tokens.core.io import atomic_dir, atomic_path, read_json, torch_load, verified
 from soft_tokens.core.job_settings import Lora
-from soft_tokens.core.models import resolve_device, resolve_dtype
+from soft_tokens.core.models import prepared_model, resolve_device, resolve_dtype
 from soft_tokens.core.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def save_trained(net: TrainedOnly, lora, folder: Path, meta: dict) -> None:
 
 
 def read_meta(folder: Path) -> dict:
-    return json.loads((Path(folder) / META).read_text())
+    return read_json(Path(folder) / META)
 
 
 def load_trained(folder: Path, net: TrainedOnly, lora, fix: str) -> TrainedOnly:
@@ -92,7 +92,7 @@ def load_trained(folder: Path, net: TrainedOnly, lora, fix: str) -> TrainedOnly:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    folder = Path(folder)
+    folder = verified(folder)
     device = str(next(net.parameters()).device)
     adapter = load_file(folder / ADAPTER / "adapter_model.safetensors", device=device)
     rest = load_file(folder / TRAINED, device=device)
@@ -118,7 +118,7 @@ def resume(checkpoint: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, f
     with it (`save_epoch`'s `extra`)."""
     if not checkpoint.exists():
         return 0, {}
-    state = torch.load(checkpoint)
+    state = torch_load(checkpoint)
     if state.get("fingerprint") != fingerprint:
         log.warning("%s was written with other settings or data: starting over", checkpoint)
         checkpoint.unlink()
@@ -176,7 +176,7 @@ def train_epochs(net, opt, batch_loss, batches, epochs: int, checkpoint: Path, f
 
 def load_trainable(path: Path, device: str):
     """Model (float32 master weights, train mode, on device) and tokenizer."""
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(resolve_device(device))
+    model = AutoModelForCausalLM.from_pretrained(prepared_model(path), dtype=torch.float32).to(resolve_device(device))
     return model.train(), AutoTokenizer.from_pretrained(path)
 
 

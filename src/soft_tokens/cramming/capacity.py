@@ -17,16 +17,16 @@ from a fresh draw. Each finished stage is saved at once, so a killed search
 resumes after its last finished stage.
 """
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, partial_path, resumable_dir, write_parquet
+from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, load_tensors, partial_path, read_json,
+                                 resumable_dir, write_parquet)
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import optimise_with_restarts
 from soft_tokens.cramming.job import (
@@ -86,6 +86,9 @@ def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vector
         stage = len(history)
         records_file, vectors_file = partial / f"stage_{stage}.json", partial / f"stage_{stage}.safetensors"
         if not records_file.exists():
+            for later in partial.glob("stage_*"):  # searched from this stage's result, which is redone
+                if int(later.name.split(".")[0].removeprefix("stage_")) > stage:
+                    later.unlink()
             lo = capacity_of(history, c["threshold"])
             warm = vectors.get(lo, {})
             tasks, by_key = [], {}
@@ -115,8 +118,8 @@ def run_search(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vector
             with atomic_path(vectors_file) as tmp:
                 save_file({f"sample_{r.key}": r.vectors.contiguous() for r in results}, tmp)
             atomic_write_json(records_file, records)
-        records = json.loads(records_file.read_text())
-        stage_vectors = {int(k.split("_")[1]): v for k, v in load_file(vectors_file).items()}
+        records = read_json(records_file)
+        stage_vectors = {int(k.split("_")[1]): v for k, v in load_tensors(vectors_file).items()}
         stages.extend(records)
         vectors[length] = stage_vectors
         history[length] = sum(r["teacher_forcing_convergence"] for r in records) / len(records)

@@ -9,7 +9,6 @@ logit margin), which step's vectors it keeps and the model's dtype.
 """
 
 import copy
-import json
 import logging
 import math
 import shutil
@@ -17,10 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from soft_tokens.core.decoding import greedy_from_embeds
-from soft_tokens.core.io import atomic_path, atomic_write_json, fingerprint, partial_path, resumable_dir, write_parquet
+from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, load_tensors, partial_path, read_json,
+                                 resumable_dir, write_parquet)
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_with_restarts
 from soft_tokens.core.prefix import prefix_forward
@@ -259,10 +259,10 @@ def run_job(model_dir: Path, corpus_path: Path, out_parquet: Path, out_vectors: 
                            lambda key, attempt, _: initial_vectors(settings, embedding, key, attempt),
                            finish, desc=f"cram {out_parquet.stem}")
 
-    records = [json.loads((partial / f"sample_{s['sample_id']}.json").read_text()) for s in samples]
+    records = [read_json(partial / f"sample_{s['sample_id']}.json") for s in samples]
     meta = job_meta(settings, model)
     df = pd.DataFrame([{**meta, **r} for r in records])
-    vectors = {f"sample_{s['sample_id']}": load_file(partial / f"sample_{s['sample_id']}.safetensors")["vectors"]
+    vectors = {f"sample_{s['sample_id']}": load_tensors(partial / f"sample_{s['sample_id']}.safetensors")["vectors"]
                for s in samples}
     with atomic_path(out_vectors) as tmp:
         save_file(vectors, tmp, metadata={"convention": convention(settings)})

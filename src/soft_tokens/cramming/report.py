@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from soft_tokens.core.io import read_parquet
 from soft_tokens.cramming.spec import INFORMATION_KEYS, MISMATCH_KEYS, SECTIONS, VARIANTS
 from soft_tokens.report import stats
 from soft_tokens.report.figures import pyplot, save_figure
@@ -34,7 +35,7 @@ FIGURES = SECTIONS["cramming"]
 
 def read_samples(paths) -> pd.DataFrame:
     """The rows of every file in `paths` (none: an empty frame, e.g. when no capacity search is configured)."""
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [read_parquet(p) for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SEARCH_KEYS)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from soft_tokens.core.io import read_parquet
 from soft_tokens.core.packages import package_dir
 
 CORPUS_COLUMNS = ["id", "text", "source"]
@@ -52,7 +53,8 @@ def hub_corpus(dataset: str, split: str, text_column: str, name: str, data_files
         raise ValueError(
             f"corpora.{name}.text_column: '{text_column}' not in dataset columns {ds.column_names}"
         )
-    return frame(list(ds[text_column]), f"hub:{dataset}")
+    texts = check_texts(list(ds[text_column]), f"corpora.{name}.text_column '{text_column}'", data_files or dataset)
+    return frame(texts, f"hub:{dataset}")
 
 
 def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, key: str, instead: str,
@@ -75,6 +77,37 @@ def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, ke
     except (ConnectionError, OSError, FileNotFoundError) as err:
         raise RuntimeError(f"could not load dataset '{dataset}' (offline?): {err}\n"
                            f"Set config `{key}.data_files` to {instead}.") from err
+
+
+def unreadable_rows(values) -> list[tuple[int, str]]:
+    """(row, what it holds) of each value that is no text: missing (None, NaN), empty, neither a string nor
+    a number (a GSM8k answer may be one), or bytes that are not UTF-8. A dataset file may hold any of
+    these; each would fail far from its row."""
+    bad = []
+    for row, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad.append((row, f"bytes that are not UTF-8 ({err.reason} at byte {err.start})"))
+                continue
+        if value is None or value != value:  # None, NaN
+            bad.append((row, "nothing (missing)"))
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            bad.append((row, f"a {type(value).__name__}"))
+        elif not str(value).strip():
+            bad.append((row, "an empty text"))
+    return bad
+
+
+def check_texts(values, key: str, source: str) -> list[str]:
+    """`values` as texts, or one error naming the config key, the rows and the fix."""
+    bad = unreadable_rows(values)
+    if bad:
+        listed = "; ".join(f"row {row}: {what}" for row, what in bad[:5])
+        raise ValueError(f"{key}: {len(bad)} of {len(values)} rows of {source} hold no text ({listed}"
+                         f"{'; ...' if len(bad) > 5 else ''}); remove or fill in those rows and rerun")
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def frame(texts: list[str], source: str) -> pd.DataFrame:
@@ -138,8 +171,9 @@ def cramming_samples(
     if too_short:
         raise ValueError(
             f"corpus '{corpus_name}': {len(too_short)} of {n_samples} passages are shorter than {length} "
-            f"tokens in their {span.replace('_', ' ')} (id, tokens: {too_short[:5]}); lower {length_key} or "
-            f"raise corpora.{corpus_name}.passage_words / words_per_passage"
+            f"tokens in their {span.replace('_', ' ')} (id, tokens: {too_short[:5]}); lower {length_key}, or give "
+            f"corpus '{corpus_name}' longer passages (corpora.{corpus_name}.passage_words for kind embedded_prose, "
+            "words_per_passage for random_words; a hub corpus, a dataset or text_column with longer texts)"
         )
     return samples
 
@@ -152,7 +186,7 @@ def with_bos(tokenizer, ids: list[int]) -> list[int]:
 
 
 def read_corpus(path: Path) -> pd.DataFrame:
-    df = pd.read_parquet(path)
+    df = read_parquet(path)
     if list(df.columns) != CORPUS_COLUMNS:
         raise ValueError(f"{path}: columns {list(df.columns)}, expected {CORPUS_COLUMNS}")
     return df

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from soft_tokens.core.io import read_parquet
 from soft_tokens.data.answers import extract_answer
-from soft_tokens.data.corpora import load_hub_dataset
+from soft_tokens.data.corpora import check_texts, load_hub_dataset, unreadable_rows
 from soft_tokens.vocabulary import REASONING_SPLITS
 
 REASONING_COLUMNS = ["id", "question", "steps", "answer", "source"]
@@ -209,13 +210,15 @@ def hub_reasoning(spec: dict, name: str, split: str | None = None) -> pd.DataFra
             raise ValueError(f"reasoning.{name}.{key}_column: '{column}' not in dataset columns {ds.column_names}")
     if spec.get("max_problems"):
         ds = ds.select(range(min(spec["max_problems"], len(ds))))
+    read_from = spec.get("data_files") or spec.get("dataset")
+    texts = {key: check_texts(list(ds[column]), f"reasoning.{name}.{key}_column '{column}'", read_from)
+             for key, column in columns.items() if key != "steps"}
     problems = []
-    for row in ds:
-        steps = row[columns["steps"]]
+    for question, steps, answer in zip(texts["question"], ds[columns["steps"]], texts["answer"]):
         if isinstance(steps, str):
             steps = steps.split(spec["steps_separator"])
-        problems.append({"question": row[columns["question"]], "steps": [s.strip() for s in steps if s.strip()],
-                         "answer": extract_answer(str(row[columns["answer"]]))})
+        problems.append({"question": question, "steps": [s.strip() for s in steps or [] if s.strip()],
+                         "answer": extract_answer(answer)})
     return problem_frame(problems, f"hub:{spec.get('dataset') or spec['data_files']}")
 
 
@@ -263,7 +266,17 @@ def coconut_json(spec: dict, name: str, split: str) -> pd.DataFrame:
     if not isinstance(records, list) or missing:
         raise ValueError(f"reasoning.{name}.files.{split}: {path} is not a list of objects with question, steps and "
                          f"answer (missing {missing})")
-    return problem_frame([{k: r[k] for k in ("question", "steps", "answer")} for r in records], f"coconut_json:{path}")
+    key = f"reasoning.{name}.files.{split}"
+    questions, answers = (check_texts([r.get(field) for r in records], f"{key} ({field})", str(path))
+                          for field in ("question", "answer"))
+    steps = [r.get("steps") for r in records]
+    if bad := [i for i, s in enumerate(steps) if not isinstance(s, list) or unreadable_rows(s)]:
+        raise ValueError(f"{key}: {path}: the steps of {len(bad)} problems (rows {bad[:5]}) are not a list of texts; "
+                         "fix those rows and rerun")
+    if not records:
+        raise ValueError(f"{key}: {path} holds no problems; point it at a non-empty split")
+    return problem_frame([{"question": q, "steps": s, "answer": a} for q, s, a in zip(questions, steps, answers)],
+                         f"coconut_json:{path}")
 
 
 def reasoning_splits(name: str, spec: dict, seed: int) -> dict[str, pd.DataFrame]:
@@ -274,6 +287,9 @@ def reasoning_splits(name: str, spec: dict, seed: int) -> dict[str, pd.DataFrame
         splits = {split: coconut_json(spec, name, split) for split in REASONING_SPLITS}
     elif spec["kind"] == "hub" and spec.get("hub_splits") and not spec.get("data_files"):
         splits = {split: build_reasoning(name, spec, seed, spec["hub_splits"][split]) for split in REASONING_SPLITS}
+        if empty := [split for split, df in splits.items() if df.empty]:
+            raise ValueError(f"reasoning.{name}.hub_splits: split(s) {empty} of {spec['dataset']} hold no problems; "
+                             "name splits that do")
     else:
         splits = split_problems(build_reasoning(name, spec, seed), spec["val_fraction"], spec["test_fraction"], seed,
                                 name)
@@ -302,7 +318,7 @@ def split_problems(df: pd.DataFrame, val_fraction: float, test_fraction: float, 
 
 
 def read_reasoning(path) -> pd.DataFrame:
-    df = pd.read_parquet(path)
+    df = read_parquet(path)
     if list(df.columns) != REASONING_COLUMNS:
         raise ValueError(f"{path}: columns {list(df.columns)}, expected {REASONING_COLUMNS}")
     df["steps"] = df["steps"].map(list)

@@ -1,8 +1,9 @@
 """A Coconut run's record of its training, read without torch (the report reads it): which stages a run
 folder has finished, and its curve, every finished stage's epochs in order."""
 
-import json
 from pathlib import Path
+
+from soft_tokens.core.io import read_json
 
 
 def finished_stages(run_dir: Path) -> list[int]:
@@ -14,6 +15,6 @@ def stage_curve(run_dir: Path) -> list[dict]:
     over the whole run)."""
     rows = []
     for stage in finished_stages(run_dir):
-        for record in json.loads((run_dir / f"stage{stage}" / "history.json").read_text())["epochs"]:
+        for record in read_json(run_dir / f"stage{stage}" / "history.json")["epochs"]:
             rows.append({"step": len(rows) + 1, "stage": stage, **record})
     return rows

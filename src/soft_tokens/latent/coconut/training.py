@@ -7,6 +7,7 @@ Every method of a dataset trains `num_epochs` epochs on the reference's stage sc
 (plus the latent-token embeddings) that is merged into the weights before the stage is saved.
 """
 
+import itertools
 import json
 import logging
 import shutil
@@ -19,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_dir, fingerprint, partial_path, resumable_dir
+from soft_tokens.core.io import atomic_dir, fingerprint, partial_path, read_json, resumable_dir
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import (
     autocast,
@@ -170,6 +171,17 @@ def mean_loss(model, layouts: list, feedback: bool, batch_size: int, dtype: str)
     return total / count
 
 
+def resumable_stages(partial: Path, planned: list[int]) -> list[int]:
+    """The finished stages a run resumes after: the planned ones up to the first that is missing (removed
+    as damaged, say). Stages after it were trained from it, so they go and are trained again."""
+    finished = finished_stages(partial)
+    done = list(itertools.takewhile(finished.__contains__, planned))
+    for stage in sorted(set(finished) & set(planned) - set(done)):
+        log.warning("%s: stage %d follows a missing stage; training it again", partial, stage)
+        shutil.rmtree(partial / f"stage{stage}")
+    return done
+
+
 def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, val_df: pd.DataFrame,
                  settings: TrainCoconut, out_dir: Path) -> None:
     """Every stage of the job's method into out_dir/stage<k>/, resuming after the last finished stage."""
@@ -179,12 +191,12 @@ def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, v
     starts_from_cot = from_cot(method, settings.start)
     inputs = {"model": base_dir, "train": train_df, "val": val_df}
     if starts_from_cot:
-        inputs["cot"] = cot_dir
+        inputs["cot"] = cot_dir / "stage0"  # what is read of it: its weights, not its timings
     resumable_dir(partial, fingerprint(settings.params(), inputs))
     longest = int(train_df["steps"].map(len).max())
     plan = schedule(method, starts_from_cot, settings.num_epochs, settings.epochs_per_stage,
                     settings.max_latent_stage, longest)
-    done = finished_stages(partial)
+    done = resumable_stages(partial, [stage for stage, _ in plan])
     curve = TrainingCurve(partial / "curve.parquet", {"model": settings.model, "dataset": settings.dataset,
                                                       "seed": settings.seed, "method": method})
     if done:
@@ -215,7 +227,7 @@ def train_method(base_dir: Path, cot_dir: Path | None, train_df: pd.DataFrame, v
 
 def budget(run_dir: Path, stage: int) -> dict:
     """The run's training up to and including `stage`: epochs and optimiser steps (its stages' sums)."""
-    histories = [json.loads((run_dir / f"stage{k}" / "history.json").read_text())
+    histories = [read_json(run_dir / f"stage{k}" / "history.json")
                  for k in finished_stages(run_dir) if k <= stage]
     return {"train_epochs": sum(len(h["epochs"]) for h in histories),
             "train_steps": sum(h["optimizer_steps"] for h in histories),

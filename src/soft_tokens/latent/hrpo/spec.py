@@ -117,6 +117,7 @@ def eval_inputs(config: dict, wildcards: dict) -> dict:
 def check(config: dict) -> None:
     """Names defined, and the section's own checks."""
     hrpo = config["hrpo"]
+    check_datasets("hrpo", hrpo)
     check_reasoning_names(config, "hrpo")
     check_hrpo(hrpo)
 
