@@ -257,5 +257,6 @@ def test_capacity_search_warm_starts_and_resumes_after_a_kill(tiny_dir, prose, t
 
 def test_a_search_longer_than_the_texts_names_its_key(tiny_dir, prose, tmp_path):
     long = search_settings(capacity=dict(CAPACITY, max_length=5000))
-    with pytest.raises(ValueError, match="lower cramming.capacity.max_length or raise corpora.prose.passage_words"):
+    with pytest.raises(ValueError, match=r"lower cramming.capacity.max_length, or give corpus 'prose' longer "
+                                         r"passages \(corpora.prose.passage_words"):
         run_search(tiny_dir, prose, tmp_path / "c.parquet", tmp_path / "c.safetensors", long)

@@ -306,6 +306,7 @@ def test_a_saved_policy_evaluates_as_it_was_trained(tiny_dir, tmp_path):
                                          "delete .*policy so train_hrpo retrains it"):
         load_policy(tmp_path / "policy", other)
     (tmp_path / "policy" / "meta.json").write_text(json.dumps({"state": "probs"}))  # the names give it away
+    (tmp_path / "policy" / "checksums.sha256").unlink()  # as a policy written whole, of another kind
     with pytest.raises(ValueError, match="holds other trained weights than this model trains"):
         load_policy(tmp_path / "policy", other)
 

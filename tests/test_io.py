@@ -15,8 +15,9 @@ from safetensors.torch import save_file
 
 from soft_tokens.core.checksums import DamagedFile, checksum_damage
 from soft_tokens.core.io import (CHECKSUMS, IDENTITY, StorageError, atomic_dir, atomic_path, fingerprint, identity,
-                                 load_tensors, read_json, read_parquet, resumable_dir, torch_load, write_parquet)
+                                 read_json, read_parquet, resumable_dir, write_parquet)
 from soft_tokens.core.runlog import lock_path
+from soft_tokens.core.tensor_files import load_tensors, torch_load
 
 
 def test_a_folder_written_atomically_records_its_identity_and_is_not_hashed_again(tmp_path):

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from soft_tokens.compression.spec import TrainCompressor
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_path, torch_load
+from soft_tokens.core.io import atomic_path
+from soft_tokens.core.tensor_files import torch_load
 from soft_tokens.core.prefix import prefix_forward, text_view
 from soft_tokens.core.training import epoch_order, train_epochs
 

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_path, load_tensors, torch_load
+from soft_tokens.core.io import atomic_path
+from soft_tokens.core.tensor_files import load_tensors, torch_load
 from soft_tokens.core.seeding import generator
 from soft_tokens.core.training import epoch_order, train_epochs
 

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from soft_tokens.compression.converter import check_layer
 from soft_tokens.compression.spec import BuildEstar
-from soft_tokens.core.io import atomic_path, load_tensors, write_parquet
+from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.tensor_files import load_tensors
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.data.corpora import with_bos
 

@@ -104,20 +104,6 @@ def read_parquet(path, **kwargs) -> pd.DataFrame:
     return pd.read_parquet(verified(path), **kwargs)
 
 
-def load_tensors(path, device: str = "cpu") -> dict:
-    """A safetensors file's tensors, checked (verified)."""
-    from safetensors.torch import load_file
-
-    return load_file(verified(path), device=device)
-
-
-def torch_load(path):
-    """A torch checkpoint (our own, so weights_only stays on), checked (verified)."""
-    import torch
-
-    return torch.load(verified(path))
-
-
 def write_parquet(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
     """Parquet with string key/value metadata (e.g. the token-position convention) in the schema."""
     table = pa.Table.from_pandas(df, preserve_index=False)

@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soft_tokens.core.curves import TrainingCurve
-from soft_tokens.core.io import atomic_dir, atomic_path, read_json, torch_load, verified
+from soft_tokens.core.io import atomic_dir, atomic_path, read_json, verified
 from soft_tokens.core.job_settings import Lora
 from soft_tokens.core.models import prepared_model, resolve_device, resolve_dtype
 from soft_tokens.core.seeding import generator
+from soft_tokens.core.tensor_files import torch_load
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,11 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, load_tensors, partial_path, read_json,
-                                 resumable_dir, write_parquet)
+from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, partial_path, read_json, resumable_dir,
+                                 write_parquet)
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import optimise_with_restarts
+from soft_tokens.core.tensor_files import load_tensors
 from soft_tokens.cramming.job import (
     bf16_copy,
     convention,

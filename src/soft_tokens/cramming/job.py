@@ -19,12 +19,13 @@ import torch
 from safetensors.torch import save_file
 
 from soft_tokens.core.decoding import greedy_from_embeds
-from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, load_tensors, partial_path, read_json,
-                                 resumable_dir, write_parquet)
+from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, partial_path, read_json, resumable_dir,
+                                 write_parquet)
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_with_restarts
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.core.seeding import generator
+from soft_tokens.core.tensor_files import load_tensors
 from soft_tokens.cramming.metrics import (
     accuracy,
     downsample,
