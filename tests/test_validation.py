@@ -349,7 +349,10 @@ def test_a_truncated_piece_of_half_done_work_is_found(tmp_path):
     atomic_write_json(partial / "sample_1.json", {"tf": 0.5})
     (partial / "sample_1.json").write_text('{"tf": 0.')
     found = damaged_outputs(tmp_path, lambda path: False)
-    assert list(found) == ["rm -f results/c/len8.parquet.partial/sample_1.*"]
+    assert found == {"rm -f results/c/len8.parquet.partial/sample_1.*": "results/c/len8.parquet.partial/sample_1.json: "
+                     "its bytes were changed after it was written (its sha256 differs from the one recorded)"}
+    (partial / "sample_1.json.sha256").unlink()  # as written before checksums: its framing tells
+    found = damaged_outputs(tmp_path, lambda path: False)
     assert found["rm -f results/c/len8.parquet.partial/sample_1.*"].startswith(
         "results/c/len8.parquet.partial/sample_1.json: not readable JSON")
 

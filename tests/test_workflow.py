@@ -339,12 +339,12 @@ def test_unknown_model_name_fails_with_the_key(tmp_path):
     assert run.returncode != 0 and "cramming.models names ['gpt-x']" in run.stdout + run.stderr
 
 
-def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_path):
-    """kill -9 of snakemake leaves its lock: the rerun says so, `--unlock` clears it, and the rerun
-    then keeps the samples that finished before the kill (as docs/pipeline.md says)."""
+def slow_cram_job(tmp_path: Path, n_samples: int):
+    """One cram job of `n_samples` slow samples, started in the background and waited on until its first
+    sample is done: its Snakemake arguments, target, half-done work folder and Snakemake process."""
     config = yaml.safe_load(SMOKE.read_text())
     config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["hidden_capacity"],
-                              n_samples=4, batch_size=1, max_steps=400, patience=400)
+                              n_samples=n_samples, batch_size=1, max_steps=400, patience=400)
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(config))
     target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_hidden_capacity.parquet"
@@ -354,6 +354,13 @@ def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_pat
                             stderr=subprocess.DEVNULL, start_new_session=True)
     while not list(partial.glob("sample_*.json")) and proc.poll() is None:  # the hang guard is pytest's timeout
         time.sleep(0.05)
+    return args, target, partial, proc
+
+
+def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_path):
+    """kill -9 of snakemake leaves its lock: the rerun says so, `--unlock` clears it, and the rerun
+    then keeps the samples that finished before the kill (as docs/pipeline.md says)."""
+    args, target, partial, proc = slow_cram_job(tmp_path, n_samples=4)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {f.name: json.loads(f.read_text()) for f in partial.glob("sample_*.json")}
@@ -384,18 +391,7 @@ def test_a_second_copy_of_a_running_job_stops_at_once_and_the_first_resumes(tmp_
     the lock message invites) used to start a second copy on the same half-done work, whose failure
     had Snakemake delete the first copy's finished result. The second copy now stops at once, naming
     the first; ending that one (as the message says) and rerunning resumes its finished samples."""
-    config = yaml.safe_load(SMOKE.read_text())
-    config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["hidden_capacity"],
-                              n_samples=2, batch_size=1, max_steps=400, patience=400)
-    path = tmp_path / "slow.yaml"
-    path.write_text(yaml.safe_dump(config))
-    target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_hidden_capacity.parquet"
-    args = ["--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), target]
-    partial = tmp_path / (target + ".partial")
-    first = subprocess.Popen([*snakemake_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    while not list(partial.glob("sample_*.json")) and first.poll() is None:
-        time.sleep(0.05)
+    args, target, partial, first = slow_cram_job(tmp_path, n_samples=2)
     job = int(re.search(r"PID (\d+)", (tmp_path / lock_path(target)).read_text()).group(1))
     os.kill(job, signal.SIGSTOP)  # still running, however slow the machine is
     first.send_signal(signal.SIGKILL)  # Snakemake alone: its job goes on

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from soft_tokens.core.checksums import CHECKSUM_SUFFIX, CHECKSUMS, checksum_damage, sha256
+from soft_tokens.core.checksums import CHECKSUM_SUFFIX, CHECKSUMS, checksum_damage, checksum_path, sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -296,21 +296,22 @@ def cached_hasher(cache: Path):
     except (OSError, ValueError):
         known = {}
 
+    used = {}
+
     def hasher(path: Path) -> str:
         stat = path.stat()
         key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
-        if known.get(key, [None])[:2] != stamp:
-            known[key] = [*stamp, sha256(path)]
-            hasher.changed = True
-        return known[key][2]
+        used[key] = known[key] if known.get(key, [None])[:2] == stamp else [*stamp, sha256(path)]
+        return used[key][2]
 
     def save() -> None:
-        if hasher.changed and cache.parent.is_dir():
+        """Keep what this scan hashed, so files gone since drop out."""
+        if used != known and cache.parent.is_dir():
             tmp = cache.with_name(f".{cache.name}.tmp")
-            tmp.write_text(json.dumps(known))
+            tmp.write_text(json.dumps(used))
             os.replace(tmp, cache)
 
-    hasher.changed, hasher.save = False, save
+    hasher.save = save
     return hasher
 
 
@@ -319,16 +320,20 @@ def damaged_outputs(run_dir: Path, produced, hasher=sha256) -> dict[str, str]:
     a file cut short (its format's framing) or changed after it was written (its recorded checksums).
     Temporary files and folders (`.<name>.tmp`, being written or left by a kill, and cleared by the
     next write) and lock files are not looked at."""
-    found = {}
+    found, whole = {}, set()  # whole: folders checked by their checksums, file by file
     for folder in ("resources", "results"):
-        for path in sorted((run_dir / folder).rglob("*")):
+        for path in sorted((run_dir / folder).rglob("*")):  # a folder before what it holds
             rel = path.relative_to(run_dir)
-            if any(part.startswith(".") for part in rel.parts) or path.name.endswith(CHECKSUM_SUFFIX):
+            if any(part.startswith(".") for part in rel.parts) or path.name.endswith(CHECKSUM_SUFFIX) or \
+                    whole & set(rel.parents):
                 continue
-            if path.is_dir():
-                reason = checksum_damage(path, hasher) if (path / CHECKSUMS).is_file() else None
-            else:
-                reason = damage(path) or checksum_damage(path, hasher)
+            if (path / CHECKSUMS).is_file():
+                whole.add(rel)
+                reason = checksum_damage(path, hasher)
+            elif path.is_dir():
+                continue
+            else:  # by its checksum if it has one (which covers its framing), else by its framing
+                reason = checksum_damage(path, hasher) if checksum_path(path).is_file() else damage(path)
             if reason:
                 found.setdefault(repair(rel, run_dir, produced), f"{rel}: {reason}")
     return found
