@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from soft_tokens.core.checksums import sha256
+from soft_tokens.core.checksums import atomic_write_text, sha256
 
 RECORD = Path(".snakemake") / "soft-tokens-scripts.json"
 
@@ -52,6 +52,5 @@ def record_script_times(scripts: Path, run_dir: Path) -> None:
     """Record every script's content and time in the run folder (when a run starts)."""
     path = Path(run_dir) / RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({s.name: [sha256(s), s.stat().st_mtime] for s in sorted(Path(scripts).glob("*.py"))}))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({s.name: [sha256(s), s.stat().st_mtime]
+                                        for s in sorted(Path(scripts).glob("*.py"))}))

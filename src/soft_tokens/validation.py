@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from soft_tokens.core.checksums import CHECKSUM_SUFFIX, CHECKSUMS, checksum_damage, checksum_path, sha256
+from soft_tokens.core.checksums import (CHECKSUM_SUFFIX, CHECKSUMS, atomic_write_text, checksum_damage, checksum_path,
+                                        sha256)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -307,9 +308,7 @@ def cached_hasher(cache: Path):
     def save() -> None:
         """Keep what this scan hashed, so files gone since drop out."""
         if used != known and cache.parent.is_dir():
-            tmp = cache.with_name(f".{cache.name}.tmp")
-            tmp.write_text(json.dumps(used))
-            os.replace(tmp, cache)
+            atomic_write_text(cache, json.dumps(used))
 
     hasher.save = save
     return hasher

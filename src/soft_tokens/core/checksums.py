@@ -3,6 +3,7 @@ bytes changed afterwards (a flipped bit, a partial copy, an edit) is named, neve
 Standard library only: the scan over a run's outputs runs while Snakemake builds its DAG."""
 
 import hashlib
+import os
 from pathlib import Path
 
 
@@ -26,6 +27,14 @@ def sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary sibling, so a reader never sees half of it (for the small
+    records kept beside outputs and in .snakemake/, which take no checksum of their own)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def read_checksums(path: Path) -> dict[str, str]:

@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from soft_tokens.core.checksums import CHECKSUM_SUFFIX, CHECKSUMS, DamagedFile, checksum_path, sha256, verified
+from soft_tokens.core.checksums import (CHECKSUM_SUFFIX, CHECKSUMS, DamagedFile, atomic_write_text, checksum_path, sha256,
+                                        verified)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,8 @@ def storage_errors(path: Path):
 
 def write_checksums(path: Path, sums: dict[str, str]) -> None:
     """`sums` ({name: sha256}) into `path` in `sha256sum`'s format, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
-    readable_by_group(tmp)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    readable_by_group(path)
 
 
 @contextmanager
@@ -93,9 +92,9 @@ def read_json(path, fix: str | None = None):
     """A JSON file atomic_write_json wrote, checked (verified); a truncated one is named, not a parser error."""
     try:
         return json.loads(verified(path, fix).read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        if isinstance(err, DamagedFile):
-            raise
+    except DamagedFile:
+        raise
+    except ValueError as err:  # a parser's or a decoder's
         raise DamagedFile(f"{path}: not readable JSON ({err}); " + (
             fix or f"remove it and rerun, which makes it again: rm -r {path}")) from None
 
@@ -139,29 +138,30 @@ def atomic_dir(path):
             tmp.mkdir(parents=True)
             yield tmp
             readable_by_group(tmp)
-            (tmp / IDENTITY).write_text(identity(tmp))
-            write_checksums(tmp / CHECKSUMS, {str(f.relative_to(tmp)): sha256(f) for f in sorted(tmp.rglob("*"))
-                                              if f.is_file() and f.name != CHECKSUMS})
+            sums = {f.relative_to(tmp): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+            (tmp / IDENTITY).write_text(identity(tmp, lambda f: sums[f.relative_to(tmp)]))  # each file hashed once
+            sums[Path(IDENTITY)] = sha256(tmp / IDENTITY)
+            write_checksums(tmp / CHECKSUMS, {str(name): sums[name] for name in sorted(sums)})
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def identity(path) -> str:
+def identity(path, hasher=sha256) -> str:
     """sha256 of a file's bytes; of a folder, the identity recorded in it (atomic_dir) or else the
     sha256 of its entries' names and identities in order (but RECORDS and checksum files); or of a data
-    frame's records (data already read)."""
+    frame's records (data already read). `hasher` gives a file's sha256 (one known already, say)."""
     if isinstance(path, pd.DataFrame):
         return hashlib.sha256(path.to_json(orient="records").encode()).hexdigest()
     path = Path(path)
     if not path.is_dir():
-        return sha256(path)
+        return hasher(path)
     if (path / IDENTITY).is_file():
         return (path / IDENTITY).read_text()
     digest = hashlib.sha256()
     for entry in sorted(path.iterdir()):
         if entry.name not in RECORDS | {CHECKSUMS} and not entry.name.endswith(CHECKSUM_SUFFIX):
-            digest.update(entry.name.encode() + b"\0" + identity(entry).encode())
+            digest.update(entry.name.encode() + b"\0" + identity(entry, hasher).encode())
     return digest.hexdigest()
 
 

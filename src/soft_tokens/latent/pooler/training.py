@@ -18,7 +18,6 @@ from transformers import AutoModel
 
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.decoding import greedy_continue
-from soft_tokens.core.io import verified
 from soft_tokens.core.models import load_model
 from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import (autocast, epoch_order, load_trained, read_meta, save_trained, train_epochs,
@@ -111,7 +110,7 @@ def build_pooler(main_dir: Path, main, tokenizer, ids: PoolIds, settings: BuildP
     pool tokens start as copies of `init_token`'s row), and, with `output_scale`, a learned scale
     that starts where pooled windows of the training data match the token embeddings' RMS."""
     torch.manual_seed(settings.seed)
-    backbone = AutoModel.from_pretrained(verified(main_dir), dtype=torch.float32).to(main.device)
+    backbone = AutoModel.from_pretrained(main_dir, dtype=torch.float32).to(main.device)
     backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     init = tokenizer(settings.init_token, add_special_tokens=False).input_ids[0]
     table = backbone.get_input_embeddings().weight
