@@ -10,6 +10,7 @@ batched run reads each prompt once and shares its cache over the group.
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from soft_tokens.core.models import model_dir_arg  # noqa: E402
 from soft_tokens.data.reasoning import prosqa_problem  # noqa: E402
 from soft_tokens.latent.hrpo.rollout import left_pad, rollout  # noqa: E402
+from soft_tokens.latent.hrpo.spec import TrainHrpo  # noqa: E402
 from soft_tokens.latent.hrpo.training import build_policy  # noqa: E402
-
-SETTINGS = dict(seed=1337, start="base", lora_r=16, lora_alpha=32, lora_dropout=0.0, a_min=0.99, a_max=0.999,
-                gate_init_std=0.02, projection_norm="embedding_rms",
-                lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+from decode_speed import settings_of  # noqa: E402
 
 
 def timed(run, device) -> tuple[float, int]:
@@ -45,7 +44,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    policy, tokenizer = build_policy(args.model_dir, "probs", {**SETTINGS, "device": args.device})
+    settings = replace(settings_of(TrainHrpo, "train_hrpo", {"policy": "probs", "seed": "1337"}, args.model_dir.name),
+                       device=args.device)
+    policy, tokenizer = build_policy(args.model_dir, "probs", settings)
     device = policy.embedding_rms.device
     rng = np.random.default_rng(0)
     questions = [tokenizer(prosqa_problem(rng, 6, 2, {2: 1, 3: 1}, 2)["question"] + "\n",

@@ -15,13 +15,17 @@ from pathlib import Path
 import pandas as pd
 
 
+def track_of(relative: Path) -> str:
+    """The track of a job's benchmark or log file, from its path under results/benchmarks or logs."""
+    return relative.parts[0] if len(relative.parts) > 1 else "other"
+
+
 def track_minutes(workdir: Path) -> pd.Series:
     folder = workdir / "results" / "benchmarks"
     files = sorted(folder.rglob("*.tsv"))
     if not files:
         raise SystemExit(f"no benchmark files under {folder}: run `make results` (or snakemake in {workdir}) first")
-    rows = [{"track": f.relative_to(folder).parts[0] if len(f.relative_to(folder).parts) > 1 else "other",
-             "seconds": pd.read_csv(f, sep="\t")["s"].sum()} for f in files]
+    rows = [{"track": track_of(f.relative_to(folder)), "seconds": pd.read_csv(f, sep="\t")["s"].sum()} for f in files]
     return pd.DataFrame(rows).groupby("track")["seconds"].sum().sort_values(ascending=False) / 60
 
 

@@ -16,7 +16,7 @@ from soft_tokens.compression.compressor import (
     regression_loss,
     run_with_context,
     save_compressor,
-    teacher_final_states,
+    teacher_logits,
     train_compressor,
 )
 from soft_tokens.compression.estar import build_estar, context_pairs, load_estar, save_estar, teacher_states, with_estar
@@ -50,6 +50,7 @@ def made_estar(model, tokenizer, **changes):
         "has_estar": torch.tensor([True, True, False]),  # the last training context trains on KL alone
         "held_out": torch.tensor([True, False, False]),
         "context_hidden": torch.stack([b["context_hidden"] for b in built]),
+        "teacher_final": torch.stack([b["teacher_final"] for b in built]),
         "context": torch.tensor([b["context"] for b in built]),
         "follow": torch.tensor([b["follow"] for b in built]),
     }
@@ -112,13 +113,17 @@ def test_estar_goes_to_every_held_out_pair_and_evenly_spread_training_ones(tiny)
         with_estar(pairs, 6)
 
 
-def test_teacher_states_are_the_full_forward_at_the_predicting_positions(tiny):
+def test_teacher_states_are_the_full_forward_at_the_predicting_positions_batched_or_not(tiny):
     model, _ = tiny
-    context, follow = torch.tensor([1, 40, 41, 42]), torch.tensor([50, 51, 52])
-    ctx_states, follow_states = teacher_states(model, context, follow, [-1])[-1]
-    full = model(input_ids=torch.tensor([[1, 40, 41, 42, 50, 51]]), output_hidden_states=True).hidden_states[-1][0]
-    torch.testing.assert_close(ctx_states, full[:4])
-    torch.testing.assert_close(follow_states, full[3:])
+    context, follow = torch.tensor([[1, 40, 41, 42], [1, 60, 61, 62], [1, 70, 71, 72]]), torch.tensor(
+        [[50, 51, 52], [53, 54, 55], [56, 57, 58]])
+    ctx_states, follow_states = teacher_states(model, context, follow, [-1], batch_size=2)[-1]
+    assert ctx_states.shape == (3, 4, 32) and follow_states.shape == (3, 3, 32)
+    for i in range(3):
+        ids = torch.cat([context[i], follow[i, :-1]])[None]
+        full = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
+        torch.testing.assert_close(ctx_states[i], full[:4])
+        torch.testing.assert_close(follow_states[i], full[3:])
 
 
 def test_estar_predicts_the_follow_text_better_than_no_context(tiny, estar_data):
@@ -155,12 +160,12 @@ def test_regression_loss_by_hand():
     assert float(regression_loss(pred, target, torch.tensor([False, False]))) == 0.0
 
 
-def test_cached_teacher_states_give_the_full_context_logits(tiny, estar_data):
-    """The KL target from the cached last hidden states equals the teacher run on the full context."""
+def test_stored_teacher_states_give_the_full_context_logits(tiny, estar_data):
+    """The KL target from the last hidden states build_estar stored equals the teacher run on the full context."""
     model, _ = tiny
     _, _, data = estar_data
     with torch.no_grad():
-        cached = model.get_output_embeddings()(teacher_final_states(model, data, 2))
+        cached = teacher_logits(model, data["teacher_final"])
         direct = run_with_context(model, data["context"], data["follow"], [], False)["logits"]
     torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
 
@@ -186,7 +191,7 @@ def test_compressor_loss_is_zero_when_the_student_reads_what_the_teacher_reads(t
     follow = torch.tensor([[40, 41, 42, 43, 44], [700, 701, 702, 703, 704]])
     batch = {"context": torch.full((2, 1), bos), "follow": follow, "context_hidden": torch.zeros(2, 1, 32),
              "estar": embedding.expand(2, 1, -1), "has_estar": torch.tensor([True, True])}
-    batch["teacher_final"] = teacher_final_states(model, batch, 2)
+    batch["teacher_final"] = teacher_states(model, batch["context"], batch["follow"], [-1], 2)[-1][1]
     s = compressor_settings(attention_weight=2.0, match_layers=[1, -1])
     total, terms = compressor_loss(model, Constant(embedding[None]), batch, s)
     assert set(terms) == {"regression", "kl", "hidden", "attention"}
@@ -234,7 +239,6 @@ def test_saved_compressor_is_rebuilt_from_its_own_architecture(arch, tmp_path):
 def training_loss_before_and_after(model, data, s, checkpoint):
     """The training loss of an untrained compressor and of one trained with `s`; the trained one."""
     batch = {key: value[TRAIN] for key, value in data.items()}
-    batch["teacher_final"] = teacher_final_states(model, batch, 2)
     torch.manual_seed(0)
     untrained = build_compressor("qattn", model.config.hidden_size, 2, architecture(s))
     with torch.no_grad():
@@ -339,7 +343,7 @@ def test_estar_files_hold_what_the_compressors_read(tmp_path, estar_data):
     save_estar(built, 2, data["estar"].shape[2], {"model": "tiny", "k": 2}, tmp_path / "e.safetensors",
                tmp_path / "e.parquet")
     loaded = load_estar(tmp_path / "e.safetensors")
-    for key in ("has_estar", "held_out", "context_hidden", "context", "follow"):
+    for key in ("has_estar", "held_out", "context_hidden", "teacher_final", "context", "follow"):
         assert torch.equal(loaded[key], data[key]), key
     assert torch.equal(loaded["estar"][:2], data["estar"][:2]) and not loaded["estar"][2].any()
     table = pd.read_parquet(tmp_path / "e.parquet")

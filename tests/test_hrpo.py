@@ -159,9 +159,15 @@ def test_batched_greedy_rollouts_equal_one_at_a_time(tiny_arch, arch, state):
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])  # Qwen2.5 is the paper config's HRPO model
 @pytest.mark.parametrize("state", ["grpo", "probs", "projection"])
 def test_the_update_recomputes_the_rollouts_log_probs_for_the_same_weights(tiny_arch, arch, state):
+    """The rollout decodes with the LoRA merged into the base weights, the update with it apart: a trained
+    (non-zero) adapter gives the same log-probabilities both ways."""
     policy, tokenizer, _ = policy_of(tiny_arch(arch), state, lora_target_modules=lora_targets(arch))
     if state != "grpo":
         open_gate(policy)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
     prompts = prompts_of(tokenizer, QUESTIONS[:2])
     ro = rollout(policy, tokenizer, prompts, 3, 6, 0.7, "###", seed=11)
     assert ro.tokens.shape[0] == 6

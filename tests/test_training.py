@@ -1,10 +1,14 @@
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import torch
 
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.seeding import generator, seed_for
-from soft_tokens.core.training import autocast, check_finite, load_trainable, train_epochs
+from soft_tokens.core.models import load_model
+from soft_tokens.core.training import (autocast, casts_once, check_finite, load_trainable, lora_merged, train_epochs,
+                                       with_lora)
 
 CPU = torch.device("cpu")
 
@@ -146,3 +150,51 @@ def test_tensorboard_gets_the_curves_when_asked_and_says_how_to_install_it(tmp_p
     curve.write([{"epoch": 1, "train_loss": 0.5}])
     curve.write([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}])
     assert logged == [("folder", str(tmp_path / "tb" / "model=m")), ("train_loss", 0.5, 1), ("train_loss", 0.25, 2)]
+
+
+def casts_in(model, ids) -> int:
+    """The dtype conversions one forward makes (autocast's casts of weights and activations)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(input_ids=ids)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+
+
+def test_casts_once_casts_each_frozen_weight_once_per_autocast_region_with_autocasts_numbers(tiny_dir):
+    model, _ = load_model(tiny_dir, "cpu", "float32")  # frozen, as every evaluated model
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    with torch.no_grad(), autocast(CPU, "bfloat16"):
+        plain = model(input_ids=ids).logits
+        recast = casts_in(model, ids)
+        with casts_once(model):
+            once = model(input_ids=ids).logits
+            cached = casts_in(model, ids)
+    assert torch.equal(once, plain)
+    weights = sum(1 for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name)
+    assert recast - cached >= weights  # every linear weight was cast again without it, none with it
+    assert not any(p.requires_grad for p in model.parameters())
+    with pytest.raises(RuntimeError, match="casts_once is for decoding under torch.no_grad"):
+        with casts_once(model):
+            pass
+
+
+def test_a_merged_lora_computes_the_adapted_model_and_leaves_the_base_weights_bit_for_bit(tiny_dir):
+    model, _ = load_model(tiny_dir, "cpu", "float32")
+    lora = SimpleNamespace(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj", "down_proj"])
+    model = with_lora(model, lora)
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    with torch.no_grad():
+        base_logits = model(input_ids=ids).logits  # B = 0: the adapter adds nothing yet
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+        base = {name: p.clone() for name, p in model.named_parameters() if ".base_layer." in name}
+        adapted = model(input_ids=ids).logits
+        with lora_merged(model):
+            merged = model(input_ids=ids).logits
+            assert not torch.equal(next(p for n, p in model.named_parameters() if n in base and "q_proj" in n),
+                                   next(base[n] for n in base if "q_proj" in n))
+        after = model(input_ids=ids).logits
+    assert (adapted - base_logits).abs().max() > 0.01
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+    assert torch.equal(after, adapted)
+    assert len(base) == 6 and all(torch.equal(p, base[name]) for name, p in model.named_parameters() if name in base)

@@ -156,6 +156,25 @@ def test_smoke_run_keeps_benchmarks_and_builds_the_html_report(smoke_run):
     assert report.returncode == 0 and html.exists(), report.stderr[-3000:]
 
 
+def test_every_job_of_the_smoke_run_records_where_its_time_went(smoke_run):
+    """One phases record per job (beside its log), each phase within the job's wall time, and the profile
+    of benchmarks/profile_default.py adding up per track to what the jobs' benchmark files measured."""
+    benchmarks = sorted((smoke_run / "results" / "benchmarks").rglob("*.tsv"))
+    records = sorted((smoke_run / "logs").rglob("*.phases.json"))
+    assert len(records) == len(benchmarks) > 50
+    for record in records:
+        spent = json.loads(record.read_text())
+        assert 0 < spent["start-up"] and sum(v for k, v in spent.items() if k != "wall") <= spent["wall"] + 0.01
+    run = subprocess.run([sys.executable, "benchmarks/profile_default.py", str(smoke_run)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[2:] if line.strip()}
+    assert {"cramming", "coconut", "hrpo", "pooler", "estar", "total"} <= set(rows)
+    measured = sum(pd.read_csv(f, sep="\t")["s"].sum() for f in benchmarks) / 60
+    assert 0.6 * measured <= float(rows["total"][2]) <= measured  # each process's life within its job's
+    assert "share of all job time: start-up" in run.stdout
+
+
 def test_smoke_run_documents_its_results_with_their_provenance(smoke_run):
     digest = (smoke_run / "docs" / "results.md").read_text()
     assert "Generated from a run of `config/smoke.yaml` at commit `" in digest

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from soft_tokens.compression.spec import TrainCompressor
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_path
+from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import torch_load
 from soft_tokens.core.prefix import prefix_forward, text_view
 from soft_tokens.core.training import epoch_order, train_epochs
@@ -111,17 +112,11 @@ def run_with_context(model, context: torch.Tensor, follow: torch.Tensor, layers:
     return text_view(out, context.shape[1], follow.shape[1], layers, attentions)
 
 
-@torch.no_grad()
-def teacher_final_states(model, data: dict, batch_size: int) -> torch.Tensor:
-    """The teacher's last hidden states [N, F, d] where it predicts each follow token given the full
-    context: computed once, so that each training step needs only the output projection for the KL
-    target (caching the logits themselves would take N x F x vocab floats)."""
-    device = model.get_input_embeddings().weight.device
-    out = []
-    for start in range(0, len(data["context"]), batch_size):
-        context, follow = (data[key][start : start + batch_size].to(device) for key in ("context", "follow"))
-        out.append(run_with_context(model, context, follow, [-1], False)["hidden"][-1].cpu())
-    return torch.cat(out)
+def teacher_logits(model, teacher_final: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits where it predicts each follow token given the full context, from its last
+    hidden states that build_estar stored (caching the logits themselves would take N x F x vocab floats)."""
+    head = model.get_output_embeddings()  # the stored states are float32; a bf16 model's head is not
+    return head(teacher_final.to(head.weight.dtype)).float()
 
 
 def compressor_loss(model, net, batch: dict, settings: TrainCompressor) -> tuple[torch.Tensor, dict]:
@@ -130,10 +125,8 @@ def compressor_loss(model, net, batch: dict, settings: TrainCompressor) -> tuple
     attentions = bool(settings.attention_weight)
     pred = net(batch["context_hidden"])
     student = prefix_forward(model, pred, batch["follow"], layers=layers, attentions=attentions)
-    head = model.get_output_embeddings()  # the cached states are float32; a bf16 model's head is not
-    teacher_logits = head(batch["teacher_final"].to(head.weight.dtype)).float()
-    terms = {"regression": regression_loss(pred, batch["estar"], batch["has_estar"]),
-             "kl": distillation_kl(student["logits"], teacher_logits, settings.temperature)}
+    kl = distillation_kl(student["logits"], teacher_logits(model, batch["teacher_final"]), settings.temperature)
+    terms = {"regression": regression_loss(pred, batch["estar"], batch["has_estar"]), "kl": kl}
     if layers:
         with torch.no_grad():
             teacher = run_with_context(model, batch["context"], batch["follow"], layers, attentions)
@@ -160,7 +153,6 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, settings: 
     """AdamW over the compressor only (the LM stays frozen); checkpointed each epoch for resumption."""
     device = model.get_input_embeddings().weight.device
     net.to(device)
-    data = {**data, "teacher_final": teacher_final_states(model, data, settings.batch_size)}
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     def batch_loss(batch):
@@ -174,6 +166,7 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, settings: 
     return net.eval()
 
 
+@phase("forward")
 @torch.no_grad()
 def evaluate_conditions(model, net, data: dict, idx: torch.Tensor, top_k: int) -> list[dict]:
     """Per held-out context and condition: CE of follow_text and top-k agreement with the teacher;
@@ -182,7 +175,7 @@ def evaluate_conditions(model, net, data: dict, idx: torch.Tensor, top_k: int) -
     rows = []
     for context, batch in zip(idx.tolist(), batches(data, idx, 1, device)):
         bos = batch["context"][:, :1]
-        teacher = run_with_context(model, batch["context"], batch["follow"], [], False)["logits"]
+        teacher = teacher_logits(model, batch["teacher_final"])
         pred = net(batch["context_hidden"])
         conditions = {
             "no_context": run_with_context(model, bos, batch["follow"], [], False)["logits"],

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_path
+from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import load_tensors, torch_load
 from soft_tokens.core.seeding import generator
 from soft_tokens.core.training import epoch_order, train_epochs
@@ -37,6 +38,7 @@ def token_subset(vocab_size: int, max_tokens: int | None, seed: int) -> torch.Te
     return torch.randperm(vocab_size, generator=generator(seed))[:max_tokens].sort().values
 
 
+@phase("forward")
 @torch.no_grad()
 def extract_pairs(model, token_ids: torch.Tensor, layers: list[int], bos_id: int | None, batch_size: int) -> dict:
     """Per layer, X = hidden state at the token's position (token fed alone, after BOS if given), Y = its embedding."""
@@ -141,6 +143,7 @@ def nearest_token_hits(pred: torch.Tensor, embedding: torch.Tensor, token_ids: t
     return topk[:, 0] == token_ids, (topk == token_ids[:, None]).any(1)
 
 
+@phase("forward")
 @torch.no_grad()
 def evaluate_converter(net, x, y, token_ids, embedding, k: int) -> dict:
     """Per held-out token: squared error (mean over dimensions), cosine, top-1 and top-k hits; the

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from soft_tokens.compression.converter import check_layer
 from soft_tokens.compression.spec import BuildEstar
 from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import load_tensors
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
 from soft_tokens.data.corpora import with_bos
@@ -52,27 +53,36 @@ def with_estar(pairs: list[dict], n_train: int) -> list[int]:
     return held + [train[int(i)] for i in np.linspace(0, len(train) - 1, n_train).round()]
 
 
+@phase("forward")
 @torch.no_grad()
-def teacher_states(model, context: torch.Tensor, follow: torch.Tensor, layers: list[int]) -> dict:
-    """Hidden states of the full context + follow_text at `layers`: every context position, and the
-    positions that predict each follow token (the last context token, then follow[:-1])."""
-    ids = torch.cat([context, follow[:-1]])[None].to(model.get_input_embeddings().weight.device)
-    hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
-    n = len(context)
-    return {layer: (hidden[layer][0, :n].float().cpu(), hidden[layer][0, n - 1 :].float().cpu()) for layer in layers}
+def teacher_states(model, context: torch.Tensor, follow: torch.Tensor, layers: list[int], batch_size: int) -> dict:
+    """Hidden states of the full contexts [N, n] + follow_texts [N, F] at `layers`, in batches (every pair
+    has the same lengths: no padding): {layer: (every context position [N, n, d], the positions that
+    predict each follow token [N, F, d]: the last context token, then follow[:-1])}."""
+    device = model.get_input_embeddings().weight.device
+    n, parts = context.shape[1], {layer: ([], []) for layer in layers}
+    for start in tqdm(range(0, len(context), batch_size), desc="teacher states", mininterval=5):
+        ids = torch.cat([context[start:start + batch_size], follow[start:start + batch_size, :-1]], 1)
+        hidden = model(input_ids=ids.to(device), output_hidden_states=True).hidden_states
+        for layer, (ctx, fol) in parts.items():
+            ctx.append(hidden[layer][:, :n].float().cpu())
+            fol.append(hidden[layer][:, n - 1:].float().cpu())
+    return {layer: (torch.cat(ctx), torch.cat(fol)) for layer, (ctx, fol) in parts.items()}
 
 
+@phase("train")
 def build_estar(model, pairs: list[dict], settings: BuildEstar, inits: dict[int, torch.Tensor]) -> list[dict]:
-    """Every pair's context states at `context_layer`; for the pairs in `inits`, k vectors optimised
-    with the batched soft-prefix optimiser (optionally also matching the teacher's hidden states at
-    `match_layer`)."""
+    """Every pair's context states at `context_layer` and the teacher's last hidden states where it
+    predicts the follow text (the compressors' distillation target, computed here once); for the pairs
+    in `inits`, k vectors optimised with the batched soft-prefix optimiser (optionally also matching the
+    teacher's hidden states at `match_layer`)."""
     layers = sorted({check_layer(model, settings.context_layer, "estar.context_layer"),
-                     check_layer(model, settings.match_layer, "estar.match_layer")})
-    states = [teacher_states(model, torch.tensor(p["context"]), torch.tensor(p["follow"]), layers)
-              for p in tqdm(pairs, desc="context states", mininterval=5)]
+                     check_layer(model, settings.match_layer, "estar.match_layer"), -1})
+    states = teacher_states(model, torch.tensor([p["context"] for p in pairs]),
+                            torch.tensor([p["follow"] for p in pairs]), layers, settings.batch_size)
     tasks = [
         PrefixTask(i, torch.tensor(pairs[i]["follow"]), torch.ones(len(pairs[i]["follow"])), init,
-                   states[i][settings.match_layer][1] if settings.match_weight else None)
+                   states[settings.match_layer][1][i] if settings.match_weight else None)
         for i, init in inits.items()
     ]
     optim = OptimSettings(lr=settings.lr, max_steps=settings.max_steps, patience=settings.max_steps,
@@ -90,7 +100,8 @@ def build_estar(model, pairs: list[dict], settings: BuildEstar, inits: dict[int,
     for i, p in enumerate(pairs):
         r = results.get(i)
         built.append({"id": p["id"], "split": p["split"], "start": p["start"], "context": p["context"],
-                      "follow": p["follow"], "context_hidden": states[i][settings.context_layer][0],
+                      "follow": p["follow"], "context_hidden": states[settings.context_layer][0][i],
+                      "teacher_final": states[-1][1][i],
                       "has_estar": r is not None, "estar": r.vectors if r else None,
                       **({"accuracy": r.best_accuracy, "loss": r.best_loss, "steps": r.steps, "status": r.status,
                           "reason": r.reason, "loss_curve": r.loss_curve, "accuracy_curve": r.accuracy_curve}
@@ -112,6 +123,7 @@ def save_estar(built: list[dict], k: int, hidden_size: int, meta: dict, vectors_
         "has_estar": torch.tensor([b["has_estar"] for b in built]),
         "held_out": torch.tensor([b["split"] == "held_out" for b in built]),
         "context_hidden": torch.stack([b["context_hidden"] for b in built]),
+        "teacher_final": torch.stack([b["teacher_final"] for b in built]),
         "context": torch.tensor([b["context"] for b in built]),
         "follow": torch.tensor([b["follow"] for b in built]),
     }
@@ -121,5 +133,6 @@ def save_estar(built: list[dict], k: int, hidden_size: int, meta: dict, vectors_
 
 
 def load_estar(path) -> dict:
-    """What save_estar wrote: estar [n, k, d], has_estar and held_out [n], context_hidden, context and follow."""
+    """What save_estar wrote: estar [n, k, d], has_estar and held_out [n], context_hidden, teacher_final
+    [n, F, d], context and follow."""
     return load_tensors(path)

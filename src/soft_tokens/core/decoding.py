@@ -3,7 +3,10 @@ prefix (Coconut's latent passes), batched so that batched output equals unbatche
 
 import torch
 
+from soft_tokens.core.phases import phase
 
+
+@phase("decode")
 @torch.no_grad()
 def greedy_from_embeds(model, prefix: torch.Tensor, n_tokens: int) -> torch.Tensor:
     """Argmax-decode exactly `n_tokens` tokens after `prefix` [B, P, d]; returns [B, n_tokens].
@@ -16,6 +19,7 @@ def greedy_from_embeds(model, prefix: torch.Tensor, n_tokens: int) -> torch.Tens
     return greedy_continue(model, out.logits[:, -1], out.past_key_values, n_tokens)[0]
 
 
+@phase("decode")
 @torch.no_grad()
 def greedy_continue(model, logits: torch.Tensor, cache, max_new_tokens: int, eos_id: int | None = None,
                     attention_mask: torch.Tensor | None = None, last_position: torch.Tensor | None = None):

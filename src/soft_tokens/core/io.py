@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from soft_tokens.core.checksums import (CHECKSUM_SUFFIX, CHECKSUMS, DamagedFile, atomic_write_text, checksum_path, sha256,
                                         verified)
+from soft_tokens.core.phases import phase
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,10 @@ def atomic_path(path):
         with storage_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             yield tmp
-            readable_by_group(tmp)
-            write_checksums(checksum_path(path), {path.name: sha256(tmp)})
-            os.replace(tmp, path)
+            with phase("save"):
+                readable_by_group(tmp)
+                write_checksums(checksum_path(path), {path.name: sha256(tmp)})
+                os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -109,7 +111,7 @@ def write_parquet(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{
             k.encode(): str(v).encode() for k, v in metadata.items()}})
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, phase("save"):
         pq.write_table(table, tmp)
 
 
@@ -137,12 +139,14 @@ def atomic_dir(path):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             yield tmp
-            readable_by_group(tmp)
-            sums = {f.relative_to(tmp): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
-            (tmp / IDENTITY).write_text(identity(tmp, lambda f: sums[f.relative_to(tmp)]))  # each file hashed once
-            sums[Path(IDENTITY)] = sha256(tmp / IDENTITY)
-            write_checksums(tmp / CHECKSUMS, {str(name): sums[name] for name in sorted(sums)})
-            os.replace(tmp, path)
+            with phase("save"):
+                readable_by_group(tmp)
+                sums = {f.relative_to(tmp): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+                # each file hashed once
+                (tmp / IDENTITY).write_text(identity(tmp, lambda f: sums[f.relative_to(tmp)]))
+                sums[Path(IDENTITY)] = sha256(tmp / IDENTITY)
+                write_checksums(tmp / CHECKSUMS, {str(name): sums[name] for name in sorted(sums)})
+                os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -40,6 +40,11 @@ def derived():
     return field(metadata={SOURCE: DERIVED})
 
 
+def section_dtype(config: dict, section: dict) -> str:
+    """A track's own `dtype` key resolved: `auto` is the top-level one."""
+    return config["dtype"] if section["dtype"] == "auto" else section["dtype"]
+
+
 def conforms(value, hint) -> bool:
     """Whether `value` has the declared type (an int is a float, a bool is neither; containers are
     checked on the outside)."""

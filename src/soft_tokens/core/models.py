@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from soft_tokens.core.io import atomic_dir, identity, verified
 from soft_tokens.core.packages import package_dir
+from soft_tokens.core.phases import phase
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ def model_dir_arg(value: str) -> Path:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+@phase("load")
 def load_model(path: Path, device: str = "auto", dtype: str = "auto"):
     """A frozen model in eval mode, plus its tokenizer, on the configured device and dtype."""
     dev = resolve_device(device)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from soft_tokens.core.phases import phase
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.vocabulary import INITS
 
@@ -211,6 +212,7 @@ def reached(acc: torch.Tensor, margin: torch.Tensor, s: OptimSettings) -> torch.
     return (acc >= s.stop_accuracy) & (margin >= s.margin if s.margin > 0 else torch.ones_like(acc, dtype=torch.bool))
 
 
+@phase("train")
 def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_result, desc: str = "prefixes"):
     """Optimise every task's vectors; call `on_result(PrefixResult)` as each sample finishes.
 

@@ -9,15 +9,19 @@ import socket
 import sys
 from pathlib import Path
 
+from soft_tokens.core.phases import SUFFIX, record_at_exit
+
 
 def start_job(smk) -> None:
     """Hold the job's output (hold_output), then log to its log file: a second copy stops before it
-    truncates the first one's log."""
+    truncates the first one's log. Where the job's time goes is written beside the log when it ends
+    (soft_tokens.core.phases)."""
     try:
         hold_output(smk.output[0])
     except JobRunning as err:
         sys.exit(str(err))  # one message, no traceback
     log_to(smk.log[0])
+    record_at_exit(smk.log[0] + SUFFIX)
 
 
 def log_to(path: str) -> None:

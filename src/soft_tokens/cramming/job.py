@@ -23,6 +23,7 @@ from soft_tokens.core.io import (atomic_path, atomic_write_json, fingerprint, pa
                                  write_parquet)
 from soft_tokens.core.models import load_model
 from soft_tokens.core.optimiser import OptimSettings, PrefixResult, PrefixTask, init_vectors, optimise_with_restarts
+from soft_tokens.core.phases import phase
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.core.seeding import generator
 from soft_tokens.core.tensor_files import load_tensors
@@ -123,6 +124,7 @@ def greedy_decode(model, vectors: torch.Tensor, ids: torch.Tensor, variant: str,
     return torch.cat([given, greedy_from_embeds(model, prefix, len(ids) - len(given))[0].to(given.device)])
 
 
+@phase("forward")
 @torch.no_grad()
 def evaluate(model, vectors: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, variant: str,
              placement: str = "first", bf16_model=None) -> dict:

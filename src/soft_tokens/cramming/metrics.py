@@ -10,8 +10,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from soft_tokens.core.phases import phase
 from soft_tokens.cramming.spec import MISMATCH_POSITIONS
 
+@phase("forward")
 @torch.no_grad()
 def text_only_scores(model, ids: torch.Tensor):
     """CE [L-1] and argmax [L-1] for tokens 1..L-1 of `ids` [L] given the text alone."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.core.padding import place, positions
+from soft_tokens.core.phases import phase
 from soft_tokens.data.answers import answer_suffix
 from soft_tokens.latent.coconut.spec import CONTROLS, METHODS
 
@@ -246,6 +247,7 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
 
 
+@phase("decode")
 @torch.no_grad()
 def generate(model, prompts: list[Layout], feedback: bool, eos_id: int, max_new_tokens: int,
              thoughts: torch.Tensor | None = None) -> list[list[int]]:
@@ -264,6 +266,7 @@ def generate(model, prompts: list[Layout], feedback: bool, eos_id: int, max_new_
     return [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
 
 
+@phase("forward")
 @torch.no_grad()
 def thoughts_of(model, prompts: list[Layout], feedback: bool) -> torch.Tensor:
     """The vectors the latent positions of the prompts take [B, n, H]: the fed-back hidden states with

@@ -3,7 +3,7 @@ seeds, its report section and its config checks. The torch code reads its names 
 
 from dataclasses import dataclass
 
-from soft_tokens.core.job_settings import Lora, OnDevice, wildcard
+from soft_tokens.core.job_settings import Lora, OnDevice, section_dtype, wildcard
 from soft_tokens.vocabulary import (canonical, check_datasets, check_overrides, check_reasoning_names,
                                     with_overrides)
 
@@ -79,11 +79,7 @@ def settings(config: dict, wildcards: dict) -> dict:
 
 def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
     """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
-    return {"dtype": dtype(config, s)}
-
-
-def dtype(config: dict, s: dict) -> str:
-    return config["dtype"] if s["dtype"] == "auto" else s["dtype"]
+    return {"dtype": section_dtype(config, s)}
 
 
 def from_cot(method: str, start: str) -> bool:
@@ -120,7 +116,7 @@ def train_inputs(config: dict, wildcards: dict) -> dict:
 def protocol(config: dict) -> dict:
     """Per dataset, the Coconut settings (overrides applied, dtype resolved) the section states."""
     return canonical({d: {**{k: coconut_settings(config, d)[k] for k in PROTOCOL},
-                          "dtype": dtype(config, coconut_settings(config, d))} for d in config["coconut"]["datasets"]})
+                          "dtype": section_dtype(config, coconut_settings(config, d))} for d in config["coconut"]["datasets"]})
 
 
 def check(config: dict) -> None:

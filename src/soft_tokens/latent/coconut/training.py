@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_dir, fingerprint, partial_path, read_json, resumable_dir
+from soft_tokens.core.phases import phase
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import (
     autocast,
@@ -71,6 +72,7 @@ def epoch_batches(problems: list, method: str, stage: int, epoch: int, settings:
     return [group[i:i + bs] for group in by_count.values() for i in range(0, len(group), bs)]
 
 
+@phase("train")
 def train_stage(model, tokenizer, train: list, val: list, val_answers: list[str], stage: int, epochs: int,
                 settings: TrainCoconut, select: bool):
     """Train one stage; return the (merged) model and its history (per-epoch losses, optimiser steps).
@@ -155,6 +157,7 @@ def answer_rows(model, tokenizer, problems: list, answers: list[str], stage: int
             for prompt, out, answer in zip(prompts, outputs, answers)]
 
 
+@phase("forward")
 @torch.no_grad()
 def mean_loss(model, layouts: list, feedback: bool, batch_size: int, dtype: str) -> float:
     """Token-weighted validation loss, in eval mode (no dropout); the model is left in the mode it was in."""

@@ -4,7 +4,7 @@ reads, its runs, its report section and its config checks. The torch code reads 
 from dataclasses import dataclass
 from itertools import product
 
-from soft_tokens.core.job_settings import Lora, OnDevice, wildcard
+from soft_tokens.core.job_settings import Lora, OnDevice, section_dtype, wildcard
 from soft_tokens.latent.coconut.spec import cot_run
 from soft_tokens.vocabulary import REASONING_SPLITS, canonical, check_datasets, check_reasoning_names
 
@@ -82,7 +82,12 @@ def sections(config: dict) -> dict:
 
 
 def protocol(config: dict) -> dict:
-    return canonical({k: config["hrpo"][k] for k in PROTOCOL})
+    return canonical({**{k: config["hrpo"][k] for k in PROTOCOL}, "dtype": section_dtype(config, config["hrpo"])})
+
+
+def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
+    """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
+    return {"dtype": section_dtype(config, s)}
 
 
 def runs(config: dict) -> list[dict]:

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from soft_tokens.core.curves import TrainingCurve
+from soft_tokens.core.phases import phase
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.training import (
     autocast,
@@ -122,6 +123,7 @@ def lr_factor(step: int, steps: int, schedule: str, warmup_ratio: float) -> floa
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+@phase("save")
 def save_policy(policy: HybridPolicy, folder: Path) -> None:
     """The LM's LoRA as a PEFT adapter (folder/adapter), the gate and projection beside it
     (core.training.save_trained)."""
@@ -203,6 +205,7 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], settings: Train
             "loss": loss.item(), "kl": kl}
 
 
+@phase("train")
 def train(policy, tokenizer, problems: pd.DataFrame, settings: TrainHrpo, checkpoint: Path,
           fingerprint: dict, curve: TrainingCurve | None = None) -> pd.DataFrame:
     """`steps` GRPO steps; a checkpoint every `checkpoint_every` steps (trainable weights, optimiser,
@@ -228,6 +231,7 @@ def train(policy, tokenizer, problems: pd.DataFrame, settings: TrainHrpo, checkp
     return pd.DataFrame(history)
 
 
+@phase("decode")
 @torch.no_grad()
 def evaluate(policy, tokenizer, test: pd.DataFrame, settings: EvalHrpo, name: str) -> pd.DataFrame:
     """Greedy completions of every test problem (the gate on for HRPO): the answer columns, the

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from soft_tokens.core.padding import pad, positions
+from soft_tokens.core.phases import phase
 from soft_tokens.latent.pooler.method import PoolIds
 
 
@@ -30,6 +31,7 @@ class Row:
     used: int = 0  # positions after the question the compressed layout holds at the end
 
 
+@phase("decode")
 @torch.no_grad()
 def generate(main, pooler, questions: list[list[int]], window: int, ids: PoolIds, eos_id: int, marker_ids: set[int],
              max_new_tokens: int, compress: bool = True, line_end_ids: set[int] = frozenset()) -> list[Row]:

@@ -19,6 +19,7 @@ from transformers import AutoModel
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.core.models import load_model
+from soft_tokens.core.phases import phase
 from soft_tokens.core.seeding import seed_for
 from soft_tokens.core.training import (autocast, epoch_order, load_trained, read_meta, save_trained, train_epochs,
                                        with_lora)
@@ -134,6 +135,7 @@ def init_windows(examples: list[Example], limit: int = 64) -> torch.Tensor:
     return torch.tensor([w for e in examples for w in e.windows][:limit], dtype=torch.long)
 
 
+@phase("train")
 def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolIds, settings: TrainPooler,
                  checkpoint: Path, fingerprint: dict, curve: TrainingCurve | None = None) -> WindowPooler:
     """AdamW over the pooler's trained weights, `batch_size` examples a batch and `grad_accumulation`
@@ -156,6 +158,7 @@ def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolI
     return pooler.eval()
 
 
+@phase("save")
 def save_pooler(pooler: WindowPooler, folder: Path, window: int) -> None:
     """The backbone's LoRA as a PEFT adapter (folder/adapter), the trained embedding table and scale
     beside it (core.training.save_trained)."""
@@ -186,6 +189,7 @@ def answer_marker(tokenizer) -> list[int]:
     return tokenizer(ANSWER_MARKER, add_special_tokens=False).input_ids
 
 
+@phase("forward")
 @torch.no_grad()
 def teacher_forced(main, tokenizer, ids: PoolIds, problems: list[Problem], df: pd.DataFrame, runs: dict,
                    settings: EvalPooler | EvalPoolerBaselines, split: str) -> list[dict]:
