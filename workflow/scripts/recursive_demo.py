@@ -27,16 +27,17 @@ model, tokenizer = load_model(Path(snakemake.input.model), settings.device, sett
 converter = load_converter(Path(snakemake.input.converter), model.config.hidden_size)
 items = demo_items(read_corpus(snakemake.input.corpus), tokenizer, settings.n_passages, settings.context_tokens,
                    settings.continuation_tokens)
-rows, generations = [], []
+rows, prefixes = [], []
 for item in items:
     vector = pooled_vector(model, tokenizer, converter, item["earlier"], settings.layer)
-    prefixes = {c: prefix_embeds(model, tokenizer, c, item, vector, settings.prompt) for c in CONDITIONS}
+    conditions = {c: prefix_embeds(model, tokenizer, c, item, vector, settings.prompt) for c in CONDITIONS}
     rows += [{"model": settings.model, "layer": settings.layer, "arch": settings.arch, "passage_id": item["id"],
-              "condition": c, "ce_nats": continuation_ce(model, p, item["continuation"])} for c, p in prefixes.items()]
-    texts = generate_batch(model, tokenizer, list(prefixes.values()), settings.max_new_tokens)
-    reference = tokenizer.decode(item["continuation"])
-    generations += [{"passage_id": item["id"], "condition": c, "prompt": settings.prompt, "generated": t,
-                     "reference": reference} for c, t in zip(CONDITIONS, texts)]
+              "condition": c, "ce_nats": continuation_ce(model, p, item["continuation"])} for c, p in conditions.items()]
+    prefixes += conditions.values()
+# Every passage and condition in one batch: one decoding step for all of them at a time.
+texts = iter(generate_batch(model, tokenizer, prefixes, settings.max_new_tokens))
+generations = [{"passage_id": item["id"], "condition": c, "prompt": settings.prompt, "generated": next(texts),
+                "reference": tokenizer.decode(item["continuation"])} for item in items for c in CONDITIONS]
 write_parquet(pd.DataFrame(rows), snakemake.output.ce)
 with atomic_path(snakemake.output.generations) as tmp:
     tmp.write_text("".join(json.dumps(g) + "\n" for g in generations))

@@ -9,6 +9,7 @@ earlier text in its place.
 import torch
 import torch.nn.functional as F
 
+from soft_tokens.core.phases import phase
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.data.corpora import split_sentences, with_bos
 
@@ -31,6 +32,7 @@ def demo_items(corpus, tokenizer, n: int, context_tokens: int, continuation_toke
                      "recursive_demo.n_passages, context_tokens or continuation_tokens")
 
 
+@phase("forward")
 @torch.no_grad()
 def pooled_vector(model, tokenizer, converter, ids: list[int], layer: int) -> torch.Tensor:
     """The converter applied to the mean of the text's hidden states at `layer` (BOS excluded)."""
@@ -53,6 +55,7 @@ def prefix_embeds(model, tokenizer, condition: str, item: dict, vector: torch.Te
     return torch.cat(parts)
 
 
+@phase("forward")
 @torch.no_grad()
 def continuation_ce(model, prefix: torch.Tensor, continuation: list[int]) -> float:
     """Mean cross-entropy (nats/token) of `continuation` after the embeddings `prefix` [P, d]."""
@@ -60,6 +63,7 @@ def continuation_ce(model, prefix: torch.Tensor, continuation: list[int]) -> flo
     return float(F.cross_entropy(prefix_forward(model, prefix[None], ids)["logits"][0], ids[0]))
 
 
+@phase("decode")
 @torch.no_grad()
 def generate_batch(model, tokenizer, prefixes: list[torch.Tensor], max_new_tokens: int) -> list[str]:
     """Greedy generations from left-padded prefixes, with the attention mask and pad token set."""

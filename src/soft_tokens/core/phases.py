@@ -1,7 +1,7 @@
-"""Where a job's wall time goes: start-up (the process's start to the job's first line: interpreter, the
-script preamble and imports), model loading, training, decoding, forward passes without generation
-(teacher-forced scoring, extracted states), saving, and the rest (data, bookkeeping). Standard library
-only, so trivial jobs import nothing more.
+"""Where a job's wall time goes: start-up (the interpreter, Snakemake's script preamble and the imports),
+model loading, training, decoding, forward passes without generation (teacher-forced scoring, extracted
+states), saving, and the rest (data, bookkeeping). Standard library only, so trivial jobs import nothing
+more.
 
 `phase(name)` (a context manager or a decorator) charges the wall time inside it to `name`, exclusively:
 time in a phase nested in another counts for the inner one only (a rollout inside an HRPO training step
@@ -14,6 +14,7 @@ import atexit
 import builtins
 import json
 import os
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -60,12 +61,13 @@ def process_seconds() -> float:
 
 
 def timed_imports(importer):
-    """`builtins.__import__` charging each outermost import (a module's, or a function's lazy one) to start-up."""
+    """`builtins.__import__` charging each outermost import of the main thread (a module's, or a function's
+    lazy one) to start-up; other threads' imports pass through, as the phases are the main thread's."""
     depth = 0
 
     def wrapped(*args, **kwargs):
         nonlocal depth
-        if depth:
+        if depth or threading.current_thread() is not threading.main_thread():
             return importer(*args, **kwargs)
         depth += 1
         try:
