@@ -50,19 +50,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def bare_loop(model, prompts: list[list[int]], n_tokens: int) -> int:
     """Prefill, then `n_tokens - 1` single-token greedy steps on the KV cache (each weight cast once under
     autocast): what the loops are held to. Returns the tokens generated."""
-    with casts_once(model):
-        return bare_steps(model, prompts, n_tokens)
-
-
-def bare_steps(model, prompts: list[list[int]], n_tokens: int) -> int:
     ids, mask = (t.to(model.device) for t in pad(prompts, left=True))
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, logits_to_keep=1)
-    cache, token, position = out.past_key_values, out.logits[:, -1].argmax(-1), mask.sum(1)
-    for _ in range(n_tokens - 1):
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                    past_key_values=cache, use_cache=True)
-        cache, token, position = out.past_key_values, out.logits[:, -1].argmax(-1), position + 1
+    with casts_once(model):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, logits_to_keep=1)
+        cache, token, position = out.past_key_values, out.logits[:, -1].argmax(-1), mask.sum(1)
+        for _ in range(n_tokens - 1):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                        past_key_values=cache, use_cache=True)
+            cache, token, position = out.past_key_values, out.logits[:, -1].argmax(-1), position + 1
     return len(prompts) * n_tokens
 
 
@@ -107,9 +103,8 @@ def main() -> None:
         print(f"bare cached decode loop, {name}, float32 and bfloat16 autocast, {N} tokens per row")
         print(f"{'batch':>6} {'fp32 tok/s':>11} {'bf16 tok/s':>11}")
         for b in args.batches:
-            run = lambda b=b: bare_loop(model, questions[:b], N) or b * N  # noqa: E731
-            with torch.no_grad(), casts_once(model):
-                print(f"{b:>6} {rate(run, nullcontext):11.1f} {rate(run, bf16):11.1f}")
+            run = lambda b=b: bare_loop(model, questions[:b], N)  # noqa: E731
+            print(f"{b:>6} {rate(run, nullcontext):11.1f} {rate(run, bf16):11.1f}")
         return
 
     print(f"{name}, batch {B}, {N} tokens per row, {args.threads} threads")
@@ -139,9 +134,10 @@ def main() -> None:
         s = settings_of(TrainHrpo, "train_hrpo", {"policy": method, "seed": "1337"}, name)
         policy, tok = build_policy(args.model_dir, method, s)
         group = s.group_size
-        prompts = left_pad(prompt_ids(tok, [p["question"] for p in problems[:B // group]], s), "cpu")
+        read = prompt_ids(tok, [p["question"] for p in problems[:B // group]], s)
+        prompts = left_pad(read, "cpu")
         ro = lambda: int(rollout(policy, tok, prompts, group, N, 1.0, s.marker, 1).tokens.numel())  # noqa: E731
-        rows = [row for row in prompt_ids(tok, [p["question"] for p in problems[:B // group]], s) for _ in range(group)]
+        rows = [row for row in read for _ in range(group)]
         compare(f"hrpo rollout {method} ({s.dtype})", ro, lambda: bare_loop(model, rows, N),
                 lambda: autocast(torch.device("cpu"), s.dtype))
 

@@ -97,38 +97,44 @@ def rollout(policy, tokenizer, prompts: Prompts, group: int, max_new_tokens: int
     are done keep decoding until all are; their extra tokens fall outside their length."""
     # LoRA merged for decoding, and (under the caller's autocast) each weight cast to bf16 once per rollout
     with lora_merged(policy.lm), casts_once(policy):
-        lm, eos = policy.lm, tokenizer.eos_token_id
-        logits, hidden, cache = read_prompts(lm, prompts, group)
-        mask = prompts.mask.repeat_interleave(group, 0)
-        position = prompts.positions[:, -1].repeat_interleave(group, 0)
-        draw = None if seed is None else torch.Generator(logits.device).manual_seed(seed)
-        watch = MarkerWatch(tokenizer, marker, len(logits), logits.device)
-        tokens, logps, states, thinking, ratios = [], [], [], [], []
-        lengths = torch.full((len(logits),), max_new_tokens, device=logits.device)
-        done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-        for step in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float() / temperature, -1)
-            token = logp.argmax(-1) if draw is None else gumbel_max(logp, draw)
-            tokens.append(token)
-            logps.append(logp.gather(1, token[:, None])[:, 0])
-            state = policy.probs_state(logp.exp()) if policy.state == "probs" else hidden
-            states.append(state)
-            blend = ~watch.update(tokens) if policy.state is not None else torch.zeros_like(done)
-            thinking.append(blend)
-            embeds, ratio = policy.inputs(token, state, blend)
-            ratios.append(ratio)
-            ended = (token == eos) & ~done
-            lengths[ended] = step + 1
-            done |= ended
-            if done.all() or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            position = position + 1
-            out = lm(inputs_embeds=embeds[:, None], attention_mask=mask, position_ids=position[:, None],
-                     past_key_values=cache, use_cache=True, output_hidden_states=True)
-            cache, logits, hidden = out.past_key_values, out.logits[:, -1], out.hidden_states[-1][:, -1]
-        return Rollout(torch.stack(tokens, 1), lengths, torch.stack(logps, 1), torch.stack(states, 1),
-                       torch.stack(thinking, 1), torch.stack(ratios, 1))
+        return sample(policy, tokenizer, prompts, group, max_new_tokens, temperature, marker, seed)
+
+
+def sample(policy, tokenizer, prompts: Prompts, group: int, max_new_tokens: int, temperature: float, marker: str,
+           seed: int | None) -> Rollout:
+    """rollout's decoding loop, on whatever weights the policy holds."""
+    lm, eos = policy.lm, tokenizer.eos_token_id
+    logits, hidden, cache = read_prompts(lm, prompts, group)
+    mask = prompts.mask.repeat_interleave(group, 0)
+    position = prompts.positions[:, -1].repeat_interleave(group, 0)
+    draw = None if seed is None else torch.Generator(logits.device).manual_seed(seed)
+    watch = MarkerWatch(tokenizer, marker, len(logits), logits.device)
+    tokens, logps, states, thinking, ratios = [], [], [], [], []
+    lengths = torch.full((len(logits),), max_new_tokens, device=logits.device)
+    done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+    for step in range(max_new_tokens):
+        logp = torch.log_softmax(logits.float() / temperature, -1)
+        token = logp.argmax(-1) if draw is None else gumbel_max(logp, draw)
+        tokens.append(token)
+        logps.append(logp.gather(1, token[:, None])[:, 0])
+        state = policy.probs_state(logp.exp()) if policy.state == "probs" else hidden
+        states.append(state)
+        blend = ~watch.update(tokens) if policy.state is not None else torch.zeros_like(done)
+        thinking.append(blend)
+        embeds, ratio = policy.inputs(token, state, blend)
+        ratios.append(ratio)
+        ended = (token == eos) & ~done
+        lengths[ended] = step + 1
+        done |= ended
+        if done.all() or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        position = position + 1
+        out = lm(inputs_embeds=embeds[:, None], attention_mask=mask, position_ids=position[:, None],
+                 past_key_values=cache, use_cache=True, output_hidden_states=True)
+        cache, logits, hidden = out.past_key_values, out.logits[:, -1], out.hidden_states[-1][:, -1]
+    return Rollout(torch.stack(tokens, 1), lengths, torch.stack(logps, 1), torch.stack(states, 1),
+                   torch.stack(thinking, 1), torch.stack(ratios, 1))
 
 
 def sequence_logps(policy, prompts: Prompts, rollout: Rollout, group: int, temperature: float,
