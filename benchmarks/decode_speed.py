@@ -6,8 +6,8 @@ model and precision, and tokens/s against batch size.
 
 The bare loop prefills the same prompts (left-padded, with their attention mask) and then feeds one
 greedy token per step on the KV cache, nothing else. Each loop runs as the default config runs it: Coconut
-generation (one continuous thought, then the answer) in bfloat16 autocast; the pooler's online loop in
-float32, splicing every W = 8 reasoning tokens with an untrained pooler; HRPO rollouts (GRPO, and HRPO with
+generation (one continuous thought, then the answer) in bfloat16 autocast; the pooler's online loop under
+`pooler.dtype`, splicing every W = 8 reasoning tokens with an untrained pooler; HRPO rollouts (GRPO, and HRPO with
 the `probs` state) under `hrpo.dtype`, each prompt read once for its group; the cramming greedy decode
 from one vector in the bfloat16 copy of the model. EOS is off, so every row decodes `--max-new-tokens`
 tokens (HRPO samples at temperature 1 and stops when every row has ended). Printed: generated tokens per
@@ -118,16 +118,21 @@ def main() -> None:
     compare("coconut generate (bf16 autocast)", lambda: sum(len(r) for r in generate(lm, prompts, True, NO_EOS, N)),
             lambda: bare_loop(lm, [p.input_ids for p in prompts], N), bf16)
 
-    # The pooler's online loop, splicing every 8 reasoning tokens (float32: the default's pooler dtype).
+    # The pooler's online loop, splicing every 8 reasoning tokens, under `pooler.dtype` (each frozen weight
+    # cast once per batch, as pooler.training.generated runs it).
     pooler_settings = settings_of(EvalPooler, "eval_pooler", {"window": "8"}, name)
     pool_ids = add_pool_tokens(tokenizer)
     pooler = build_pooler(args.model_dir, model, tokenizer, pool_ids, pooler_settings,
                           torch.tensor([questions[0][:8]] * 4)).eval()
+
+    def pooled(compress: bool) -> int:
+        with torch.no_grad(), casts_once(model, pooler):
+            return sum(len(r.tokens) for r in online.generate(model, pooler, questions[:B], 8, pool_ids, NO_EOS,
+                                                                set(), N, compress=compress))
     for compress in (False, True):
-        label = f"pooler online ({'W=8' if compress else 'no pooling'}, fp32)"
-        compare(label, lambda c=compress: sum(len(r.tokens) for r in online.generate(
-                    model, pooler, questions[:B], 8, pool_ids, NO_EOS, set(), N, compress=c)),
-                lambda: bare_loop(model, questions[:B], N), nullcontext)
+        label = f"pooler online ({'W=8' if compress else 'no pooling'}, {pooler_settings.dtype})"
+        compare(label, lambda c=compress: pooled(c), lambda: bare_loop(model, questions[:B], N),
+                lambda: autocast(torch.device("cpu"), pooler_settings.dtype))
 
     # HRPO rollouts: 4 completions per prompt, under hrpo.dtype.
     for method in ("grpo", "probs"):

@@ -279,6 +279,21 @@ def test_jobs_get_exactly_the_keys_they_read():
         "device", "dtype", "main", "eval_batch_size", "max_new_tokens", "model", "dataset"}
 
 
+def test_track_dtypes_reach_their_jobs_and_auto_is_the_top_level_one():
+    default = load("config.yaml")
+    window = {"model": "SmolLM2-135M", "dataset": "prosqa", "window": "8"}
+    jobs = {"train_pooler": window, "eval_pooler": window,
+            "eval_pooler_baselines": {"model": "SmolLM2-135M", "dataset": "prosqa"},
+            "build_estar": {"model": "SmolLM2-135M"}, "train_compressor": {"model": "SmolLM2-135M", "arch": "hyper"},
+            "eval_compressor": {"model": "SmolLM2-135M", "arch": "qattn"}}
+    assert {rule: job_params(default, rule, w)["dtype"] for rule, w in jobs.items()} == dict.fromkeys(jobs, "bfloat16")
+    assert job_params(default, "extract_pairs", {"model": "SmolLM2-135M"})["dtype"] == "auto"
+    for section in ("pooler", "estar", "compressor"):
+        default[section]["dtype"] = "auto"
+    default["dtype"] = "float16"
+    assert {rule: job_params(default, rule, w)["dtype"] for rule, w in jobs.items()} == dict.fromkeys(jobs, "float16")
+
+
 def test_overrides_name_what_they_override():
     config = load("smoke.yaml")
     config["coconut"]["datasets"] = ["prosqa"]  # an override for a defined dataset not run now is fine

@@ -7,8 +7,8 @@ import torch
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.seeding import generator, seed_for
 from soft_tokens.core.models import load_model
-from soft_tokens.core.training import (autocast, casts_once, check_finite, load_trainable, lora_merged, train_epochs,
-                                       with_lora)
+from soft_tokens.core.training import (autocast, casts_once, check_finite, eager_attention_on_cpu, load_trainable,
+                                       lora_merged, train_epochs, with_lora)
 
 CPU = torch.device("cpu")
 
@@ -165,7 +165,7 @@ def test_casts_once_casts_each_frozen_weight_once_per_autocast_region_with_autoc
     with torch.no_grad(), autocast(CPU, "bfloat16"):
         plain = model(input_ids=ids).logits
         recast = casts_in(model, ids)
-        with casts_once(model):
+        with casts_once(model, None, model):  # None skipped, a model given twice restored once
             once = model(input_ids=ids).logits
             cached = casts_in(model, ids)
     assert torch.equal(once, plain)
@@ -175,6 +175,30 @@ def test_casts_once_casts_each_frozen_weight_once_per_autocast_region_with_autoc
     with pytest.raises(RuntimeError, match="casts_once is for decoding under torch.no_grad"):
         with casts_once(model):
             pass
+
+
+def test_eager_attention_on_cpu_inside_the_block_alone_with_fused_attentions_logits_and_gradients(tiny_dir):
+    model, _ = load_trainable(tiny_dir, "cpu")
+    ids = torch.tensor([[0, 0, 40, 41, 42, 43], [1, 40, 41, 42, 43, 44]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # left padding: the masked path
+    weight = model.model.layers[0].self_attn.q_proj.weight
+
+    def logits_and_gradient():
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+        logits.logsumexp(-1).mean().backward()
+        return logits.detach(), weight.grad.clone()
+
+    fused = logits_and_gradient()
+    with eager_attention_on_cpu(model, None):
+        assert model.config._attn_implementation == "eager"
+        eager = logits_and_gradient()
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(eager, fused)
+    model.set_attn_implementation("eager")  # a model not on sdpa (the compressor's attention matching) is left alone
+    with eager_attention_on_cpu(model):
+        pass
+    assert model.config._attn_implementation == "eager"
 
 
 def test_a_merged_lora_computes_the_adapted_model_and_leaves_the_base_weights_bit_for_bit(tiny_dir):

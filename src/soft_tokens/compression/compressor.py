@@ -19,7 +19,7 @@ from soft_tokens.core.io import atomic_path
 from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import torch_load
 from soft_tokens.core.prefix import prefix_forward, text_view
-from soft_tokens.core.training import epoch_order, train_epochs
+from soft_tokens.core.training import eager_attention_on_cpu, epoch_order, train_epochs
 
 
 class HyperPromptNet(torch.nn.Module):
@@ -156,7 +156,8 @@ def train_compressor(model, net, data: dict, train_idx: torch.Tensor, settings: 
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     def batch_loss(batch):
-        return compressor_loss(model, net, batch, settings)[0], len(batch["estar"])
+        with eager_attention_on_cpu(model):
+            return compressor_loss(model, net, batch, settings)[0], len(batch["estar"])
 
     def epoch_batches(epoch):
         return batches(data, train_idx[epoch_order(len(train_idx), settings.seed, epoch)], settings.batch_size, device)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from soft_tokens.core.phases import phase
 from soft_tokens.core.prefix import prefix_forward
+from soft_tokens.core.training import eager_attention_on_cpu
 from soft_tokens.vocabulary import INITS
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,8 @@ def optimise_prefixes(model, tasks: list[PrefixTask], s: OptimSettings, on_resul
         ids, w = batch.ids[:, :L], batch.w[:, :L]
         vec = batch.vec.detach().requires_grad_(True)
         prefix = vec if lead is None else torch.cat([lead.expand(len(batch), -1, -1), vec], dim=1)
-        out = prefix_forward(model, prefix, ids, batch.lengths, [s.hidden_layer] if s.hidden_weight else [])
+        with eager_attention_on_cpu(model):
+            out = prefix_forward(model, prefix, ids, batch.lengths, [s.hidden_layer] if s.hidden_weight else [])
         logits = out["logits"]
         loss, acc = weighted_loss_and_accuracy(logits, ids, w, s.temperature)
         if s.hidden_weight:

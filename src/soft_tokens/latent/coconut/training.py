@@ -27,6 +27,7 @@ from soft_tokens.core.training import (
     autocast,
     check_finite,
     check_finite_weights,
+    eager_attention_on_cpu,
     epoch_order,
     load_trainable,
     with_adapters,
@@ -98,7 +99,7 @@ def train_stage(model, tokenizer, train: list, val: list, val_answers: list[str]
         for rows in tqdm(epoch_batches(train, method, stage, epoch, settings, ids),
                          desc=f"{method} stage {stage} epoch {epoch + 1}/{epochs}", mininterval=10):
             batch = to_device(collate(rows), device)
-            with autocast(device, settings.dtype):
+            with autocast(device, settings.dtype), eager_attention_on_cpu(net):
                 loss = batch_loss(net, batch, feedback)
             check_finite(loss, f"{method} stage {stage} epoch {epoch + 1}", fix)
             loss.backward()

@@ -23,6 +23,7 @@ from soft_tokens.core.training import (
     autocast,
     check_finite,
     check_finite_weights,
+    eager_attention_on_cpu,
     epoch_order,
     load_trainable,
     load_trained,
@@ -180,13 +181,14 @@ def grpo_step(policy, tokenizer, opt, prompts, golds: list[str], settings: Train
     adv = grpo.advantages(rewards, group)
     ref = None
     if settings.beta > 0:
-        with torch.no_grad(), policy.lm.disable_adapter(), autocast(device, settings.dtype):
+        with torch.no_grad(), policy.lm.disable_adapter(), autocast(device, settings.dtype), \
+                eager_attention_on_cpu(policy.lm):
             ref = sequence_logps(policy, prompts, ro, group, settings.score_temperature, plain=True)[0]
     mask = ro.mask
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * lr_factor(step, settings.steps, settings.lr_schedule, settings.warmup_ratio)
     for _ in range(settings.updates_per_batch):
-        with autocast(device, settings.dtype):
+        with autocast(device, settings.dtype), eager_attention_on_cpu(policy.lm):
             logp, _ = sequence_logps(policy, prompts, ro, group, settings.score_temperature)
             loss = grpo.loss(logp, None if settings.updates_per_batch == 1 else ro.logps, ref, adv, mask, settings.beta,
                              settings.clip)

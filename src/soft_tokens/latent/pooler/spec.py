@@ -3,7 +3,7 @@ reads, its report section and its config checks."""
 
 from dataclasses import dataclass
 
-from soft_tokens.core.job_settings import Lora, OnDevice, top, wildcard
+from soft_tokens.core.job_settings import Lora, OnDevice, section_dtype, top, wildcard
 from soft_tokens.latent.coconut.spec import cot_run
 from soft_tokens.vocabulary import canonical, check_datasets, check_reasoning_names
 
@@ -77,8 +77,13 @@ def inputs(config: dict, wildcards: dict) -> dict:
     return {"main": main, "train": f"resources/reasoning/{dataset}/train.parquet"}
 
 
+def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
+    """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
+    return {"dtype": section_dtype(config, s)}
+
+
 def protocol(config: dict) -> dict:
-    return canonical({k: config["pooler"][k] for k in PROTOCOL})
+    return canonical({**{k: config["pooler"][k] for k in PROTOCOL}, "dtype": section_dtype(config, config["pooler"])})
 
 
 def check(config: dict) -> None:

@@ -21,8 +21,8 @@ from soft_tokens.core.decoding import greedy_continue
 from soft_tokens.core.models import load_model
 from soft_tokens.core.phases import phase
 from soft_tokens.core.seeding import seed_for
-from soft_tokens.core.training import (autocast, epoch_order, load_trained, read_meta, save_trained, train_epochs,
-                                       with_lora)
+from soft_tokens.core.training import (autocast, casts_once, eager_attention_on_cpu, epoch_order, load_trained,
+                                       read_meta, save_trained, train_epochs, with_lora)
 from soft_tokens.data.answers import scored
 from soft_tokens.data.reasoning import read_reasoning
 from soft_tokens.latent.coconut.method import IGNORE, Problem, tokenize_frame
@@ -53,9 +53,10 @@ ANSWER_MARKER = "###"
 
 
 def load_main(path: Path, settings: PoolerJob):
-    """The frozen main LM, its tokenizer with the pool tokens added (the LM's own table never sees
-    them: their embeddings are the pooler's), and their ids."""
-    main, tokenizer = load_model(path, settings.device, settings.dtype)
+    """The frozen main LM in float32 weights (`pooler.dtype` is an autocast, as the CoT model trained under
+    one), its tokenizer with the pool tokens added (the LM's own table never sees them: their embeddings
+    are the pooler's), and their ids."""
+    main, tokenizer = load_model(path, settings.device, "float32")
     return main, tokenizer, add_pool_tokens(tokenizer)
 
 
@@ -150,7 +151,7 @@ def train_pooler(main, pooler: WindowPooler, examples: list[Example], ids: PoolI
             yield to_device(collate([examples[i] for i in order[start:start + settings.batch_size]]), main.device)
 
     def loss_of(batch):
-        with autocast(main.device, settings.dtype):
+        with autocast(main.device, settings.dtype), eager_attention_on_cpu(main, pooler.backbone):
             return batch_loss(main, pooler, batch, ids), len(batch.input_ids)
 
     train_epochs(pooler, opt, loss_of, batches, settings.epochs, checkpoint, fingerprint, "pooler",
@@ -202,7 +203,7 @@ def teacher_forced(main, tokenizer, ids: PoolIds, problems: list[Problem], df: p
         for method, (pooler, examples) in runs.items():
             split_up = [answer_split(e, p.answer, marker) for e, p in zip(examples[start:start + bs], chunk)]
             prompts = to_device(collate([prompt for prompt, _ in split_up], pad_left=True), main.device)
-            with autocast(main.device, settings.dtype):
+            with autocast(main.device, settings.dtype), casts_once(main, pooler):
                 if questions is None:
                     questions, width = read_questions(main, prompts), prompts.question_ids.shape[1]
                 _, cache, last = forward(main, pooler, prompts, ids, questions)
@@ -248,7 +249,7 @@ def generated(main, pooler, tokenizer, ids: PoolIds, problems: list[Problem], df
     rows, bs = [], settings.eval_batch_size
     for start in tqdm(range(0, len(problems), bs), desc=f"online W={window}", mininterval=10):
         chunk = problems[start:start + bs]
-        with autocast(main.device, settings.dtype):
+        with autocast(main.device, settings.dtype), casts_once(main, pooler):
             states = online.generate(main, pooler, [p.question for p in chunk], window, ids, tokenizer.eos_token_id,
                                      markers, settings.max_new_tokens, compress=pooler is not None,
                                      line_end_ids=line_ends)
