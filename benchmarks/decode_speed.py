@@ -79,7 +79,7 @@ def settings_of(kind, rule: str, wildcards: dict, model: str):
 
 def compare(name: str, ours, bare, precision) -> None:
     mine, reference = rate(ours, precision), rate(bare, precision)
-    print(f"{name:<34} {mine:8.1f} {reference:8.1f} {mine / reference:6.2f}x")
+    print(f"{name:<38} {mine:8.1f} {reference:8.1f} {mine / reference:6.2f}x")
 
 
 def main() -> None:
@@ -108,7 +108,7 @@ def main() -> None:
         return
 
     print(f"{name}, batch {B}, {N} tokens per row, {args.threads} threads")
-    print(f"{'loop':<34} {'tok/s':>8} {'bare':>8} {'ratio':>7}")
+    print(f"{'loop':<38} {'tok/s':>8} {'bare':>8} {'ratio':>7}")
 
     # Coconut: as evaluate_method runs it (the trained weights keep requires_grad: autocast casts once).
     lm, tok = load_trainable(args.model_dir, "cpu")

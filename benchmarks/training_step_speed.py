@@ -7,6 +7,7 @@ Each step is a forward and backward of SmolLM2 on the CPU:
 - Coconut: a full fine-tuning step of CoT on a batch of 8 ProsQA-style problems, left-padded, under
   bfloat16 autocast (the pooler's and HRPO's updates are of this kind: left-padded, autocast);
 - cramming `seed`: one vector before 16 tokens, 8 texts, the model in bfloat16, gradient to the vectors;
+- cramming `fast` (8 texts of 16 tokens) and a capacity stage (4 texts of 64), the model in float32;
 - e* / compressor: 2 vectors before 16 follow tokens, 16 contexts, gradient to the vectors, with the frozen LM
   in float32 (what it was) and bfloat16 (`estar.dtype`, `compressor.dtype`).
 Each is timed under torch's fused attention (sdpa, the transformers default) and eager attention (what
@@ -97,6 +98,11 @@ def main() -> None:
     fp32, _ = load_model(args.model_dir, "cpu", "float32")
     seed = prefix_step(bf16, 1, 8, 16)
     compare("cramming seed step", {"sdpa (was)": (seed, bf16, "sdpa"), "eager": (seed, bf16, "eager")},
+            args.rounds, args.repeats)
+    fast, search = prefix_step(fp32, 1, 8, 16), prefix_step(fp32, 1, 4, 64)
+    compare("cramming fast step", {"sdpa (was)": (fast, fp32, "sdpa"), "eager": (fast, fp32, "eager")},
+            args.rounds, args.repeats)
+    compare("capacity step, 64 tok", {"sdpa (was)": (search, fp32, "sdpa"), "eager": (search, fp32, "eager")},
             args.rounds, args.repeats)
     estar32, estar16 = prefix_step(fp32, 2, 16, 16), prefix_step(bf16, 2, 16, 16)
     compare("e*/compressor step", {"float32, sdpa (was)": (estar32, fp32, "sdpa"),
