@@ -30,7 +30,8 @@ from soft_tokens.core.optimiser import weighted_loss_and_accuracy  # noqa: E402
 from soft_tokens.core.prefix import prefix_forward  # noqa: E402
 from soft_tokens.core.training import autocast, load_trainable  # noqa: E402
 from soft_tokens.data.reasoning import prosqa_problem  # noqa: E402
-from soft_tokens.latent.coconut.method import add_latent_tokens, batch_loss, collate, layout, tokenize_problem  # noqa: E402
+from soft_tokens.latent.coconut.method import (add_latent_tokens, batch_loss, collate, layout,  # noqa: E402
+                                              tokenize_problem)
 
 CPU = torch.device("cpu")
 

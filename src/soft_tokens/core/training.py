@@ -215,9 +215,10 @@ def casts_once(*models):
 @contextmanager
 def eager_attention_on_cpu(*models):
     """Eager attention inside the block for models on the CPU (None skipped), for training steps: torch's
-    fused CPU attention (sdpa) is slow to differentiate over a padding mask, and a left-padded Coconut step
-    (batch 8, ~110 tokens, bf16 autocast) ran 1.3x faster in eager. Decoding stays on sdpa (eager decoded
-    0.6-0.8x as fast) and CUDA keeps its own kernels; the two implementations differ only in rounding."""
+    fused CPU attention (sdpa) is slow to differentiate at these lengths, most of all over a padding mask:
+    eager ran a left-padded Coconut step and a cramming step 1.27x as fast, an e* step 1.5x
+    (benchmarks/training_step_speed.py). Decoding stays on sdpa (eager decoded 0.6-0.8x as fast) and CUDA
+    keeps its own kernels; the two implementations differ only in rounding."""
     switched = [m for m in models
                 if m is not None and m.device.type == "cpu" and m.config._attn_implementation == "sdpa"]
     for m in switched:
