@@ -179,14 +179,14 @@ def jobs(config: dict, gpu) -> list[dict]:
             examples = pool["epochs"] * data["train"] * pool["max_prefixes"]
             hours = dense_seconds(4 * arch.body() * examples * length, gpu) / 3600  # LoRA: no weight gradients
             # The main LM and the pooler's copy of it both hold float32 weights (pooler.dtype is an autocast):
-            # 8 bytes a parameter, of which training_memory_gb counts 2.
-            both = 8 * arch.params() / 1e9
+            # 8 bytes a parameter, where training_memory_gb counts the 2 of one bf16 copy.
             add("pooler", f"train ({dataset})", model, hours,
-                training_memory_gb(arch, pool["batch_size"] * length, False) + both * 6 / 8, pool.get("runtime"),
-                len(pool["windows"]))
+                training_memory_gb(arch, pool["batch_size"] * length, False) + 6 * arch.params() / 1e9,
+                pool.get("runtime"), len(pool["windows"]))
             hours = decode_seconds(arch, pool["eval_batch_size"], pool["max_new_tokens"], gpu) * \
                 data["test"] / pool["eval_batch_size"] / 3600
-            add("pooler", f"evaluate ({dataset})", model, hours, both, None, len(pool["windows"]) + 1)
+            add("pooler", f"evaluate ({dataset})", model, hours, 8 * arch.params() / 1e9, None,
+                len(pool["windows"]) + 1)
 
     rl = config["hrpo"]
     for model in rl["models"]:

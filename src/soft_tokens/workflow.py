@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 
 import soft_tokens
-from soft_tokens.core.job_settings import TOP
+from soft_tokens.core.job_settings import TOP, section_dtype
 from soft_tokens.vocabulary import canonical
 
 
@@ -51,6 +51,8 @@ def job_params(config: dict, rule: str, wildcards: dict) -> dict:
     params = {**{k: config[k] for k in kind.keys(TOP)}, **{k: s[k] for k in kind.keys()}, **dict(wildcards)}
     if "seed" in wildcards:  # the seed a Coconut or HRPO job trains (and is evaluated) with
         params["seed"] = int(wildcards["seed"])
+    if "dtype" in params and "dtype" in s:  # a section's own `dtype` (auto: the top-level one) runs its jobs
+        params["dtype"] = section_dtype(config, s)
     if hasattr(track, "job_extras"):
         params.update(track.job_extras(config, rule, wildcards, s))
     return kind.build(canonical(params)).params()

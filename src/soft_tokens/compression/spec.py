@@ -3,7 +3,7 @@ each of its jobs reads, its report sections and its config checks."""
 
 from dataclasses import dataclass
 
-from soft_tokens.core.job_settings import JobSettings, OnDevice, section_dtype, top, wildcard
+from soft_tokens.core.job_settings import JobSettings, OnDevice, top, wildcard
 from soft_tokens.vocabulary import canonical, check_names
 
 CONVERTER_ARCHS = ("linear", "mlp")
@@ -134,11 +134,6 @@ COMPRESSOR_PROTOCOL = {"estar": ("corpus", "ctx_len", "follow_len", "k", "max_st
 def sections(config: dict) -> dict:
     on = {"converter": config["converter"]["models"], "compressor": config["estar"]["models"]}
     return {name: figures for name, figures in SECTIONS.items() if on[name]}
-
-
-def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
-    """e* and the compressors run the frozen LM in their section's `dtype` (auto: the top-level one)."""
-    return {"dtype": section_dtype(config, s)} if "dtype" in s else {}
 
 
 def check(config: dict) -> None:

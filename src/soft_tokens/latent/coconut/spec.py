@@ -77,11 +77,6 @@ def settings(config: dict, wildcards: dict) -> dict:
     return coconut_settings(config, wildcards["dataset"])
 
 
-def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
-    """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
-    return {"dtype": section_dtype(config, s)}
-
-
 def from_cot(method: str, start: str) -> bool:
     """Whether a method's run continues from the CoT model of its seed (`start: cot`, latent methods)."""
     return start == "cot" and method in LATENT_METHODS

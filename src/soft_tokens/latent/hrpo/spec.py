@@ -85,11 +85,6 @@ def protocol(config: dict) -> dict:
     return canonical({**{k: config["hrpo"][k] for k in PROTOCOL}, "dtype": section_dtype(config, config["hrpo"])})
 
 
-def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
-    """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
-    return {"dtype": section_dtype(config, s)}
-
-
 def runs(config: dict) -> list[dict]:
     """Every HRPO evaluation: the start model once (first seed), each method once per seed."""
     h = config["hrpo"]

@@ -77,11 +77,6 @@ def inputs(config: dict, wildcards: dict) -> dict:
     return {"main": main, "train": f"resources/reasoning/{dataset}/train.parquet"}
 
 
-def job_extras(config: dict, rule: str, wildcards: dict, s: dict) -> dict:
-    """Training and evaluation run in the section's `dtype` (auto: the top-level one): one precision."""
-    return {"dtype": section_dtype(config, s)}
-
-
 def protocol(config: dict) -> dict:
     return canonical({**{k: config["pooler"][k] for k in PROTOCOL}, "dtype": section_dtype(config, config["pooler"])})
 
