@@ -57,10 +57,12 @@ MODELS = {
     "Qwen2.5-1.5B-Instruct": Arch(1536, 28, 12, 2, 8960, 151936, True),
 }
 # What paper.yaml does not say: problems per split and mean tokens per part (GSM8k-Aug: Deng et al.'s
-# 385,620 / 500 / 1,319; ProsQA 17,886 / 300 / 500; GSM8k 7,473 / 1,319), and the converter's corpus.
+# 385,620 / 500 / 1,319; ProsQA 17,886 / 300 / 500; ProntoQA 9,000 / 200 / 800, its tokens counted by
+# SmolLM2's tokenizer on 200 generated problems; GSM8k 7,473 / 1,319), and the converter's corpus.
 DATA = {
     "gsm8k_aug": {"train": 385_620, "test": 1_319, "question": 60, "steps": 40, "answer": 5},
     "prosqa": {"train": 17_886, "test": 500, "question": 380, "steps": 30, "answer": 10},
+    "prontoqa": {"train": 9_000, "test": 800, "question": 200, "steps": 80, "answer": 1},
     "gsm8k": {"train": 7_473, "test": 1_319, "question": 90, "steps": 130, "answer": 5},
     "converter_tokens": 1_000_000,
 }

@@ -201,17 +201,18 @@ def test_coconut_names_overrides_and_c_are_checked():
 
 def test_coconut_settings_apply_per_dataset_overrides():
     paper = load("paper.yaml")
-    gsm, prosqa = (job_params(paper, "train_coconut", {"model": "gpt2", "dataset": d, "seed": "1338",
-                                                       "method": "coconut"})
-                   for d in ("gsm8k_aug", "prosqa"))
-    # The reference's args/gsm_coconut.yaml and args/prosqa_coconut.yaml, key by key.
+    gsm, prontoqa, prosqa = (job_params(paper, "train_coconut", {"model": "gpt2", "dataset": d, "seed": "1338",
+                                                                 "method": "coconut"})
+                             for d in ("gsm8k_aug", "prontoqa", "prosqa"))
+    # The reference's args/gsm_coconut.yaml, args/prontoqa_coconut.yaml and args/prosqa_coconut.yaml, key by key.
     assert ({k: gsm[k] for k in ("c_thought", "max_latent_stage", "epochs_per_stage", "num_epochs", "start",
                                  "select_best", "reset_optimizer", "uniform_prob", "batch_size", "dtype")}
             == {"c_thought": 2, "max_latent_stage": 3, "epochs_per_stage": 3, "num_epochs": 25, "start": "cot",
                 "select_best": True, "reset_optimizer": True, "uniform_prob": 0.0, "batch_size": 128,
                 "dtype": "float32"})
-    assert (prosqa["c_thought"], prosqa["max_latent_stage"], prosqa["epochs_per_stage"], prosqa["num_epochs"],
-            prosqa["start"], prosqa["dtype"]) == (1, 6, 5, 50, "base", "float32")
+    for graph in (prontoqa, prosqa):
+        assert (graph["c_thought"], graph["max_latent_stage"], graph["epochs_per_stage"], graph["num_epochs"],
+                graph["start"], graph["dtype"], graph["select_best"]) == (1, 6, 5, 50, "base", "float32", True)
     assert gsm["lr"] == 1e-4 and "models" not in gsm and "seeds" not in gsm
     assert coconut_settings(paper, "prosqa")["max_latent_stage"] == 6
 

@@ -13,6 +13,8 @@ from soft_tokens.core.io import write_parquet
 from soft_tokens.data.answers import extract_answer, is_correct
 from soft_tokens.data.reasoning import (
     REASONING_COLUMNS,
+    PRONTOQA_CONCEPTS,
+    PRONTOQA_PROPERTIES,
     PROSQA_STEP_COUNTS,
     build_reasoning,
     canonical_form,
@@ -20,7 +22,6 @@ from soft_tokens.data.reasoning import (
     generated,
     prontoqa_problem,
     prosqa_problem,
-    reachable,
     read_reasoning,
     reasoning_splits,
     split_problems,
@@ -28,7 +29,7 @@ from soft_tokens.data.reasoning import (
 
 PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 10, "n_people": 3, "max_parents": 2,
           "step_counts": {3: 202, 4: 217, 5: 69, 6: 12}}
-PRONTOQA = {"kind": "prontoqa", "n_problems": 30, "hops": 5, "distractors": 2}
+PRONTOQA = {"kind": "prontoqa", "n_problems": 30}
 
 
 def test_answer_extraction_and_exact_match():
@@ -139,22 +140,79 @@ def test_coconut_json_reads_the_published_files(tmp_path):
         reasoning_splits("prosqa", {"kind": "coconut_json", "files": files}, 0)
 
 
-def test_prontoqa_answers_are_correct_by_construction():
+def prontoqa_rule_of(sentence: str) -> tuple[str, str, bool]:
+    """(subject concept, predicate, holds) of a rule in any of ProntoQA's three forms; a predicate that
+    is a concept comes back singular."""
+    plural = re.fullmatch(r"([A-Z][a-z]+)es are (not )?([a-z]+)\.", sentence)
+    if plural:
+        subject, negated, predicate = plural.groups()
+        return subject.lower(), predicate.removesuffix("es") if predicate.endswith("puses") else predicate, not negated
+    subject, negated, concept, adjective = re.fullmatch(r"(?:Every|Each) ([a-z]+) is (not )?(?:an? ([a-z]+)|([a-z]+))\.",
+                                                        sentence).groups()
+    return subject, concept or adjective, not negated
+
+
+def test_prontoqa_follows_the_published_construction():
+    """23 shuffled rules in the three surface forms, the entity's two facts, the query; the answer is what
+    forward chaining over the rules concludes; the proof climbs 4 concepts and concludes the fifth's
+    property, paired into 6 steps as Coconut pairs it; the one other rule on the asked adjective is
+    about a concept nothing else mentions; 14 concepts and 11 property families per problem."""
     rng = np.random.default_rng(0)
-    answers = set()
-    for _ in range(50):
-        p = prontoqa_problem(rng, hops=5, distractors=2)
-        edges, entity, concept = parse_isa(p["question"])
-        claim = re.search(r"True or false: \w+ is (not )?(\w+)\.", p["question"])
-        asked, adjective = claim.group(1) is None, claim.group(2)
-        says = {c: not neg for c, neg in re.findall(rf"Every (\w+) is (not )?{adjective}\.", p["question"])}
-        # Of everything the entity is, exactly one concept speaks about the adjective asked.
-        holds = [says[c] for c in reachable(edges, concept) if c in says]
-        assert len(holds) == 1 and len(says) > 1
-        holds = holds[0]
-        assert p["answer"] == str(holds == asked) and len(p["steps"]) == 6
-        answers.add(p["answer"])
-    assert answers == {"True", "False"}
+    family = {adj: i for i, words in enumerate(PRONTOQA_PROPERTIES) for adj in words}
+    answers, forms, concluded_positive = [], [], []
+    for _ in range(400):
+        p = prontoqa_problem(rng)
+        *sentences, query = re.split(r"(?<=\.) ", p["question"])
+        entity, negated, asked = re.fullmatch(r"True or false: (\w+) is (not )?(\w+)\.", query).groups()
+        rules, facts = sentences[:23], sentences[23:]
+        assert [re.fullmatch(rf"{entity} is an? ([a-z]+)\.", f) is not None for f in facts] == [True, True]
+        parsed = [prontoqa_rule_of(r) for r in rules]
+        forms += [r.split()[0] if r.split()[0] in ("Every", "Each") else "plural" for r in rules]
+        concepts = {s for s, _, _ in parsed} | {o for _, o, _ in parsed if o in PRONTOQA_CONCEPTS}
+        adjectives = [o for _, o, _ in parsed if o not in PRONTOQA_CONCEPTS]
+        assert len(concepts) == 14 and concepts <= set(PRONTOQA_CONCEPTS)
+        assert len({family[a] for a in adjectives}) == 11 and len(adjectives) == 12
+        known = {re.fullmatch(r".* an? ([a-z]+)\.", f).group(1) for f in facts}
+        while new := {o for s, o, _ in parsed if s in known and o in PRONTOQA_CONCEPTS} - known:
+            known |= new
+        holds = {h for s, o, h in parsed if s in known and o == asked}
+        assert len(holds) == 1
+        assert p["answer"] == str(holds.pop() == (negated is None))
+        about = [s for s, o, _ in parsed if o == asked]
+        distractor = next(s for s in about if s not in known)
+        assert len(about) == 2 and sum(distractor in (s, o) for s, o, _ in parsed) == 1
+        proof = [sentence for step in p["steps"] for sentence in re.split(r"(?<=\.) ", step)]
+        assert len(p["steps"]) == 6 and len(proof) == 11 and all(len(step.split(". ")) == 2 for step in p["steps"][:5])
+        assert all(rule in rules for rule in proof[1:10:2])
+        assert proof[-1] == f"{entity} is {'' if holds_of(parsed, proof[-3]) else 'not '}{asked}."
+        concluded_positive.append("not" not in proof[-1])
+        answers.append(p["answer"])
+    assert 0.44 < answers.count("True") / 400 < 0.56 and 0.46 < np.mean(concluded_positive) < 0.60
+    assert 0.44 < forms.count("plural") / len(forms) < 0.56 and 0.2 < forms.count("Each") / len(forms) < 0.3
+
+
+def holds_of(parsed: list[tuple[str, str, bool]], fact: str) -> bool:
+    """Whether the concept in "<entity> is a <concept>." has the property its rule names."""
+    concept = fact.split()[-1].rstrip(".")
+    return next(h for s, o, h in parsed if s == concept and o not in PRONTOQA_CONCEPTS)
+
+
+def test_renamed_problems_share_one_canonical_form():
+    rng = np.random.default_rng(3)
+    p = next(p for p in iter(lambda: prontoqa_problem(rng), None) if "an impus" in p["question"])
+    swap = dict(zip(PRONTOQA_CONCEPTS, PRONTOQA_CONCEPTS[1:] + PRONTOQA_CONCEPTS[:1]))  # impus -> jompus
+
+    def renamed_word(match):
+        article, word = match.groups()
+        new = swap[word.lower()].capitalize() if word[0].isupper() else swap[word]
+        return f"{'an' if new[0] in 'aeiou' else 'a'} {new}" if article else new  # "an impus" -> "a jompus"
+
+    def rename(text):
+        return re.sub(r"\b(an? )?([A-Za-z][a-z]*pus)", renamed_word, text)
+
+    renamed = {key: rename(value) if key != "steps" else [rename(s) for s in value] for key, value in p.items()}
+    assert renamed["question"] != p["question"] and canonical_form(renamed) == canonical_form(p)
+    assert canonical_form(prontoqa_problem(rng)) != canonical_form(p)
 
 
 def test_gsm_symbolic_has_steps_and_bare_answers():

@@ -95,7 +95,7 @@ def test_the_rehearsal_runs_every_track_end_to_end_in_bf16(rehearsal_run):
                     "coconut_summary", "pooler_summary", "hrpo_summary"):
         assert len(pd.read_parquet(results / f"{summary}.parquet")) > 0, summary
     coconut = pd.read_parquet(results / "coconut_summary.parquet")
-    assert set(coconut["dataset"]) == {"gsm8k_aug", "prosqa"} and set(coconut["model"]) == {"gpt2"}
+    assert set(coconut["dataset"]) == {"gsm8k_aug", "prontoqa", "prosqa"} and set(coconut["model"]) == {"gpt2"}
     assert set(pd.read_parquet(results / "hrpo_summary.parquet")["policy"]) == {"start", "grpo", "probs", "projection"}
     assert (results / "table.tex").exists() and (results / "report.tex").exists()
 

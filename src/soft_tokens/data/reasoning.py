@@ -1,7 +1,7 @@
 """Reasoning datasets for the latent-reasoning methods, in one schema: id, question, steps, answer, source.
 
 `steps` is the worked chain of thought, one string per step; `answer` is the bare answer that an
-output's `### <answer>` must match. Two generators (ProsQA- and ProntoQA-style graph problems) are
+output's `### <answer>` must match. Two generators (ProsQA and ProntoQA, as Coconut's data) are
 correct by construction; gsm_symbolic comes from reasoning-gym; `hub` reads GSM8k-Aug-shaped data.
 """
 
@@ -22,9 +22,8 @@ REASONING_COLUMNS = ["id", "question", "steps", "answer", "source"]
 SYLLABLES = ["wum", "yum", "zum", "rem", "lem", "gwom", "shum", "brim", "terp", "jom", "storp", "yim", "dum",
              "vum", "sterp", "grim", "lorp", "bim", "quim", "twom", "frem", "nump", "kerp", "hum", "zorp", "plim"]
 NAMES = ["Tom", "Alex", "Sally", "Max", "Rex", "Fae", "Polly", "Stella", "Wren", "Sam", "Jo", "Sue"]
-ADJECTIVES = ["red", "hot", "sour", "bright", "small", "kind", "dull", "wooden", "shy", "loud"]
-# Words a problem may rename freely: its concepts ("wumpus", "wumpuses") and its people.
-NAMED = re.compile(r"\b(?:[a-z]+pus(?:es)?|" + "|".join(NAMES) + r")\b")
+# Words a problem may rename freely: its concepts ("wumpus", "Wumpuses" opening a sentence) and its people.
+NAMED = re.compile(r"\b(?:(an? )?([A-Za-z][a-z]*pus)(es)?|" + "|".join(NAMES) + r")\b")
 
 
 def concept_names(rng: np.random.Generator, n: int) -> list[str]:
@@ -140,37 +139,96 @@ def prosqa_problem(rng: np.random.Generator, n_concepts: int, n_people: int, ste
             "answer": f"{people[0]} is a {label(target)}."}
 
 
-def prontoqa_problem(rng: np.random.Generator, hops: int, distractors: int) -> dict:
-    """"True or false: Alex is (not) red." over a chain of `hops` "Every X is a Y." facts.
+# ProntoQA (Saparov & He, 2023) as Coconut made its data: asaparov/prontoqa run_experiment.py with
+# --ontology fictional --min-hops 5 --max-hops 5 --ordering random --few-shot-examples 0 and every other
+# flag at its default (ModusPonens proofs, "relevant" distractors); Coconut's preprocessing/prontoqa.py
+# then joins the question and query and pairs the proof's sentences into steps. The word lists are
+# theory.py's fictional concepts and property families and run_experiment.py's entity names.
+PRONTOQA_CONCEPTS = ["wumpus", "yumpus", "zumpus", "dumpus", "rompus", "numpus", "tumpus", "vumpus", "impus",
+                     "jompus", "gorpus", "shumpus", "lempus", "sterpus", "grimpus", "lorpus", "brimpus"]
+PRONTOQA_PROPERTIES = [["blue", "red", "brown", "orange"], ["small", "large"],
+                       ["metallic", "wooden", "luminous", "liquid"], ["transparent", "opaque"],
+                       ["nervous", "happy", "feisty", "shy"], ["bright", "dull"], ["sweet", "sour", "spicy", "bitter"],
+                       ["floral", "fruity", "earthy"], ["hot", "cold", "temperate"],
+                       ["kind", "mean", "angry", "amenable", "aggressive"], ["melodic", "muffled", "discordant", "loud"],
+                       ["slow", "moderate", "fast"], ["windy", "sunny", "overcast", "rainy", "snowy"]]
+PRONTOQA_ENTITIES = ["Fae", "Rex", "Sally", "Max", "Alex", "Sam", "Polly", "Stella", "Wren"]
+PRONTOQA_HOPS = 5
+# theory.py gives each concept one property, negated with weight 1/2 against 1. proof.py walks up from the
+# entity's concept, at each node going up with weight 1 or concluding a property with weight 0.3 (0.7 if
+# negated), and run_experiment.py rejects every walk that is not exactly 5 hops long: so the 4 concepts
+# passed on the way are more often positive, and the concluded one about evenly so.
+P_POSITIVE = 2 / 3
+P_POSITIVE_PASSED = (P_POSITIVE / 1.3) / (P_POSITIVE / 1.3 + (1 - P_POSITIVE) / 1.7)
+P_POSITIVE_CONCLUDED = (P_POSITIVE * 0.3 / 1.3) / (P_POSITIVE * 0.3 / 1.3 + (1 - P_POSITIVE) * 0.7 / 1.7)
 
-    Only the chain's last concept says whether its members are red. Each distractor adds a branch
-    off the chain with another adjective (true of the entity, but not asked) and a concept outside
-    the chain with the opposite property, so the answer follows from the chain alone.
+
+def with_article(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' and not noun.startswith('eu') else 'a'} {noun}"
+
+
+def prontoqa_rule(rng: np.random.Generator, subject: str, predicate: str, negated: bool = False) -> str:
+    """"Wumpuses are (not) P." half the time, else "Every/Each wumpus is (not) P." (syntax.py draws the
+    form per sentence); a concept predicate takes its article or plural."""
+    concept = predicate in PRONTOQA_CONCEPTS
+    no = "not " if negated else ""
+    if rng.random() < 0.5:
+        return f"{subject.capitalize()}es are {no}{predicate + 'es' if concept else predicate}."
+    quantifier = "Every" if rng.random() < 0.5 else "Each"
+    return f"{quantifier} {subject} is {no}{with_article(predicate) if concept else predicate}."
+
+
+def prontoqa_problem(rng: np.random.Generator) -> dict:
+    """A 5-hop ProntoQA question over a fictional ontology, drawn from the distribution the reference's
+    rejection sampler leaves (it only keeps ontologies exactly 5 deep, so this draws those directly).
+
+    The ontology: a chain c0 <- c1 <- ... <- c5, each c_l a kind of c_(l-1) and of a distractor parent
+    D_l; c1..c5, the D_l and a separate concept pair (dchild, a kind of droot) each carry one property
+    of its own family; the entity is a c5 and a dchild. The proof climbs c5 to c1 and concludes c1's
+    property; the query is that conclusion or its negation (answer True or False, evenly), and one more
+    rule about an unused concept states the opposite of the conclusion (the "relevant" distractor).
+    The 23 rules come in random order, the entity's two facts after them.
     """
-    names = concept_names(rng, hops + 1 + 2 * distractors)
-    chain, branches, outsiders = names[: hops + 1], names[hops + 1: hops + 1 + distractors], names[hops + 1 + distractors:]
-    entity = str(rng.choice(NAMES))
-    adjective, *others = rng.choice(ADJECTIVES, size=1 + distractors, replace=False).tolist()
-    holds, asked = bool(rng.integers(2)), bool(rng.integers(2))
-    facts = [f"Every {a} is a {b}." for a, b in zip(chain, chain[1:])]
-    facts.append(f"Every {chain[-1]} is {'' if holds else 'not '}{adjective}.")
-    for branch, outsider, other in zip(branches, outsiders, others):
-        facts.append(f"Every {chain[int(rng.integers(hops + 1))]} is a {branch}.")
-        facts.append(f"Every {branch} is {'' if rng.integers(2) else 'not '}{other}.")
-        facts.append(f"Every {outsider} is {'not ' if holds else ''}{adjective}.")
-    rng.shuffle(facts)
-    question = " ".join(facts + [f"{entity} is a {chain[0]}.",
-                                 f"True or false: {entity} is {'' if asked else 'not '}{adjective}."])
-    steps = [f"{entity} is a {c}." for c in chain[1:]] + [f"{entity} is {'' if holds else 'not '}{adjective}."]
-    return {"question": question, "steps": steps, "answer": str(holds == asked)}
+    h = PRONTOQA_HOPS
+    names = [str(n) for n in rng.permutation(PRONTOQA_CONCEPTS)]
+    chain, parents, (root, child, unused) = names[:h + 1], names[h + 1:2 * h + 1], names[2 * h + 1:2 * h + 4]
+    adjectives = [str(rng.choice(PRONTOQA_PROPERTIES[f])) for f in rng.permutation(len(PRONTOQA_PROPERTIES))[:2 * h + 1]]
+    chain_adj, parent_adj, child_adj = adjectives[:h], adjectives[h:2 * h], adjectives[2 * h]
+    chain_pos = [rng.random() < (P_POSITIVE_CONCLUDED if l == 0 else P_POSITIVE_PASSED) for l in range(h)]
+    rules, is_a, has = [], {}, {}
+    for l in range(1, h + 1):
+        is_a[chain[l]] = prontoqa_rule(rng, chain[l], chain[l - 1])
+        has[chain[l]] = prontoqa_rule(rng, chain[l], chain_adj[l - 1], not chain_pos[l - 1])
+        rules += [is_a[chain[l]], prontoqa_rule(rng, chain[l], parents[l - 1]), has[chain[l]],
+                  prontoqa_rule(rng, parents[l - 1], parent_adj[l - 1], rng.random() >= P_POSITIVE)]
+    rules += [prontoqa_rule(rng, child, root), prontoqa_rule(rng, child, child_adj, rng.random() >= P_POSITIVE)]
+    adjective, concluded = chain_adj[0], chain_pos[0]
+    rules.append(prontoqa_rule(rng, unused, adjective, concluded))
+    entity = str(rng.choice(PRONTOQA_ENTITIES))
+    facts = [f"{entity} is {with_article(chain[-1])}.", f"{entity} is {with_article(child)}."]
+    order, fact_order = rng.permutation(len(rules)), rng.permutation(2)
+    flipped = bool(rng.random() < 0.5)
+    query = f"True or false: {entity} is {'' if concluded != flipped else 'not '}{adjective}."
+    proof = []
+    for l in range(h, 0, -1):
+        proof += [f"{entity} is {with_article(chain[l])}.", is_a[chain[l]] if l > 1 else has[chain[1]]]
+    proof.append(f"{entity} is {'' if concluded else 'not '}{adjective}.")
+    question = " ".join([rules[i] for i in order] + [facts[i] for i in fact_order] + [query])
+    return {"question": question, "steps": [" ".join(proof[i:i + 2]) for i in range(0, len(proof), 2)],
+            "answer": "False" if flipped else "True"}
 
 
 def canonical_form(problem: dict) -> str:
     """A problem with its concept and person names renamed by first appearance: two problems with the
     same form are the same problem up to renaming (same graph, same fact order)."""
     text = "\n".join([problem["question"], *problem["steps"], problem["answer"]])
-    seen: dict[str, str] = {}
-    return NAMED.sub(lambda m: seen.setdefault(m.group(0), f"<{len(seen)}>"), text)
+    seen: dict[str, int] = {}
+
+    def rename(match: re.Match) -> str:
+        name = (match.group(2) or match.group(0)).lower()  # "an impus" and "a wumpus" alike
+        return f"{'a ' if match.group(1) else ''}<{seen.setdefault(name, len(seen))}>{match.group(3) or ''}"
+
+    return NAMED.sub(rename, text)
 
 
 def generated(kind: str, n: int, seed: int, make) -> pd.DataFrame:
@@ -238,7 +296,7 @@ def build_reasoning(name: str, spec: dict, seed: int, split: str | None = None) 
                                                   spec["max_parents"]))
     elif kind == "prontoqa":
         df = generated(kind, spec["n_problems"], seed,
-                       lambda rng: prontoqa_problem(rng, spec["hops"], spec["distractors"]))
+                       prontoqa_problem)
     elif kind == "gsm_symbolic":
         df = gsm_symbolic(spec["n_problems"], seed)
     elif kind == "hub":
