@@ -62,13 +62,17 @@ def bare_loop(model, prompts: list[list[int]], n_tokens: int) -> int:
     return len(prompts) * n_tokens
 
 
-def rate(run, precision) -> float:
-    """Generated tokens per second of `run` (which returns how many it generated), after a warm-up."""
+def rate(run) -> float:
+    """Generated tokens per second of `run` (which returns how many it generated)."""
+    start = time.perf_counter()
+    tokens = run()
+    return tokens / (time.perf_counter() - start)
+
+
+def warm_rate(run, precision) -> float:
     with precision():
         run()
-        start = time.perf_counter()
-        tokens = run()
-    return tokens / (time.perf_counter() - start)
+        return rate(run)
 
 
 def settings_of(kind, rule: str, wildcards: dict, model: str):
@@ -77,9 +81,16 @@ def settings_of(kind, rule: str, wildcards: dict, model: str):
     return kind.build(job_params(config, rule, {"model": model, "dataset": "prosqa", **wildcards}))
 
 
-def compare(name: str, ours, bare, precision) -> None:
-    mine, reference = rate(ours, precision), rate(bare, precision)
-    print(f"{name:<38} {mine:8.1f} {reference:8.1f} {mine / reference:6.2f}x")
+def compare(name: str, ours, bare, precision, repeats: int) -> None:
+    """Median tokens/s of each loop and median ratio over `repeats` rounds that run the two in turn (after
+    a warm-up of each), so that a slow spell of the machine falls on both alike."""
+    with precision():
+        ours(), bare()
+        rounds = np.array([(rate(ours), rate(bare)) for _ in range(repeats)])
+    mine, reference = np.median(rounds, 0)
+    ratios = rounds[:, 0] / rounds[:, 1]
+    print(f"{name:<38} {mine:8.1f} {reference:8.1f} {np.median(ratios):6.2f}x  "
+          f"[{ratios.min():.2f}, {ratios.max():.2f}]")
 
 
 def main() -> None:
@@ -90,6 +101,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="print the bare loop's tokens/s at these "
                                                                            "batch sizes instead")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of each loop against its bare loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     B, N, name = args.batch_size, args.max_new_tokens, args.model_dir.name
@@ -104,11 +116,11 @@ def main() -> None:
         print(f"{'batch':>6} {'fp32 tok/s':>11} {'bf16 tok/s':>11}")
         for b in args.batches:
             run = lambda b=b: bare_loop(model, questions[:b], N)  # noqa: E731
-            print(f"{b:>6} {rate(run, nullcontext):11.1f} {rate(run, bf16):11.1f}")
+            print(f"{b:>6} {warm_rate(run, nullcontext):11.1f} {warm_rate(run, bf16):11.1f}")
         return
 
-    print(f"{name}, batch {B}, {N} tokens per row, {args.threads} threads")
-    print(f"{'loop':<38} {'tok/s':>8} {'bare':>8} {'ratio':>7}")
+    print(f"{name}, batch {B}, {N} tokens per row, {args.threads} threads, medians of {args.repeats} rounds")
+    print(f"{'loop':<38} {'tok/s':>8} {'bare':>8} {'ratio':>7}  [min, max]")
 
     # Coconut: as evaluate_method runs it (the trained weights keep requires_grad: autocast casts once).
     lm, tok = load_trainable(args.model_dir, "cpu")
@@ -116,7 +128,7 @@ def main() -> None:
     ids = add_latent_tokens(lm, tok, "<<")
     prompts = [layout(tokenize_problem(tok, **p), "coconut", 1, 1, 1, ids, prompt_only=True) for p in problems[:B]]
     compare("coconut generate (bf16 autocast)", lambda: sum(len(r) for r in generate(lm, prompts, True, NO_EOS, N)),
-            lambda: bare_loop(lm, [p.input_ids for p in prompts], N), bf16)
+            lambda: bare_loop(lm, [p.input_ids for p in prompts], N), bf16, args.repeats)
 
     # The pooler's online loop, splicing every 8 reasoning tokens, under `pooler.dtype` (each frozen weight
     # cast once per batch, as pooler.training.generated runs it).
@@ -132,7 +144,7 @@ def main() -> None:
     for compress in (False, True):
         label = f"pooler online ({'W=8' if compress else 'no pooling'}, {pooler_settings.dtype})"
         compare(label, lambda c=compress: pooled(c), lambda: bare_loop(model, questions[:B], N),
-                lambda: autocast(torch.device("cpu"), pooler_settings.dtype))
+                lambda: autocast(torch.device("cpu"), pooler_settings.dtype), args.repeats)
 
     # HRPO rollouts: 4 completions per prompt, under hrpo.dtype.
     for method in ("grpo", "probs"):
@@ -144,13 +156,13 @@ def main() -> None:
         ro = lambda: int(rollout(policy, tok, prompts, group, N, 1.0, s.marker, 1).tokens.numel())  # noqa: E731
         rows = [row for row in read for _ in range(group)]
         compare(f"hrpo rollout {method} ({s.dtype})", ro, lambda: bare_loop(model, rows, N),
-                lambda: autocast(torch.device("cpu"), s.dtype))
+                lambda: autocast(torch.device("cpu"), s.dtype), args.repeats)
 
     # Cramming: greedy from one vector, in the bfloat16 copy of the model (cramming.job.bf16_copy).
     low = model.to(torch.bfloat16)
     vectors = torch.randn(B, 1, low.config.hidden_size, dtype=torch.bfloat16) * 0.02
     compare("cramming greedy (bf16 model)", lambda: greedy_from_embeds(low, vectors, N).numel(),
-            lambda: bare_loop(low, [[tokenizer.bos_token_id]] * B, N), nullcontext)
+            lambda: bare_loop(low, [[tokenizer.bos_token_id]] * B, N), nullcontext, args.repeats)
 
 
 if __name__ == "__main__":
