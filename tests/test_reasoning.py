@@ -48,13 +48,6 @@ def test_generators_are_deterministic_for_a_seed(spec):
     assert a["question"].tolist() != c["question"].tolist()
 
 
-def parse_isa(question: str) -> tuple[list[tuple[str, str]], str, str]:
-    """Edges "Every X is a Y.", the entity and its concept, read back from the question text."""
-    edges = re.findall(r"Every (\w+) is a (\w+)\.", question)
-    entity, concept = re.search(r"(\w+) is a (\w+)\.\s+(?:Is|True)", question).groups()
-    return edges, entity, concept
-
-
 def prosqa_graph_of(question: str) -> tuple[list[tuple[str, str]], str, list[str]]:
     """Every fact of a ProsQA question as an edge (people and concepts alike), the asked person, the options."""
     facts = re.findall(r"(?:Every )?(\w+) is a (\w+)\.", question)
@@ -184,6 +177,8 @@ def test_prontoqa_follows_the_published_construction():
         proof = [sentence for step in p["steps"] for sentence in re.split(r"(?<=\.) ", step)]
         assert len(p["steps"]) == 6 and len(proof) == 11 and all(len(step.split(". ")) == 2 for step in p["steps"][:5])
         assert all(rule in rules for rule in proof[1:10:2])
+        climbed = [fact.split()[-1].rstrip(".") for fact in proof[0:10:2]]  # c5 .. c1, each rule leading up
+        assert [prontoqa_rule_of(rule) for rule in proof[1:8:2]] == [(a, b, True) for a, b in zip(climbed, climbed[1:])]
         assert proof[-1] == f"{entity} is {'' if holds_of(parsed, proof[-3]) else 'not '}{asked}."
         concluded_positive.append("not" not in proof[-1])
         answers.append(p["answer"])

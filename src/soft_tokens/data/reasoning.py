@@ -295,8 +295,7 @@ def build_reasoning(name: str, spec: dict, seed: int, split: str | None = None) 
                        lambda rng: prosqa_problem(rng, spec["n_concepts"], spec["n_people"], counts,
                                                   spec["max_parents"]))
     elif kind == "prontoqa":
-        df = generated(kind, spec["n_problems"], seed,
-                       prontoqa_problem)
+        df = generated(kind, spec["n_problems"], seed, prontoqa_problem)
     elif kind == "gsm_symbolic":
         df = gsm_symbolic(spec["n_problems"], seed)
     elif kind == "hub":
