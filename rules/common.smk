@@ -8,6 +8,7 @@ from snakemake.utils import update_config
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 sys.path.insert(0, f"{workflow.basedir}/src")
+from soft_tokens.core import warm_start
 from soft_tokens.core.curves import TENSORBOARD
 from soft_tokens.report.provenance import CONFIG_SOURCE
 from soft_tokens.script_times import align_script_times, record_script_times
@@ -135,6 +136,10 @@ if report_path(sys.argv):
     logger.info(f"The report will be written to {report_path(sys.argv)}")
 
 
+# The warm-start server of a local run (soft_tokens.core.warm_start), stopped when the run ends.
+WARM_SERVERS = []
+
+
 onstart:
     # Before the first job is submitted (a dry run, which submits nothing, passes).
     record_script_times(SCRIPTS, Path(OUTPUT_DIR))
@@ -153,6 +158,21 @@ onstart:
         },
         "the profile (profiles/slurm/profile.yaml, --default-resources or --set-resources)",
     )
+    if warm_start.wanted(workflow):
+        WARM_SERVERS.append(warm_start.start(Path("logs/warm_start.log")))
+
+
+def stop_warm_servers():
+    while WARM_SERVERS:
+        warm_start.stop(WARM_SERVERS.pop())
+
+
+onsuccess:
+    stop_warm_servers()
+
+
+onerror:
+    stop_warm_servers()
 
 
 def check_earlier_outputs():

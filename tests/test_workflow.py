@@ -23,6 +23,7 @@ from snakemake.utils import validate
 from soft_tokens.core.io import parquet_metadata
 from soft_tokens.core.job_settings import DERIVED, TOP
 from soft_tokens.core.runlog import lock_path
+from soft_tokens.core.warm_start import SWITCH
 from soft_tokens.report.digest import inline_html, parts, table_cells
 from soft_tokens.workflow import OWNER
 
@@ -264,7 +265,9 @@ def parquet_tables(workdir: Path) -> dict:
 def test_same_config_same_numbers(smoke_run, tmp_path):
     """A second run from clean writes what the first wrote, timings aside. It runs every kind of job once
     (a reduced grid of the same config): a job reads exactly its own keys, so each job it repeats must
-    write exactly what the first run's same job wrote."""
+    write exactly what the first run's same job wrote. The first run's jobs were forks of its warm-start
+    server; the second's are fresh processes (SOFT_TOKENS_WARM_START=0), so this also checks that a fork
+    computes what a fresh process does."""
     fewer = yaml.safe_load(SMOKE.read_text())
     fewer["cramming"].update(corpora=["random_words"], variants=["base", "2leading"])
     fewer["converter"].update(layers=[1], archs=["mlp"])
@@ -274,8 +277,10 @@ def test_same_config_same_numbers(smoke_run, tmp_path):
     fewer["hrpo"]["methods"] = ["probs"]
     (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
     again = snakemake("--cores", "2", "--configfile", str(tmp_path / "fewer.yaml"), "--directory",
-                      str(tmp_path / "again"), "all")
+                      str(tmp_path / "again"), "all", env={**os.environ, SWITCH: "0"})
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    assert "modules preloaded" in (smoke_run / "logs" / "warm_start.log").read_text()
+    assert not (tmp_path / "again" / "logs" / "warm_start.log").exists()
     first, second = parquet_tables(smoke_run), parquet_tables(tmp_path / "again")
     assert set(second) < set(first) and len(second) > 20
     for name, table in second.items():

@@ -23,6 +23,8 @@ from pathlib import Path
 PHASES = ("start-up", "load", "train", "decode", "forward", "save")
 # The suffix of the record beside a job's log.
 SUFFIX = ".phases.json"
+# In a job forked from the warm-start server: when its launcher started (Unix time).
+LAUNCHED = "SOFT_TOKENS_LAUNCHED"
 
 _spent: dict[str, float] = defaultdict(float)
 _stack: list[str] = []
@@ -52,7 +54,10 @@ def phase(name: str):
 
 
 def process_seconds() -> float:
-    """Wall seconds since this process started, to 10 ms (Linux's /proc; 0 where there is none)."""
+    """Wall seconds since this job's process started, to 10 ms (Linux's /proc; 0 where there is none); for a
+    job forked from the warm-start server, since its launcher started (soft_tokens.core.warm_start)."""
+    if LAUNCHED in os.environ:
+        return max(time.time() - float(os.environ[LAUNCHED]), 0.0)
     try:
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
         return max(float(Path("/proc/uptime").read_text().split()[0]) - started, 0.0)

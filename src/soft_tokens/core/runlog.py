@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 from soft_tokens.core.phases import SUFFIX, record_at_exit
+from soft_tokens.core.warm_start import run_in_warm_fork
 
 
 def start_job(smk) -> None:
-    """Hold the job's output (hold_output), then log to its log file: a second copy stops before it
-    truncates the first one's log. Where the job's time goes is written beside the log when it ends
-    (soft_tokens.core.phases)."""
+    """Run in a fork of the run's warm server if there is one (soft_tokens.core.warm_start). Then hold the
+    job's output (hold_output), and log to its log file: a second copy stops before it truncates the first
+    one's log. Where the job's time goes is written beside the log when it ends (soft_tokens.core.phases)."""
+    run_in_warm_fork()
     try:
         hold_output(smk.output[0])
     except JobRunning as err:
@@ -25,7 +27,13 @@ def start_job(smk) -> None:
 
 
 def log_to(path: str) -> None:
-    sys.stderr = open(path, "w", buffering=1)
+    """Standard error, logging and warnings to `path`; handlers made earlier on standard error (by libraries
+    a warm-start server imported before this job began) follow it there."""
+    earlier, sys.stderr = sys.stderr, open(path, "w", buffering=1)
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is earlier:
+                handler.setStream(sys.stderr)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
