@@ -158,7 +158,7 @@ onstart:
         },
         "the profile (profiles/slurm/profile.yaml, --default-resources or --set-resources)",
     )
-    if warm_start.wanted(workflow):
+    if warm_start.wanted(workflow, config["device"]):
         WARM_SERVERS.append(warm_start.start(Path("logs/warm_start.log")))
 
 

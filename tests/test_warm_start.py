@@ -5,6 +5,7 @@ cold: the two write the same numbers.)"""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 
 from runner import ROOT
 
-from soft_tokens.core.warm_start import ADDRESS, HEADER, REFUSED, receive_exactly, send, start, stop
+from soft_tokens.core import warm_start
+from soft_tokens.core.warm_start import ADDRESS, HEADER, REFUSED, on_cpu, receive_exactly, send, start, stop
 
 SCRIPT = textwrap.dedent(f"""
     import json, os, sys, time
@@ -87,9 +89,9 @@ def test_a_signal_to_the_launcher_ends_the_fork(server, tmp_path):
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=30) != 0
     deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{fork}") and time.monotonic() < deadline:  # reaped by the kernel
+    while not gone(fork) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{fork}")
+    assert gone(fork)
 
 
 def test_the_server_refuses_a_job_of_another_python(server):
@@ -114,10 +116,17 @@ def test_the_server_ends_and_cleans_up_when_its_starter_is_killed(tmp_path):
     starter.kill()
     starter.wait()
     deadline = time.monotonic() + 30
-    while os.path.exists(address) and time.monotonic() < deadline:
+    while not gone(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not os.path.exists(os.path.dirname(address))
-    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+    assert gone(int(pid)) and not os.path.exists(os.path.dirname(address))
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has ended: no longer there, a zombie (Z) or being reaped (X)."""
+    try:
+        return re.search(r"^State:\s+[ZX]", open(f"/proc/{pid}/status").read(), re.MULTILINE) is not None
+    except FileNotFoundError:
+        return True
 
 
 def test_logging_handlers_made_before_the_job_follow_its_log(tmp_path):
@@ -136,3 +145,12 @@ def test_logging_handlers_made_before_the_job_follow_its_log(tmp_path):
     """)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "said by the library" not in run.stderr
     assert "said by the library" in log.read_text()
+
+
+def test_runs_on_a_gpu_start_every_job_fresh(monkeypatch):
+    monkeypatch.setattr(warm_start.os, "listdir", lambda folder: ["null", "nvidia0", "nvidiactl"])
+    assert on_cpu("cpu") and not on_cpu("auto") and not on_cpu("cuda") and not on_cpu("cuda:1")
+    monkeypatch.setattr(warm_start.os, "listdir", lambda folder: ["null", "kfd"])
+    assert not on_cpu("auto")
+    monkeypatch.setattr(warm_start.os, "listdir", lambda folder: ["null", "nvidiactl", "tty0"])
+    assert on_cpu("auto") and not on_cpu("cuda")

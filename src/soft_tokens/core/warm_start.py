@@ -7,8 +7,9 @@ streams, and exits with the fork's status; the fork runs the script from the top
 would. No soft_tokens module is ever imported by the server, so every job runs the code of its own
 checkout.
 
-Only where it is safe: Linux (fork after these imports), local execution, no conda environments (a job
-must run in the server's Python; the server checks it) and not with SOFT_TOKENS_WARM_START=0. A job
+Only where it is safe: Linux (fork after these imports), models on the CPU (CUDA does not survive a
+fork), local execution, no conda environments (a job must run in the server's Python; the server
+checks it), and not with SOFT_TOKENS_WARM_START=0. A job
 that finds no server runs as it is. Standard library only at the top: trivial jobs import nothing more.
 
 Snakemake's benchmark files then time each job correctly (their `s` column), but their CPU and memory
@@ -18,6 +19,7 @@ columns measure the waiting launcher, not the fork: set SOFT_TOKENS_WARM_START=0
 import atexit
 import json
 import os
+import re
 import runpy
 import signal
 import socket
@@ -40,14 +42,26 @@ PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "peft", "pand
 # Each message is a length (8 bytes) and a JSON body; the first carries the job's stdin, stdout, stderr.
 HEADER = struct.Struct("!q")
 REFUSED = 0
+GPU_FILE = re.compile(r"nvidia\d+|kfd")
+# What a launcher passes on to its job's fork (Snakemake and `kill` end jobs with these).
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def wanted(workflow) -> bool:
-    """Whether a warm server fits this Snakemake run (see the module's docstring)."""
+def wanted(workflow, device: str) -> bool:
+    """Whether a warm server fits this Snakemake run, whose models run on `device` (the config's key):
+    see the module's docstring."""
     from snakemake.settings.types import DeploymentMethod
 
-    return (sys.platform == "linux" and os.environ.get(SWITCH, "1") != "0" and workflow.local_exec
-            and not workflow.dryrun and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+    return (sys.platform == "linux" and os.environ.get(SWITCH, "1") != "0" and on_cpu(device)
+            and workflow.local_exec and not workflow.dryrun
+            and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+
+
+def on_cpu(device: str) -> bool:
+    """Whether the jobs will run on the CPU: a process that has touched CUDA cannot be forked for a job
+    that uses it, and the preloaded libraries may touch it, so runs on a GPU start each job fresh. For
+    `auto`, a GPU's device file (NVIDIA's or AMD's) means CUDA is there to be found."""
+    return device == "cpu" or (device == "auto" and not any(map(GPU_FILE.fullmatch, os.listdir("/dev"))))
 
 
 def start(log: Path, preload=PRELOAD) -> subprocess.Popen:
@@ -107,14 +121,28 @@ def run_in_warm_fork() -> None:
         return
     from soft_tokens.core.phases import LAUNCHED, process_seconds
 
+    fork, pending = [], []  # a signal before the fork is known is passed on once it is
+
+    def forward(received, frame):
+        if fork:
+            os.kill(fork[0], received)
+        else:
+            pending.append(received)
+
+    before = {number: signal.signal(number, forward) for number in FORWARDED}
     env = {**os.environ, LAUNCHED: str(time.time() - process_seconds())}  # its start-up counts this one's
     send(conn, {"python": sys.executable, "script": os.path.realpath(sys.argv[0]), "argv": sys.argv,
                 "cwd": os.getcwd(), "env": env}, fds=(0, 1, 2))
     (pid,) = HEADER.unpack(receive_exactly(conn, HEADER.size))
     if pid == REFUSED:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        for number in pending:
+            os.kill(os.getpid(), number)
         return
-    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(number, lambda received, frame: os.kill(pid, received))
+    fork.append(pid)
+    for number in pending:
+        os.kill(pid, number)
     try:
         (status,) = HEADER.unpack(receive_exactly(conn, HEADER.size))
     except EOFError:
@@ -172,6 +200,7 @@ def run_job(conn: socket.socket, request: dict, fds: list[int]) -> None:
     os.environ.update({k: v for k, v in request["env"].items() if k != ADDRESS})
     sys.argv = request["argv"]
     sys.path[0] = os.path.dirname(request["script"])
+    sys.stdout.reconfigure(line_buffering=os.isatty(1))  # as a fresh process sets it for its stdout
     tempfile.tempdir = None  # found again from the job's environment
     if "numpy" in sys.modules:  # a fresh process draws its own seed; Python's random reseeds after a fork
         sys.modules["numpy"].random.seed()
