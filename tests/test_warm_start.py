@@ -102,6 +102,20 @@ def test_the_server_refuses_a_job_of_another_python(server):
         assert HEADER.unpack(receive_exactly(conn, HEADER.size)) == (REFUSED,)
 
 
+def test_a_job_whose_server_stops_before_forking_runs_in_its_own_process(tmp_path, monkeypatch):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / "warm.sock"))
+        listener.listen(1)
+        monkeypatch.setenv(ADDRESS, str(tmp_path / "warm.sock"))
+        job = launch(tmp_path, "ok", warm=True)
+        conn, _ = listener.accept()
+        conn.recv(1 << 16)
+        conn.close()  # as a server ended while the request came
+        out, err = job.communicate("hello\n", timeout=60)
+    assert job.returncode == 0, err
+    assert json.loads(out)["parent"] == os.getpid()
+
+
 def test_the_server_ends_and_cleans_up_when_its_starter_is_killed(tmp_path):
     starter = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, sys, time

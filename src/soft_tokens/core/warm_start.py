@@ -110,7 +110,8 @@ def receive_exactly(conn: socket.socket, size: int) -> bytes:
 
 def run_in_warm_fork() -> None:
     """In a job's script: if a warm server is running, run this script in a fork of it, passing signals
-    on, and exit with its status. Returns where there is no server (or it refuses this Python)."""
+    on, and exit with its status. Returns where there is no server, or it refuses this Python, or it
+    stops before it forks."""
     address = os.environ.get(ADDRESS)
     if not address:
         return
@@ -131,9 +132,12 @@ def run_in_warm_fork() -> None:
 
     before = {number: signal.signal(number, forward) for number in FORWARDED}
     env = {**os.environ, LAUNCHED: str(time.time() - process_seconds())}  # its start-up counts this one's
-    send(conn, {"python": sys.executable, "script": os.path.realpath(sys.argv[0]), "argv": sys.argv,
-                "cwd": os.getcwd(), "env": env}, fds=(0, 1, 2))
-    (pid,) = HEADER.unpack(receive_exactly(conn, HEADER.size))
+    try:
+        send(conn, {"python": sys.executable, "script": os.path.realpath(sys.argv[0]), "argv": sys.argv,
+                    "cwd": os.getcwd(), "env": env}, fds=(0, 1, 2))
+        (pid,) = HEADER.unpack(receive_exactly(conn, HEADER.size))
+    except (OSError, EOFError):  # the server stopped before it forked: run here
+        pid = REFUSED
     if pid == REFUSED:
         for number, handler in before.items():
             signal.signal(number, handler)
@@ -145,7 +149,7 @@ def run_in_warm_fork() -> None:
         os.kill(pid, number)
     try:
         (status,) = HEADER.unpack(receive_exactly(conn, HEADER.size))
-    except EOFError:
+    except (OSError, EOFError):
         sys.exit(f"the job's process (PID {pid}) ended without an exit status: killed by a signal?")
     sys.exit(status)
 
@@ -168,7 +172,7 @@ def serve(address: str, preload: list[str]) -> None:
             conn, _ = listener.accept()
         except TimeoutError:
             continue
-        conn.settimeout(10.0)  # a launcher that dies before its request must not stall the others
+        conn.settimeout(60.0)  # a launcher that dies before its request must not stall the others
         try:
             message, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
             request = json.loads(receive_exactly(conn, HEADER.unpack(message)[0]))
