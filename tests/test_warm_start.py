@@ -5,7 +5,6 @@ cold: the two write the same numbers.)"""
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from runner import ROOT
+from runner import ROOT, gone
 
 from soft_tokens.core import warm_start
 from soft_tokens.core.warm_start import ADDRESS, HEADER, REFUSED, on_cpu, receive_exactly, send, start, stop
@@ -133,14 +132,6 @@ def test_the_server_ends_and_cleans_up_when_its_starter_is_killed(tmp_path):
     while not gone(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gone(int(pid)) and not os.path.exists(os.path.dirname(address))
-
-
-def gone(pid: int) -> bool:
-    """Whether process `pid` has ended: no longer there, a zombie (Z) or being reaped (X)."""
-    try:
-        return re.search(r"^State:\s+[ZX]", open(f"/proc/{pid}/status").read(), re.MULTILINE) is not None
-    except FileNotFoundError:
-        return True
 
 
 def test_logging_handlers_made_before_the_job_follow_its_log(tmp_path):

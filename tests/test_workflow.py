@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from runner import ROOT, SMOKE, snakemake, snakemake_command
+from runner import ROOT, SMOKE, gone, snakemake, snakemake_command
 from snakemake.utils import validate
 
 from soft_tokens.core.io import parquet_metadata
@@ -400,14 +400,6 @@ def test_a_hard_killed_run_resumes_after_unlock_keeping_finished_samples(tmp_pat
     for record in before.values():  # reused as they were, wall time included, not recomputed
         assert after.loc[record["sample_id"], "seconds"] == record["seconds"]
         assert list(after.loc[record["sample_id"], "curve_loss"]) == record["curve_loss"]
-
-
-def gone(pid: int) -> bool:
-    """Whether process `pid` has ended (a zombie has)."""
-    try:
-        return "zombie" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
 
 
 def test_a_second_copy_of_a_running_job_stops_at_once_and_the_first_resumes(tmp_path):

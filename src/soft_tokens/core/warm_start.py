@@ -9,8 +9,8 @@ checkout.
 
 Only where it is safe: Linux (fork after these imports), models on the CPU (CUDA does not survive a
 fork), local execution, no conda environments (a job must run in the server's Python; the server
-checks it), and not with SOFT_TOKENS_WARM_START=0. A job
-that finds no server runs as it is. Standard library only at the top: trivial jobs import nothing more.
+checks it), and not with SOFT_TOKENS_WARM_START=0. A job that finds no server runs as it is. Standard
+library only at the top: trivial jobs import nothing more.
 
 Snakemake's benchmark files then time each job correctly (their `s` column), but their CPU and memory
 columns measure the waiting launcher, not the fork: set SOFT_TOKENS_WARM_START=0 to measure those.
