@@ -17,6 +17,7 @@ columns measure the waiting launcher, not the fork: set SOFT_TOKENS_WARM_START=0
 """
 
 import atexit
+import gc
 import json
 import os
 import re
@@ -162,8 +163,11 @@ def serve(address: str, preload: list[str]) -> None:
     listener.listen(64)
     parent = os.getppid()
     began = time.perf_counter()
+    gc.disable()  # no collection leaves holes among the preloaded objects; each fork collects its own
     for name in preload:
         __import__(name)
+    gc.freeze()  # so a fork's collections skip them, rather than visit (and copy) every one: a first model load
+    # in a fork took 0.5 s, 0.25 s frozen
     print(f"{len(preload)} modules preloaded in {time.perf_counter() - began:.1f} s", flush=True)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel
     listener.settimeout(1.0)
@@ -196,6 +200,7 @@ def run_job(conn: socket.socket, request: dict, fds: list[int]) -> None:
     """In the fork: become the job's process (its streams, directory, environment and arguments), run its
     script as __main__, write the status as Python would exit with it, and exit."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    gc.enable()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
