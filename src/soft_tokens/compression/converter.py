@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_path
+from soft_tokens.core.models import hidden_states
 from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import load_tensors, torch_load
 from soft_tokens.core.seeding import generator
@@ -50,7 +51,7 @@ def extract_pairs(model, token_ids: torch.Tensor, layers: list[int], bos_id: int
         ids = token_ids[start : start + batch_size, None].to(device)
         if bos_id is not None:
             ids = torch.cat([torch.full_like(ids, bos_id), ids], dim=1)
-        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+        hidden = hidden_states(model, input_ids=ids)
         for layer in layers:
             xs[layer].append(hidden[layer][:, -1].float().cpu())
     y = model.get_input_embeddings().weight[token_ids.to(device)].float().cpu()

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from soft_tokens.compression.converter import check_layer
 from soft_tokens.compression.spec import BuildEstar
 from soft_tokens.core.io import atomic_path, write_parquet
+from soft_tokens.core.models import hidden_states
 from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import load_tensors
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes
@@ -63,7 +64,7 @@ def teacher_states(model, context: torch.Tensor, follow: torch.Tensor, layers: l
     n, parts = context.shape[1], {layer: ([], []) for layer in layers}
     for start in tqdm(range(0, len(context), batch_size), desc="teacher states", mininterval=5):
         ids = torch.cat([context[start:start + batch_size], follow[start:start + batch_size, :-1]], 1)
-        hidden = model(input_ids=ids.to(device), output_hidden_states=True).hidden_states
+        hidden = hidden_states(model, input_ids=ids.to(device))
         for layer, (ctx, fol) in parts.items():
             ctx.append(hidden[layer][:, :n].float().cpu())
             fol.append(hidden[layer][:, n - 1:].float().cpu())

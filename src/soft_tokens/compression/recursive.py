@@ -9,6 +9,7 @@ earlier text in its place.
 import torch
 import torch.nn.functional as F
 
+from soft_tokens.core.models import hidden_states
 from soft_tokens.core.phases import phase
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.data.corpora import split_sentences, with_bos
@@ -37,8 +38,8 @@ def demo_items(corpus, tokenizer, n: int, context_tokens: int, continuation_toke
 def pooled_vector(model, tokenizer, converter, ids: list[int], layer: int) -> torch.Tensor:
     """The converter applied to the mean of the text's hidden states at `layer` (BOS excluded)."""
     dev = model.get_input_embeddings().weight.device
-    hidden = model(input_ids=torch.tensor([with_bos(tokenizer, ids)], device=dev), output_hidden_states=True)
-    pooled = hidden.hidden_states[layer][0, 1:].float().mean(0).cpu()
+    hidden = hidden_states(model, input_ids=torch.tensor([with_bos(tokenizer, ids)], device=dev))
+    pooled = hidden[layer][0, 1:].float().mean(0).cpu()
     return converter(pooled[None])[0]
 
 
