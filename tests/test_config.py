@@ -193,9 +193,9 @@ def test_coconut_names_overrides_and_c_are_checked():
     with pytest.raises(WorkflowError, match="c_thought"):
         validate(config, SCHEMA)
     config = load("smoke.yaml")
-    config["coconut"]["num_epochs"] = 1
-    with pytest.raises(ValueError, match=r"coconut \(prosqa\): num_epochs = 1 never reaches the last latent stage "
-                                         r"\(max_latent_stage 1 x epochs_per_stage 1 epochs come first\)"):
+    config["coconut"]["num_epochs"] = 2  # stage 0, stage 1: never stage 2, where ProsQA's 2- and 3-step chains end
+    with pytest.raises(ValueError, match=r"coconut \(prosqa\): num_epochs = 2 may never reach the last stage "
+                                         r"\(\(max_latent_stage 1 \+ 1\) x epochs_per_stage 1 epochs come first"):
         check_config(config)
 
 

@@ -121,8 +121,11 @@ def check(config: dict) -> None:
     check_datasets("coconut", coconut)
     for dataset in coconut["datasets"]:
         s = coconut_settings(config, dataset)
-        if s["num_epochs"] <= s["max_latent_stage"] * s["epochs_per_stage"]:
+        # The last stage is max_latent_stage + 1 (every step gone) when a chain is longer than max_latent_stage,
+        # which only the built data tells (method.final_stage): the job would fail after hours of training.
+        if s["num_epochs"] <= (s["max_latent_stage"] + 1) * s["epochs_per_stage"]:
             raise ValueError(
-                f"coconut ({dataset}): num_epochs = {s['num_epochs']} never reaches the last latent stage "
-                f"(max_latent_stage {s['max_latent_stage']} x epochs_per_stage {s['epochs_per_stage']} epochs come "
-                "first); raise coconut.num_epochs or lower max_latent_stage / epochs_per_stage")
+                f"coconut ({dataset}): num_epochs = {s['num_epochs']} may never reach the last stage ((max_latent_stage "
+                f"{s['max_latent_stage']} + 1) x epochs_per_stage {s['epochs_per_stage']} epochs come first where a "
+                "chain has more steps than max_latent_stage); raise coconut.num_epochs or lower max_latent_stage / "
+                "epochs_per_stage")
