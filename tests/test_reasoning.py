@@ -26,6 +26,7 @@ from soft_tokens.data.reasoning import (
     reasoning_splits,
     split_problems,
 )
+from soft_tokens.rehearsal import hub_folder
 
 PROSQA = {"kind": "prosqa", "n_problems": 30, "n_concepts": 10, "n_people": 3, "max_parents": 2,
           "step_counts": {3: 202, 4: 217, 5: 69, 6: 12}}
@@ -297,3 +298,18 @@ def test_hub_splits_take_the_datasets_own_splits(tmp_path):
     assert {s: df["question"].tolist() for s, df in splits.items()} == {
         "train": ["train0", "train1", "train2"], "val": ["validation0"], "test": ["test0", "test1"]}
     assert splits["test"]["steps"].tolist() == [["<<1+1=2>>"]] * 2
+
+
+def test_a_local_dataset_folder_is_read_as_it_is_now_not_from_the_cache_of_its_earlier_files(tmp_path, monkeypatch):
+    """datasets reuses its cache of a local dataset folder whose card names its files after the files change,
+    so a folder rewritten in place (make rehearsal rewrites runs/rehearsal/data) was read as it was before."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "cache")
+    spec = {"kind": "hub", "dataset": str(tmp_path / "gsm"), "config_name": "default", "split": "train",
+            "question_column": "question", "steps_column": "cot", "answer_column": "answer", "steps_separator": "\n",
+            "hub_splits": {"train": "train", "val": "train", "test": "train"}, "val_fraction": 0.1,
+            "test_fraction": 0.2}
+    for n in (3, 5):
+        hub_folder(tmp_path / "gsm", "default", {"train": pd.DataFrame(
+            {"question": [f"q{i}" for i in range(n)], "cot": [["<<1+1=2>>"]] * n, "answer": ["2"] * n})})
+        assert len(reasoning_splits("gsm8k", spec, 0)["train"]) == n

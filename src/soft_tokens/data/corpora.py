@@ -5,6 +5,7 @@ text to compress, truncated to the length under test.
 """
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,10 @@ def load_hub_dataset(dataset: str | None, split: str, data_files: str | None, ke
             raise ValueError(f"{key}.data_files: could not read {data_files} as {kind} ({type(err).__name__}: {err}); "
                              f"point it at a {kind} file of the dataset's shape") from err
     try:
+        if Path(dataset).is_dir():  # its files as they are now: datasets reuses its cache of a folder whose
+            # files changed (huggingface/datasets#2956)
+            with tempfile.TemporaryDirectory() as cache:
+                return datasets.load_dataset(dataset, config_name, split=split, cache_dir=cache, keep_in_memory=True)
         return datasets.load_dataset(dataset, config_name, split=split)
     except (ConnectionError, OSError, FileNotFoundError) as err:
         raise RuntimeError(f"could not load dataset '{dataset}' (offline?): {err}\n"
