@@ -368,7 +368,7 @@ def slow_cram_job(tmp_path: Path, n_samples: int):
     sample is done: its Snakemake arguments, target, half-done work folder and Snakemake process."""
     config = yaml.safe_load(SMOKE.read_text())
     config["cramming"].update(corpora=["embedded_prose"], variants=["base"], optimizers=["hidden_capacity"],
-                              n_samples=n_samples, batch_size=1, max_steps=400, patience=400)
+                              n_samples=n_samples, batch_size=1, max_steps=100, patience=100)
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(config))
     target = "results/cramming/tiny-llama/embedded_prose/len8_mem1_base_randn_hidden_capacity.parquet"
