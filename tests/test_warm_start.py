@@ -1,7 +1,7 @@
 """soft_tokens.core.warm_start: a script run in a fork of the warm server sees what it would see in a fresh
 process (arguments, directory, environment, standard streams), ends with the same status and message,
-and can be stopped through its launcher. (The smoke run is warm and test_workflow's reduced rerun is
-cold: the two write the same numbers.)"""
+and can be stopped through its launcher; before it has preloaded, a job starts fresh. (The smoke run is warm
+and test_workflow's reduced rerun starts its first jobs fresh: the two write the same numbers.)"""
 
 import json
 import os
@@ -44,6 +44,8 @@ SCRIPT = textwrap.dedent(f"""
 def server(tmp_path, monkeypatch):
     monkeypatch.delenv(ADDRESS, raising=False)
     running = start(tmp_path / "warm.log", preload=("decimal",))
+    while "modules preloaded" not in (tmp_path / "warm.log").read_text():
+        time.sleep(0.01)
     yield running
     stop(running)
 
@@ -91,6 +93,22 @@ def test_a_signal_to_the_launcher_ends_the_fork(server, tmp_path):
     while not gone(fork) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(fork)
+
+
+def test_a_job_that_comes_before_the_preload_has_ended_starts_fresh(tmp_path, monkeypatch):
+    monkeypatch.delenv(ADDRESS, raising=False)
+    slow = tmp_path / "slow_import.py"
+    slow.write_text("import time\ntime.sleep(30)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    running = start(tmp_path / "warm.log", preload=("slow_import",))
+    try:
+        began = time.monotonic()
+        status, seen, err = run(tmp_path, "ok", warm=True)
+        assert status == 0 and seen["parent"] == os.getpid() and not seen["preloaded"], err
+        assert time.monotonic() - began < 20  # it did not wait for the server
+    finally:
+        stop(running)
 
 
 def test_the_server_refuses_a_job_of_another_python(server):

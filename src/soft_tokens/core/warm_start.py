@@ -67,8 +67,8 @@ def on_cpu(device: str) -> bool:
 
 def start(log: Path, preload=PRELOAD) -> subprocess.Popen:
     """Start a server (its messages to `log`) importing `preload`, and point this process's future jobs at
-    it. It listens at once and preloads after, so a job that comes early waits for the preload instead of
-    doing its own."""
+    it. It takes jobs once it has preloaded; one that comes earlier starts fresh rather than wait: a job of
+    a local rule imports none of it, and one that does imports it as fast itself."""
     address = Path(tempfile.mkdtemp(prefix="soft-tokens-")) / "warm.sock"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as sink:
@@ -159,8 +159,7 @@ def serve(address: str, preload: list[str]) -> None:
     """Listen at `address`, import `preload`, then fork a job for each connection, until the process that
     started this one has gone (checked every second; `stop` ends it sooner)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
-    listener.listen(64)
+    listener.bind(address)  # connecting is refused until it listens: a job until then starts fresh
     parent = os.getppid()
     began = time.perf_counter()
     gc.disable()  # no collection leaves holes among the preloaded objects; each fork collects its own
@@ -168,6 +167,7 @@ def serve(address: str, preload: list[str]) -> None:
         __import__(name)
     gc.freeze()  # so a fork's collections skip them, rather than visit (and copy) every one: a first model load
     # in a fork took 0.5 s, 0.25 s frozen
+    listener.listen(64)
     print(f"{len(preload)} modules preloaded in {time.perf_counter() - began:.1f} s", flush=True)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel
     listener.settimeout(1.0)
