@@ -262,12 +262,19 @@ def parquet_tables(workdir: Path) -> dict:
     return tables
 
 
+# Jobs the same-config rerun starts in fresh processes: seeded training and sampling of three tracks, with
+# the jobs they need.
+FRESH = ("results/cramming/tiny-llama/random_words/len8_mem1_base_randn_fast.parquet",
+         "results/coconut/tiny-llama/prosqa/seed1337/eval_coconut.parquet",
+         "results/hrpo/tiny-llama/prosqa/probs/seed1337/eval.parquet")
+
+
 def test_same_config_same_numbers(smoke_run, tmp_path):
     """A second run from clean writes what the first wrote, timings aside. It runs every kind of job once
     (a reduced grid of the same config): a job reads exactly its own keys, so each job it repeats must
     write exactly what the first run's same job wrote. The first run's jobs were forks of its warm-start
-    server; the second's are fresh processes (SOFT_TOKENS_WARM_START=0), so this also checks that a fork
-    computes what a fresh process does."""
+    server; the second run's first jobs (FRESH and what they need) are fresh processes
+    (SOFT_TOKENS_WARM_START=0), so this also checks that a fork computes what a fresh process does."""
     fewer = yaml.safe_load(SMOKE.read_text())
     fewer["cramming"].update(corpora=["random_words"], variants=["base", "2leading"])
     fewer["converter"].update(layers=[1], archs=["mlp"])
@@ -276,13 +283,18 @@ def test_same_config_same_numbers(smoke_run, tmp_path):
     fewer["pooler"]["windows"] = [2]
     fewer["hrpo"]["methods"] = ["probs"]
     (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
-    again = snakemake("--cores", "2", "--configfile", str(tmp_path / "fewer.yaml"), "--directory",
-                      str(tmp_path / "again"), "all", env={**os.environ, SWITCH: "0"})
-    assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    again = tmp_path / "again"
+    args = ["--cores", "2", "--configfile", str(tmp_path / "fewer.yaml"), "--directory", str(again)]
+    fresh = snakemake(*args, *FRESH, env={**os.environ, SWITCH: "0"})
+    assert fresh.returncode == 0, (fresh.stdout + fresh.stderr)[-5000:]
+    assert not (again / "logs" / "warm_start.log").exists()
+    rest = snakemake(*args, "all")
+    assert rest.returncode == 0, (rest.stdout + rest.stderr)[-5000:]
+    scheduled_rules = rest.stdout + rest.stderr
+    assert "rule cram:" in scheduled_rules and "rule train_hrpo:" not in scheduled_rules  # the fresh ones kept
     assert "modules preloaded" in (smoke_run / "logs" / "warm_start.log").read_text()
-    assert not (tmp_path / "again" / "logs" / "warm_start.log").exists()
-    first, second = parquet_tables(smoke_run), parquet_tables(tmp_path / "again")
-    assert set(second) < set(first) and len(second) > 20
+    first, second = parquet_tables(smoke_run), parquet_tables(again)
+    assert set(second) < set(first) and len(second) > 20 and set(FRESH) < set(second)
     for name, table in second.items():
         pd.testing.assert_frame_equal(first[name], table, obj=name)
 
