@@ -54,12 +54,12 @@ def write_rehearsal_data(folder: Path, seed: int = 0) -> None:
     pd.DataFrame({"text": prose.text}).to_parquet(folder / "pg19_valid_1k_chunks.parquet", index=False)
     books = [" ".join(prose.text[i:i + 8]) for i in range(0, len(prose), 8)]
     pd.DataFrame({"text": books}).to_parquet(folder / "pg19_test.parquet", index=False)
-    problems = gsm_symbolic(28, seed)  # two training batches of coconut.batch_size, as prosqa's
-    cut = {"train": problems.iloc[:16], "valid": problems.iloc[16:22], "test": problems.iloc[22:]}
+    problems = gsm_symbolic(20, seed)  # two training batches of coconut.batch_size, as prosqa's
+    cut = {"train": problems.iloc[:8], "valid": problems.iloc[8:14], "test": problems.iloc[14:]}
     hub_folder(folder / "gsm8k_aug", "default", {s: gsm8k_aug_shaped(df) for s, df in cut.items()})
     hub_folder(folder / "gsm8k", "main", {"train": gsm8k_shaped(cut["train"]),
                                           "test": gsm8k_shaped(pd.concat([cut["valid"], cut["test"]]))})
-    for i, (split, n) in enumerate({"train": 16, "valid": 6, "test": 8}.items()):
+    for i, (split, n) in enumerate({"train": 8, "valid": 6, "test": 8}.items()):
         records = prosqa_records(n, seed * 10 + i)
         (folder / f"prosqa_{split}.json").write_text(json.dumps(records, indent=1))
 
