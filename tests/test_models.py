@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from soft_tokens.core.decoding import greedy_from_embeds
-from soft_tokens.core.models import (hidden_states, join_parts, load_hub, load_model, prepare_model, resolve_device,
-                                     resolve_dtype)
+from soft_tokens.core import models
+from soft_tokens.core.models import (embedded_tokenizer, hidden_states, join_parts, load_hub, load_model, prepare_model,
+                                     resolve_device, resolve_dtype)
 from soft_tokens.core.packages import package_dir
 
 
@@ -92,6 +93,24 @@ def test_hidden_states_without_the_head_are_the_full_models(tiny_arch, arch):
         body = hidden_states(model, input_ids=ids)
     assert len(body) == len(full) == model.config.num_hidden_layers + 1
     assert all(torch.equal(a, b) for a, b in zip(body, full))
+
+
+def test_the_embedded_tokenizer_is_read_from_its_gguf_once_then_from_the_kept_copy(tmp_path, monkeypatch):
+    reads = []
+    real = models.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained",
+                        lambda path, **kw: reads.append(kw.get("gguf_file")) or real(path, **kw))
+    from_gguf = embedded_tokenizer.__wrapped__(tmp_path / "cache")
+    kept = embedded_tokenizer.__wrapped__(tmp_path / "cache")
+    assert reads == ["SmolLM2-135M-Instruct.Q4_1.gguf", None] and len(list((tmp_path / "cache").iterdir())) == 1
+    for tokenizer, folder in ((from_gguf, tmp_path / "a"), (kept, tmp_path / "b")):
+        tokenizer.save_pretrained(folder)
+    assert all((tmp_path / "a" / f.name).read_bytes() == f.read_bytes() for f in (tmp_path / "b").iterdir())
+    text = ["Hello world! <|im_start|>user\nhi<|im_end|>", "  spaces\tand 12345 ünïcödé"]
+    assert from_gguf(text).input_ids == kept(text).input_ids
+    (tmp_path / "file").write_text("")
+    unwritable = embedded_tokenizer.__wrapped__(tmp_path / "file" / "cache")  # no cache: read all the same
+    assert len(unwritable) == len(from_gguf) and reads[-1] == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def test_device_and_dtype_resolution():
