@@ -9,8 +9,8 @@ checkout.
 
 Only where it is safe: Linux (fork after these imports), models on the CPU (CUDA does not survive a
 fork), local execution, no conda environments (a job must run in the server's Python; the server
-checks it), and not with SOFT_TOKENS_WARM_START=0. A job that finds no server runs as it is. Standard
-library only at the top: trivial jobs import nothing more.
+checks it), and not with SOFT_TOKENS_WARM_START=0. A job that finds no server, or one still
+importing, runs as it is. Standard library only at the top: trivial jobs import nothing more.
 
 Snakemake's benchmark files then time each job correctly (their `s` column), but their CPU and memory
 columns measure the waiting launcher, not the fork: set SOFT_TOKENS_WARM_START=0 to measure those.
@@ -156,8 +156,8 @@ def run_in_warm_fork() -> None:
 
 
 def serve(address: str, preload: list[str]) -> None:
-    """Listen at `address`, import `preload`, then fork a job for each connection, until the process that
-    started this one has gone (checked every second; `stop` ends it sooner)."""
+    """Bind `address`, import `preload`, then listen and fork a job for each connection, until the process
+    that started this one has gone (checked every second; `stop` ends it sooner)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)  # connecting is refused until it listens: a job until then starts fresh
     parent = os.getppid()
