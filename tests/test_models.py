@@ -5,6 +5,7 @@ import torch
 
 from soft_tokens.core.decoding import greedy_from_embeds
 from soft_tokens.core import models
+from soft_tokens.core.checksums import DamagedFile
 from soft_tokens.core.models import (embedded_tokenizer, hidden_states, join_parts, load_hub, load_model, prepare_model,
                                      resolve_device, resolve_dtype)
 from soft_tokens.core.packages import package_dir
@@ -108,6 +109,10 @@ def test_the_embedded_tokenizer_is_read_from_its_gguf_once_then_from_the_kept_co
     assert all((tmp_path / "a" / f.name).read_bytes() == f.read_bytes() for f in (tmp_path / "b").iterdir())
     text = ["Hello world! <|im_start|>user\nhi<|im_end|>", "  spaces\tand 12345 ünïcödé"]
     assert from_gguf(text).input_ids == kept(text).input_ids
+    (copy,) = (tmp_path / "cache").iterdir()
+    (copy / "tokenizer.json").write_text("{}")  # changed by hand: named, with the command that fixes it
+    with pytest.raises(DamagedFile, match=f"tokenizer.json was changed after it was written.*rm -r {copy}"):
+        embedded_tokenizer.__wrapped__(tmp_path / "cache")
     monkeypatch.setattr(models.AutoTokenizer, "from_pretrained",  # parsing the GGUF again: the same, seconds later
                         lambda path, **kw: reads.append(kw.get("gguf_file")) or from_gguf)
     (tmp_path / "file").write_text("")

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-from soft_tokens.core.io import atomic_dir, identity, verified
+from soft_tokens.core.checksums import CHECKSUMS, sha256
+from soft_tokens.core.io import atomic_dir, identity, verified, write_checksums
 from soft_tokens.core.packages import package_dir
 from soft_tokens.core.phases import phase
 
@@ -88,8 +89,8 @@ def embedded_tokenizer(cache: Path = TOKENIZER_CACHE):
     gguf = package_dir(EMBEDDED_TOKENIZER["package"]) / EMBEDDED_TOKENIZER["file"]
     stat = gguf.stat()
     kept = cache / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
-    if kept.is_dir():  # renamed into place whole
-        return AutoTokenizer.from_pretrained(kept)
+    if kept.is_dir():  # renamed into place whole; a file changed since is named, with its rm
+        return AutoTokenizer.from_pretrained(verified(kept))
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,7 @@ def embedded_tokenizer(cache: Path = TOKENIZER_CACHE):
         return tokenizer
     try:
         tokenizer.save_pretrained(saving)
+        write_checksums(Path(saving) / CHECKSUMS, {f.name: sha256(f) for f in sorted(Path(saving).iterdir())})
         os.rename(saving, kept)
     except OSError:  # another process kept it first (or the disk is full): its copy stands
         shutil.rmtree(saving, ignore_errors=True)
