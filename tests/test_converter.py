@@ -6,6 +6,7 @@ from soft_tokens.compression.converter import (
     check_layer,
     evaluate_converter,
     extract_pairs,
+    hidden_states,
     load_converter,
     load_pairs,
     nearest_token_hits,
@@ -17,6 +18,7 @@ from soft_tokens.compression.converter import (
 )
 from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.io import fingerprint
+from soft_tokens.core.models import load_model
 from settings import settings
 
 SETTINGS = dict(model="tiny", layer="-1", arch="linear", seed=0, hidden_dim=16, lr=0.05, weight_decay=0.0, epochs=60,
@@ -139,3 +141,14 @@ def test_a_non_finite_loss_stops_training_with_the_fix(tmp_path):
     y[3, 1] = float("nan")
     with pytest.raises(FloatingPointError, match="converter linear epoch 1: loss is nan; lower converter.lr"):
         train_converter(x, y, converter_settings(), tmp_path / "ckpt", {})
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "gpt_neox"])
+def test_hidden_states_without_the_head_are_the_full_models(tiny_arch, arch):
+    model, _ = load_model(tiny_arch(arch), "cpu", "float32")
+    ids = torch.randint(0, 1000, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(input_ids=ids, output_hidden_states=True).hidden_states
+        body = hidden_states(model, input_ids=ids)
+    assert len(body) == len(full) == model.config.num_hidden_layers + 1
+    assert all(torch.equal(a, b) for a, b in zip(body, full))

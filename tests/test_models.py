@@ -6,8 +6,8 @@ import torch
 from soft_tokens.core.decoding import greedy_from_embeds
 from soft_tokens.core import models
 from soft_tokens.core.checksums import DamagedFile
-from soft_tokens.core.models import (embedded_tokenizer, hidden_states, join_parts, load_hub, load_model, prepare_model,
-                                     resolve_device, resolve_dtype)
+from soft_tokens.core.models import (embedded_tokenizer, join_parts, load_hub, load_model, prepare_model, resolve_device,
+                                     resolve_dtype)
 from soft_tokens.core.packages import package_dir
 
 
@@ -83,17 +83,6 @@ def test_greedy_on_the_cache_equals_full_recomputation_and_batched_equals_one_at
     assert torch.equal(cached, torch.stack(recomputed, 1))
     assert all(torch.equal(cached[i], greedy_from_embeds(model, prefix[i:i + 1], 6)[0]) for i in range(3))
     assert len(set(map(tuple, cached.tolist()))) > 1  # the rows differ, so the comparison says something
-
-
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "gpt_neox"])
-def test_hidden_states_without_the_head_are_the_full_models(tiny_arch, arch):
-    model, _ = load_model(tiny_arch(arch), "cpu", "float32")
-    ids = torch.randint(0, 1000, (2, 5), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        full = model(input_ids=ids, output_hidden_states=True).hidden_states
-        body = hidden_states(model, input_ids=ids)
-    assert len(body) == len(full) == model.config.num_hidden_layers + 1
-    assert all(torch.equal(a, b) for a, b in zip(body, full))
 
 
 def test_the_embedded_tokenizer_is_read_from_its_gguf_once_then_from_the_kept_copy(tmp_path, monkeypatch):

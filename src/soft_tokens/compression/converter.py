@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 from soft_tokens.compression.spec import TrainConverter
 from soft_tokens.core.curves import TrainingCurve
 from soft_tokens.core.io import atomic_path
-from soft_tokens.core.models import hidden_states
 from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import load_tensors, torch_load
 from soft_tokens.core.seeding import generator
@@ -30,6 +29,13 @@ def check_layer(model, layer: int, key: str = "converter.layers") -> int:
         raise ValueError(f"{key}: layer {layer} is out of range for a model with {n - 1} layers "
                          f"(use {-n}..{n - 1}; 0 is the embedding output, -1 the last layer)")
     return layer
+
+
+def hidden_states(model, **inputs) -> tuple[torch.Tensor, ...]:
+    """Every layer's hidden states (embeddings first), from the model's body alone: the output head's
+    logits, a vocabulary wide at every position, go unused by this track and cost a fifth of SmolLM2's
+    forward (most of a tiny model's)."""
+    return model.base_model(**inputs, output_hidden_states=True).hidden_states
 
 
 def token_subset(vocab_size: int, max_tokens: int | None, seed: int) -> torch.Tensor:

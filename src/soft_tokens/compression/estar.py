@@ -10,10 +10,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from soft_tokens.compression.converter import check_layer
+from soft_tokens.compression.converter import check_layer, hidden_states
 from soft_tokens.compression.spec import BuildEstar
 from soft_tokens.core.io import atomic_path, write_parquet
-from soft_tokens.core.models import hidden_states
 from soft_tokens.core.phases import phase
 from soft_tokens.core.tensor_files import load_tensors
 from soft_tokens.core.optimiser import OptimSettings, PrefixTask, optimise_prefixes

@@ -9,7 +9,7 @@ earlier text in its place.
 import torch
 import torch.nn.functional as F
 
-from soft_tokens.core.models import hidden_states
+from soft_tokens.compression.converter import hidden_states
 from soft_tokens.core.phases import phase
 from soft_tokens.core.prefix import prefix_forward
 from soft_tokens.data.corpora import split_sentences, with_bos

@@ -231,10 +231,3 @@ def load_model(path: Path, device: str = "auto", dtype: str = "auto"):
     model.eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
-
-
-def hidden_states(model, **inputs) -> tuple[torch.Tensor, ...]:
-    """Every layer's hidden states (embeddings first), from the model's body alone: the output head's
-    logits, a vocabulary wide at every position, go unused here and cost a fifth of SmolLM2's forward
-    (most of a tiny model's)."""
-    return model.base_model(**inputs, output_hidden_states=True).hidden_states
