@@ -94,7 +94,8 @@ def embedded_tokenizer(cache: Path = TOKENIZER_CACHE):
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        saving = tempfile.mkdtemp(dir=cache)
+        saving = tempfile.mkdtemp(dir=cache)  # not atomic_dir: its one temporary name would let two
+        # processes reading the GGUF at once (the rehearsal's first prepare_model jobs) write into each other
     except OSError:  # no cache where none can be written
         return tokenizer
     try:
